@@ -1,0 +1,39 @@
+"""Currant: a fast, durable PostgreSQL job queue with a Cython hot path."""
+
+from ._impl import __impl__
+from ._version import __version__
+from .app import App
+from .errors import (
+    ConfigurationError,
+    CurrantError,
+    Discard,
+    EnqueueOutcomeUnknown,
+    JobCancelled,
+    JobTimeout,
+    PayloadTooLarge,
+    Retry,
+    UnknownTask,
+)
+from .job import Item, Job, JobContext, current_job
+from .task import Task, exponential_backoff
+
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "CurrantError",
+    "Discard",
+    "EnqueueOutcomeUnknown",
+    "Item",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobTimeout",
+    "PayloadTooLarge",
+    "Retry",
+    "Task",
+    "UnknownTask",
+    "__impl__",
+    "__version__",
+    "current_job",
+    "exponential_backoff",
+]

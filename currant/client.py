@@ -1,0 +1,296 @@
+"""The producer side: enqueue one job, enqueue many by binary COPY, and the admin reads.
+
+Each operation is a *plan*: a generator that yields the statements to run and
+receives their results. The same plan runs on a sync connection
+(:func:`run_plan`) or an async one (:func:`arun_plan`), so the sync and async
+APIs share every line of logic and differ only in how they wait for I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple, Union
+
+import psycopg
+
+from . import codec
+from .errors import CurrantError
+from .job import Item
+from .task import check_name
+
+# What a plan yields: (how to run it, statement, parameters or COPY chunks).
+Fetch = Literal["one", "all", "rowcount", "copy"]
+Step = tuple[Fetch, str, Any]
+Plan = Generator[Step, Any, Any]
+
+# Bulk enqueue sends COPY data in chunks of about this size: big enough that
+# per-message overhead vanishes, small enough to bound memory for huge inputs.
+COPY_CHUNK_BYTES = 4 << 20
+# Ids are reserved and rows encoded this many at a time.
+ENQUEUE_BATCH = 50_000
+# A unique-key conflict with a row this snapshot cannot see yet is retried.
+UNIQUE_RETRIES = 20
+_LIVE_KEY_CONFLICT_RETRY = "unique key holder not visible yet"
+
+
+class JobOptions(NamedTuple):
+    """Everything but the arguments, resolved against the task's defaults."""
+
+    task: str
+    queue: str
+    priority: int
+    max_attempts: int
+
+
+def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
+    """Drive a plan on a sync connection; returns the plan's return value."""
+    result: Any = None
+    try:
+        while True:
+            fetch, statement, argument = plan.send(result)
+            if fetch == "copy":
+                with conn.cursor() as cur, cur.copy(statement) as copy:
+                    for chunk in argument:
+                        copy.write(chunk)
+                result = None
+                continue
+            cur = conn.execute(statement, argument)
+            if fetch == "one":
+                result = cur.fetchone()
+            elif fetch == "all":
+                result = cur.fetchall()
+            else:
+                result = cur.rowcount
+    except StopIteration as done:
+        return done.value
+
+
+async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
+    """Drive a plan on an async connection; returns the plan's return value."""
+    result: Any = None
+    try:
+        while True:
+            fetch, statement, argument = plan.send(result)
+            if fetch == "copy":
+                async with conn.cursor() as cur, cur.copy(statement) as copy:
+                    for chunk in argument:
+                        await copy.write(chunk)
+                result = None
+                continue
+            cur = await conn.execute(statement, argument)
+            if fetch == "one":
+                result = await cur.fetchone()
+            elif fetch == "all":
+                result = await cur.fetchall()
+            else:
+                result = cur.rowcount
+    except StopIteration as done:
+        return done.value
+
+
+def _delay_seconds(delay: float | timedelta | None) -> float:
+    if delay is None:
+        return 0.0
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ValueError(f"delay must be a non-negative number of seconds, got {delay!r}")
+    return seconds
+
+
+def _check_run_at(run_at: datetime | None, delay: float | timedelta | None) -> None:
+    if run_at is not None:
+        if delay is not None:
+            raise ValueError("pass run_at or delay, not both")
+        if not isinstance(run_at, datetime) or run_at.tzinfo is None:
+            raise ValueError(f"run_at must be a timezone-aware datetime, got {run_at!r}")
+
+
+def _check_unique_key(unique_key: Any) -> str | None:
+    if unique_key is None:
+        return None
+    if not isinstance(unique_key, str) or not unique_key or "\x00" in unique_key:
+        raise ValueError(f"unique_key must be a non-empty str without NUL, got {unique_key!r}")
+    return unique_key
+
+
+def _check_priority(priority: int) -> int:
+    if not isinstance(priority, int) or not -32768 <= priority <= 32767:
+        raise ValueError(f"priority must be an int from -32768 to 32767, got {priority!r}")
+    return priority
+
+
+def enqueue_plan(
+    sql: Mapping[str, str],
+    channel: str,
+    options: JobOptions,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    run_at: datetime | None,
+    delay: float | timedelta | None,
+    unique_key: str | None,
+    max_payload: int,
+) -> Plan:
+    """Validate and encode now (before any I/O), then one INSERT+NOTIFY round trip."""
+    _check_run_at(run_at, delay)
+    params = {
+        "queue": check_name("queue", options.queue),
+        "task": check_name("task", options.task),
+        "payload": codec.encode_payload(args, kwargs, max_payload),
+        "priority": _check_priority(options.priority),
+        "max_attempts": options.max_attempts,
+        "run_at": run_at,
+        "delay": _delay_seconds(delay),
+        "unique_key": _check_unique_key(unique_key),
+        "channel": channel,
+    }
+    return _enqueue_steps(sql["enqueue_one"], params)
+
+
+def _enqueue_steps(statement: str, params: dict[str, Any]) -> Plan:
+    for _ in range(UNIQUE_RETRIES):
+        row = yield ("one", statement, params)
+        if row is not None:
+            return int(row[0])
+    raise CurrantError(f"unique_key {params['unique_key']!r}: {_LIVE_KEY_CONFLICT_RETRY} after {UNIQUE_RETRIES} tries")
+
+
+class _Prepared(NamedTuple):
+    payload: bytes
+    priority: int
+    delay: float | None
+    run_at: datetime | None
+    unique_key: str | None
+
+
+ItemLike = Union[Item, Sequence[Any]]
+
+
+def _prepare_item(index: int, item: Any, default_priority: int, max_payload: int) -> _Prepared:
+    """Split one ``enqueue_many`` item into its parts; errors name the item."""
+    try:
+        if isinstance(item, Item):
+            _check_run_at(item.run_at, item.delay)
+            priority = default_priority if item.priority is None else _check_priority(item.priority)
+            return _Prepared(
+                codec.encode_payload(item.args, item.kwargs, max_payload),
+                priority,
+                None if item.delay is None else _delay_seconds(item.delay),
+                item.run_at,
+                _check_unique_key(item.unique_key),
+            )
+        if (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and isinstance(item[0], (tuple, list))
+            and isinstance(item[1], dict)
+        ):
+            payload = codec.encode_payload(item[0], item[1], max_payload)
+        elif isinstance(item, (tuple, list)):
+            payload = codec.encode_payload(item, None, max_payload)
+        else:
+            raise TypeError(
+                f"expected an args tuple, an (args, kwargs) pair or a currant.Item, got {type(item).__name__}"
+            )
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"item {index}: {exc}") from exc
+    return _Prepared(payload, default_priority, None, None, None)
+
+
+def enqueue_many_plan(
+    sql: Mapping[str, str],
+    channel: str,
+    options: JobOptions,
+    items: Iterable[ItemLike],
+    *,
+    max_payload: int,
+) -> Plan:
+    """Encode every item first (a bad one inserts nothing and is named), then
+    reserve ids, COPY, and notify each queue once. Must run in a transaction."""
+    check_name("queue", options.queue)
+    check_name("task", options.task)
+    _check_priority(options.priority)
+    prepared = [_prepare_item(i, item, options.priority, max_payload) for i, item in enumerate(items)]
+    return _enqueue_many_steps(sql, channel, options, prepared)
+
+
+def _enqueue_many_steps(
+    sql: Mapping[str, str], channel: str, options: JobOptions, prepared: list[_Prepared]
+) -> Plan:
+    if not prepared:
+        return []
+    uses_keys = any(p.unique_key is not None for p in prepared)
+    all_ids: list[int] = []
+    earliest_scheduled: float | None = None
+    any_ready = False
+    if uses_keys:
+        yield ("rowcount", sql["create_stage"], None)
+        yield ("rowcount", sql["clear_stage"], None)
+    copy_statement = sql["copy_stage"] if uses_keys else sql["copy_jobs"]
+    for start in range(0, len(prepared), ENQUEUE_BATCH):
+        batch = prepared[start : start + ENQUEUE_BATCH]
+        db_now, ids = yield ("one", sql["reserve_ids"], {"n": len(batch)})
+        now_us = codec.pg_micros(db_now)
+        rows = []
+        for job_id, p in zip(ids, batch):
+            if p.run_at is not None:
+                run_at_us = codec.pg_micros(p.run_at)
+            elif p.delay:
+                run_at_us = now_us + int(p.delay * 1_000_000)
+            else:
+                run_at_us = now_us
+            if run_at_us > now_us:
+                state = "scheduled"
+                due = db_now.timestamp() + (run_at_us - now_us) / 1e6
+                earliest_scheduled = due if earliest_scheduled is None else min(earliest_scheduled, due)
+            else:
+                state = "queued"
+                any_ready = True
+            rows.append(
+                (job_id, options.queue, options.task, p.payload, p.priority, options.max_attempts,
+                 run_at_us, state, p.unique_key)
+            )
+        yield ("copy", copy_statement, _copy_chunks(rows))
+        all_ids.extend(ids)
+    if uses_keys:
+        all_ids = yield from _insert_staged(sql, prepared, all_ids)
+    if any_ready:
+        yield ("one", sql["notify"], {"channel": channel, "payload": options.queue})
+    if earliest_scheduled is not None:
+        yield ("one", sql["notify"], {"channel": channel, "payload": f"{options.queue}@{earliest_scheduled}"})
+    return all_ids
+
+
+def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared], reserved: list[int]) -> Plan:
+    """Move staged rows into jobs; a duplicate key resolves to the live job's id."""
+    answer = list(reserved)
+    pending = {job_id: p.unique_key for job_id, p in zip(reserved, prepared) if p.unique_key is not None}
+    for _ in range(UNIQUE_RETRIES):
+        inserted = {row[0] for row in (yield ("all", sql["insert_from_stage"], None))}
+        for job_id in inserted:
+            pending.pop(job_id, None)
+        if not pending:
+            return answer
+        holders = dict((yield ("all", sql["resolve_unique"], {"keys": sorted(set(pending.values()))})))
+        for position, job_id in enumerate(reserved):
+            key = pending.get(job_id)
+            if key is not None and key in holders:
+                answer[position] = holders[key]
+                del pending[job_id]
+        if not pending:
+            return answer
+    raise CurrantError(f"unique keys {sorted(set(pending.values()))[:5]}: {_LIVE_KEY_CONFLICT_RETRY}")
+
+
+def _copy_chunks(rows: list[tuple[Any, ...]]) -> Iterator[bytes]:
+    """The binary COPY stream: header, rows in ~4 MiB chunks, trailer."""
+    out = bytearray(codec.COPY_HEADER)
+    step = 2_000
+    for start in range(0, len(rows), step):
+        codec.write_job_rows(out, rows[start : start + step])
+        if len(out) >= COPY_CHUNK_BYTES:
+            yield bytes(out)
+            out.clear()
+    out += codec.COPY_TRAILER
+    yield bytes(out)

@@ -1,0 +1,108 @@
+"""Payload encoding with argument-level errors, bound to the chosen core.
+
+The core (compiled or twin, see :mod:`currant._impl`) does the bytes; this
+module adds the policy: the size cap, and an error that names the argument
+msgpack could not encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ._core_py import PayloadError  # the compiled core raises this same class
+from ._impl import core
+from .errors import PayloadTooLarge
+
+if TYPE_CHECKING:  # type checkers read the twin, the readable spec of the core
+    from . import _core_py as _typed_core
+else:
+    _typed_core = core
+
+COPY_HEADER: bytes = _typed_core.COPY_HEADER
+COPY_TRAILER: bytes = _typed_core.COPY_TRAILER
+write_job_rows = _typed_core.write_job_rows
+decode_claimed = _typed_core.decode_claimed
+pack_value = _typed_core.pack_value
+unpack_value = _typed_core.unpack_value
+unpack_payload = _typed_core.unpack_payload
+pack_int8_array = _typed_core.pack_int8_array
+pack_int4_array = _typed_core.pack_int4_array
+
+DEFAULT_MAX_PAYLOAD = 1 << 20
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+__all__ = [
+    "COPY_HEADER",
+    "COPY_TRAILER",
+    "DEFAULT_MAX_PAYLOAD",
+    "PayloadError",
+    "decode_claimed",
+    "encode_payload",
+    "encode_result",
+    "pg_micros",
+    "unpack_payload",
+    "unpack_value",
+    "write_job_rows",
+]
+
+
+def encode_payload(
+    args: Sequence[Any], kwargs: Mapping[str, Any] | None, max_size: int = DEFAULT_MAX_PAYLOAD
+) -> bytes:
+    """msgpack ``[args, kwargs]``; TypeError names the argument that cannot be encoded."""
+    try:
+        payload = _typed_core.pack_payload(args, kwargs)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _name_bad_argument(args, kwargs, exc) from exc
+    if len(payload) > max_size:
+        raise PayloadTooLarge(
+            f"payload is {len(payload)} bytes, over the {max_size}-byte cap"
+            " (raise App(max_payload_size=...) or pass a reference to the data instead)"
+        )
+    return payload
+
+
+def encode_result(value: Any) -> bytes:
+    """msgpack of a task's return value; TypeError says so in plain words."""
+    try:
+        return _typed_core.pack_value(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(
+            f"task returned a {type(value).__name__}, which msgpack cannot encode: {exc}"
+        ) from exc
+
+
+def pg_micros(moment: datetime) -> int:
+    """A timezone-aware datetime as PostgreSQL's binary timestamptz (µs since 2000-01-01 UTC)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"run_at {moment!r} has no timezone; pass an aware datetime")
+    delta = moment - _PG_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _name_bad_argument(
+    args: Sequence[Any], kwargs: Mapping[str, Any] | None, cause: Exception
+) -> TypeError:
+    if not isinstance(args, (list, tuple)):
+        return TypeError(f"args must be a tuple or list, not {type(args).__name__}")
+    for index, value in enumerate(args):
+        try:
+            _typed_core.pack_value(value)
+        except Exception as exc:  # noqa: BLE001 - any failure pinpoints the argument
+            return TypeError(
+                f"argument {index} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"
+            )
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        return TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+    for key, value in (kwargs or {}).items():
+        if not isinstance(key, str):
+            return TypeError(f"keyword argument names must be str, got {key!r}")
+        try:
+            _typed_core.pack_value(value)
+        except Exception as exc:  # noqa: BLE001
+            return TypeError(
+                f"keyword argument {key!r} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"
+            )
+    return TypeError(f"arguments cannot be encoded as msgpack: {cause}")

@@ -1,0 +1,121 @@
+"""Task declarations and their retry policy."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+BackoffPolicy = Callable[[int], float]
+
+MAX_NAME_LENGTH = 200
+
+
+def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy:
+    """Delay before the next attempt: base * 2**(attempt-1), capped, with ±25% jitter.
+
+    The jitter spreads retries of jobs that failed together (a dead dependency)
+    so they do not all come back in the same instant.
+    """
+
+    def delay(attempt: int) -> float:
+        raw = min(cap, base * (2 ** min(max(attempt - 1, 0), 30)))
+        return raw * random.uniform(0.75, 1.25)
+
+    return delay
+
+
+def check_name(kind: str, name: Any) -> str:
+    """Task and queue names are stored verbatim (always bound, never spliced into
+    SQL), but must be non-empty text without NUL and at most 200 characters."""
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}")
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{kind} name must be 1-{MAX_NAME_LENGTH} characters, got {len(name)}")
+    if "\x00" in name:
+        raise ValueError(f"{kind} name {name!r} contains a NUL character")
+    return name
+
+
+class Task(Generic[P, R]):
+    """A registered task: call it to run it here, ``enqueue`` it to run it on a worker."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        max_attempts: int = 25,
+        retry_backoff: float | BackoffPolicy | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        self.app = app
+        self.fn = fn
+        self.name = check_name("task", name)
+        self.queue = check_name("queue", queue)
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.priority = priority
+        if retry_backoff is None:
+            self.backoff: BackoffPolicy = exponential_backoff()
+        elif callable(retry_backoff):
+            self.backoff = retry_backoff
+        else:
+            self.backoff = exponential_backoff(base=float(retry_backoff))
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<currant.Task {self.name!r} queue={self.queue!r}>"
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> int:
+        """Enqueue one job with these arguments; returns its id (one round trip)."""
+        return self.app.enqueue(self, args, kwargs)
+
+    def enqueue_many(
+        self, items: Sequence[Any] | Any, **options: Any
+    ) -> list[int]:
+        """Enqueue many jobs in one transaction with binary COPY; returns their ids."""
+        return self.app.enqueue_many(self, items, **options)
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        return await self.app.aenqueue(self, args, kwargs)
+
+    async def aenqueue_many(self, items: Sequence[Any], **options: Any) -> list[int]:
+        return await self.app.aenqueue_many(self, items, **options)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        """``add.options(delay=10, unique_key="k").enqueue(1, 2)``."""
+        return _BoundOptions(self, options)
+
+
+class _BoundOptions:
+    def __init__(self, task: Task[Any, Any], options: dict[str, Any]) -> None:
+        self.task = task
+        self.options_ = options
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> int:
+        return self.task.app.enqueue(self.task, args, kwargs, **self.options_)
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        return await self.task.app.aenqueue(self.task, args, kwargs, **self.options_)
+
+

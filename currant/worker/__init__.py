@@ -1,0 +1,5 @@
+"""The worker process: ``python -m currant.worker MODULE:APP``."""
+
+from .loop import Worker, WorkerConfig
+
+__all__ = ["Worker", "WorkerConfig"]

@@ -1,0 +1,5 @@
+import sys
+
+from currant.cli import main
+
+sys.exit(main())

@@ -1,0 +1,554 @@
+"""The worker: claim → run → complete, on one asyncio loop and a few lane threads.
+
+Three coroutines share the loop:
+
+* the *pump* owns the work connection. Each of its round trips carries every
+  pending completion and, when the local queue is below its low-water mark, a
+  claim for more, pipelined (separate transactions, one network round trip).
+  Under load completions pile up while a round trip is in flight, so batches
+  grow by themselves; at low load a lone job is completed at once.
+* the *maintainer* owns a second connection: heartbeat, promotion of due jobs,
+  rescue of dead workers' jobs, pruning, cancel checks and cron, all in one
+  statement per heartbeat (see ``maintain`` in the migrations).
+* the *listener* owns the LISTEN connection (:mod:`currant.worker.wakeup`).
+
+Jobs run on the lanes (:mod:`currant.worker.lanes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from .. import codec, faults, schema
+from .completions import completion_params, id_arrays, register_array_dumpers
+from .lanes import Claimed, Lanes
+from .wakeup import Listener
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("currant.worker")
+
+# Errors after which the connection is replaced and the round trip retried.
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+# Errors that abort one round trip but leave the connection usable.
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+
+# TCP keepalives so a dead peer is noticed by the kernel even while idle.
+CONNECT_KWARGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "application_name": "currant-worker",
+}
+
+
+@dataclass
+class WorkerConfig:
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    concurrency: int = 4
+    burst: bool = False
+    poll_interval: float = 1.0
+    batch_size: int = 1000
+    heartbeat: float = 5.0
+    dead_after: float = 30.0
+    max_rescues: int = 3
+    shutdown_grace: float = 30.0
+    keep_succeeded: float = 24 * 3600.0
+    keep_failed: float = 7 * 24 * 3600.0
+    prune_batch: int = 10_000
+    max_flush: int = 10_000
+    pipeline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll interval must be positive, got {self.poll_interval}")
+        if self.heartbeat <= 0 or self.dead_after <= self.heartbeat:
+            raise ValueError(
+                f"need 0 < heartbeat ({self.heartbeat}) < dead_after ({self.dead_after})"
+            )
+        if not self.queues:
+            raise ValueError("a worker needs at least one queue")
+
+
+class Worker:
+    """One worker process's engine. ``await Worker(app, config).run()`` returns an exit code."""
+
+    def __init__(self, app: App, config: WorkerConfig | None = None) -> None:
+        self.app = app
+        self.config = config or WorkerConfig(queues=[app.default_queue])
+        self.sql = app.sql
+        self.low_water = max(1, self.config.batch_size // 2)
+        self.worker_id = 0
+        self.held: dict[int, int] = {}  # job id -> attempt, for every job leased to us
+        self.processed = 0
+        self.fenced = 0
+        self.stopping = False
+        self._signals = 0
+        self._event = asyncio.Event()
+        self._claim_ready = True
+        self._wake_seq = 0
+        self._last_poll = 0.0
+        self._next_due: float | None = None  # epoch seconds of the earliest known due job
+        self._maintain_now = asyncio.Event()
+        self._work: psycopg.AsyncConnection[Any] | None = None
+        self._maint: psycopg.AsyncConnection[Any] | None = None
+        self._reconciled = True
+        self._clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
+        self.lanes: Lanes | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- entry point -------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        dsn = await asyncio.to_thread(lambda: self.app.dsn)
+        self.dsn = dsn
+        await asyncio.to_thread(self._ensure_schema)
+        self.lanes = Lanes(self.app.tasks, loop, self.config.concurrency, self._wake)
+        self._install_signal_handlers(loop)
+        await self._register()
+        self.lanes.start()
+        listener = Listener(
+            dsn, self.app.channel, CONNECT_KWARGS, self._on_ready, self._on_due, self._on_cancel, self._on_listening
+        )
+        self._tasks = [
+            asyncio.create_task(listener.run(), name="currant-listener"),
+            asyncio.create_task(self._maintainer(), name="currant-maintainer"),
+        ]
+        if any(task.timeout is not None and not task.is_async for task in self.app.tasks.values()):
+            self._tasks.append(asyncio.create_task(self._watchdog(), name="currant-watchdog"))
+        log.info(
+            "worker %s started: queues=%s concurrency=%d core=%s",
+            self.worker_id, ",".join(self.config.queues), self.config.concurrency, codec.__name__,
+        )
+        try:
+            await self._pump()
+            await self._shutdown()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for conn in (self._work, self._maint):
+                if conn is not None:
+                    await conn.close()
+        log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
+        return 0
+
+    def _ensure_schema(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            if schema.current_version(conn, self.app.schema) != schema.latest_version(self.app.schema):
+                schema.migrate(conn, self.app.schema)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self.request_stop)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+                pass
+
+    def request_stop(self) -> None:
+        """First call: graceful shutdown. Second call: exit at once (jobs left to rescue)."""
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second stop request: exiting now; held jobs will be rescued")
+            os._exit(1)
+        log.info("stopping: no more claims; finishing running jobs (grace %.0f s)", self.config.shutdown_grace)
+        self.stopping = True
+        self._event.set()
+
+    # -- wake-ups (all on the loop thread) ------------------------------------
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    def _on_ready(self, queue: str) -> None:
+        if queue in self.config.queues:
+            self._claim_ready = True
+            self._wake_seq += 1
+            self._event.set()
+
+    def _on_listening(self) -> None:
+        # LISTEN is in place: claim once, for anything committed while we were not listening.
+        self._claim_ready = True
+        self._wake_seq += 1
+        self._event.set()
+
+    def _on_due(self, queue: str, when: float) -> None:
+        if queue in self.config.queues and (self._next_due is None or when < self._next_due):
+            self._next_due = when
+            self._maintain_now.set()  # re-arm the maintainer's timer
+
+    def _on_cancel(self, job_id: int) -> None:
+        if self.lanes is not None and job_id in self.held:
+            self.lanes.cancel(job_id)
+
+    # -- connections -------------------------------------------------------------
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        backoff = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
+                register_array_dumpers(conn)
+                return conn
+            except _CONNECTION_ERRORS as exc:
+                if self._signals > 0 and self.stopping and not self.held:
+                    raise
+                log.warning("cannot connect (%s); retrying in %.2f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _work_conn(self) -> psycopg.AsyncConnection[Any]:
+        if self._work is None or self._work.closed or self._work.broken:
+            self._work = await self._connect()
+        if not self._reconciled:
+            # The last round trip died: a claim may have committed without us
+            # seeing its rows. Hand back whatever is leased to us that we do not hold.
+            cur = await self._work.execute(
+                self.sql["release_unknown"], {"worker": self.worker_id, "held": list(self.held)}
+            )
+            returned = cur.rowcount
+            if returned:
+                log.warning("returned %d jobs claimed by a round trip whose answer was lost", returned)
+            self._reconciled = True
+        return self._work
+
+    async def _register(self) -> None:
+        conn = await self._maint_conn()
+        cur = await conn.execute(
+            self.sql["register_worker"],
+            {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.config.queues},
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        self.worker_id = int(row[0])
+
+    async def _maint_conn(self) -> psycopg.AsyncConnection[Any]:
+        if self._maint is None or self._maint.closed or self._maint.broken:
+            self._maint = await self._connect()
+        return self._maint
+
+    # -- the pump: claims and completions ----------------------------------------
+
+    async def _pump(self) -> None:
+        lanes = self.lanes
+        assert lanes is not None
+        config = self.config
+        while True:
+            want_claim = (
+                not self.stopping and self._claim_ready and lanes.local.qsize() <= self.low_water
+            )
+            if want_claim or lanes.outcomes:
+                lanes.request_wake()
+                finished = _drain(lanes.outcomes, config.max_flush)
+                limit = config.batch_size - lanes.local.qsize() if want_claim else 0
+                seq = self._wake_seq
+                claimed = await self._round_trip(finished, limit)
+                if want_claim:
+                    self._last_poll = time.monotonic()
+                    if claimed:
+                        self._dispatch(claimed)
+                    if len(claimed) < limit and seq == self._wake_seq:
+                        self._claim_ready = False  # the queue is empty: wait for a notification or the poll
+                continue
+            if self.stopping:
+                return
+            if config.burst and not self.held and await self._burst_finished():
+                self.stopping = True
+                return
+            timeout = self._last_poll + config.poll_interval - time.monotonic()
+            if timeout <= 0:
+                self._claim_ready = True
+                continue
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except asyncio.TimeoutError:
+                self._claim_ready = True  # the fallback poll
+
+    def _dispatch(self, rows: list[Any]) -> None:
+        assert self.lanes is not None
+        held = self.held
+        put = self.lanes.local.put
+        for job in codec.decode_claimed(rows):
+            held[job[0]] = job[1]
+            put(job)
+        faults.point("after_claim_commit")
+
+    async def _burst_finished(self) -> bool:
+        """Burst mode: done when nothing is held and, after promoting due jobs, nothing is ready."""
+        row = await self._maintain_once()
+        if row is not None and (row["promoted"] or row["has_work"]):
+            self._claim_ready = True
+            return False
+        return True
+
+    async def _round_trip(self, finished: list[Any], limit: int) -> list[Any]:
+        """Send completions (and a claim of up to ``limit`` jobs); retry through connection loss.
+
+        Completions are idempotent thanks to the fence, so resending a batch
+        whose first try may have committed is safe.
+        """
+        fast, general = completion_params(finished, self.worker_id) if finished else (None, None)
+        backoff = 0.05
+        while True:
+            try:
+                conn = await self._work_conn()
+                faults.point("before_flush")
+                claimed, retry_due, updated = await self._send(conn, fast, general, limit)
+                faults.point("after_flush")
+                break
+            except _CONNECTION_ERRORS as exc:
+                log.warning("database round trip failed (%s); reconnecting", exc)
+                self._reconciled = False
+                if self._work is not None:
+                    await self._work.close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except _RETRYABLE as exc:
+                log.info("round trip hit %s; retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)
+        for job_id, _attempt, _outcome in finished:
+            self.held.pop(job_id, None)
+        self.processed += len(finished)
+        self.fenced += len(finished) - updated
+        if retry_due is not None and (self._next_due is None or retry_due < self._next_due):
+            self._next_due = retry_due
+            self._maintain_now.set()
+        return claimed
+
+    async def _send(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        fast: dict[str, Any] | None,
+        general: dict[str, Any] | None,
+        limit: int,
+    ) -> tuple[list[Any], float | None, int]:
+        sql = self.sql
+        claimed: list[Any] = []
+        retry_due: float | None = None
+        updated = 0
+        queues = self.config.queues
+        if self.config.pipeline and (fast or general) and limit:
+            # One network round trip, separate transactions: completions
+            # commit before the claim starts, so a claimer never holds
+            # completion locks while it waits for rows (the fused-statement
+            # deadlock of measured-floor.md).
+            async with conn.pipeline() as pipeline:
+                fast_cur = general_cur = None
+                if fast:
+                    fast_cur = await conn.execute(sql["complete_succeeded"], fast, prepare=True)
+                    _sync_point(pipeline)
+                if general:
+                    general_cur = await conn.execute(sql["complete_outcomes"], general, prepare=True)
+                    _sync_point(pipeline)
+                claim_cur = await conn.execute(
+                    sql["claim"], {"queue": queues[0], "limit": limit, "worker": self.worker_id}, prepare=True
+                )
+            if fast_cur is not None:
+                updated += fast_cur.rowcount
+            if general_cur is not None:
+                outcome_rows = await general_cur.fetchall()
+                updated += len(outcome_rows)
+                retry_due = _earliest_retry(outcome_rows)
+            claimed = await claim_cur.fetchall()
+            start = 1
+        else:
+            if fast:
+                cur = await conn.execute(sql["complete_succeeded"], fast, prepare=True)
+                updated += cur.rowcount
+            if general:
+                cur = await conn.execute(sql["complete_outcomes"], general, prepare=True)
+                outcome_rows = await cur.fetchall()
+                updated += len(outcome_rows)
+                retry_due = _earliest_retry(outcome_rows)
+            start = 0
+        # Several queues: strictly in the order given, the next one only when
+        # the ones before it could not fill the batch.
+        for queue in queues[start:]:
+            if len(claimed) >= limit:
+                break
+            cur = await conn.execute(
+                sql["claim"], {"queue": queue, "limit": limit - len(claimed), "worker": self.worker_id}, prepare=True
+            )
+            claimed.extend(await cur.fetchall())
+        return claimed, retry_due, updated
+
+    # -- shutdown ------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        lanes = self.lanes
+        assert lanes is not None
+        unstarted = lanes.stop()
+        if unstarted:
+            await self._release(unstarted)
+        finished_in_time = await asyncio.to_thread(lanes.join, self.config.shutdown_grace)
+        # Report what the lanes finished, then whatever is still running as interrupted.
+        while lanes.outcomes:
+            await self._round_trip(_drain(lanes.outcomes, self.config.max_flush), 0)
+        if not finished_in_time:
+            from .lanes import RETRY, Outcome
+
+            stuck = [
+                (job_id, context.attempt, Outcome(RETRY, error="WorkerShutdown: interrupted by shutdown", delay=0.0))
+                for job_id, context in list(lanes.active.items())
+            ]
+            log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
+            if stuck:
+                await self._round_trip(stuck, 0)
+        conn = await self._maint_conn()
+        await conn.execute(self.sql["deregister_worker"], {"worker": self.worker_id})
+
+    async def _release(self, jobs: list[Claimed]) -> None:
+        """Hand back claimed jobs that never started, their attempt refunded."""
+        ids, attempts = id_arrays((job[0], job[1]) for job in jobs)
+        conn = await self._work_conn()
+        cur = await conn.execute(self.sql["release"], {"ids": ids, "attempts": attempts, "worker": self.worker_id})
+        queues = {row[0] for row in await cur.fetchall()}
+        for job in jobs:
+            self.held.pop(job[0], None)
+        for queue in queues:
+            await conn.execute(self.sql["notify"], {"channel": self.app.channel, "payload": queue})
+        log.info("returned %d prefetched jobs to the queue", len(jobs))
+
+    # -- the maintainer --------------------------------------------------------------
+
+    async def _maintainer(self) -> None:
+        from .cron import CronScheduler
+
+        cron = CronScheduler(self.app, self._maint_conn) if self.app.periodics else None
+        if cron is not None:
+            await cron.register()
+        next_beat = time.monotonic() + self.config.heartbeat
+        while True:
+            now = time.monotonic()
+            wake_at = next_beat
+            if self._next_due is not None:
+                wake_at = min(wake_at, now + max(0.0, self._next_due - (time.time() + self._clock_offset)))
+            if cron is not None:
+                wake_at = min(wake_at, cron.next_wake(self._clock_offset))
+            self._maintain_now.clear()
+            try:
+                await asyncio.wait_for(self._maintain_now.wait(), max(0.0, wake_at - now))
+                continue  # re-arm with the new due time
+            except asyncio.TimeoutError:
+                pass
+            row = await self._maintain_once()
+            if row is not None:
+                next_beat = time.monotonic() + self.config.heartbeat
+            if cron is not None:
+                try:
+                    await cron.fire_due(self._clock_offset)
+                except _CONNECTION_ERRORS as exc:
+                    log.warning("cron: database error (%s); will retry", exc)
+
+    async def _maintain_once(self) -> dict[str, Any] | None:
+        """One heartbeat; returns its row, or None if the database could not be reached."""
+        running = [job_id for job_id in self.held]
+        params = {
+            "worker": self.worker_id,
+            "queues": self.config.queues,
+            "running": running,
+            "dead_after": self.config.dead_after,
+            "max_rescues": self.config.max_rescues,
+            "keep_succeeded": self.config.keep_succeeded,
+            "keep_failed": self.config.keep_failed,
+            "prune_batch": self.config.prune_batch,
+            "channel": self.app.channel,
+        }
+        try:
+            conn = await self._maint_conn()
+            faults.point("rescue_sweep")
+            cur = await conn.execute(self.sql["maintain"], params, prepare=True)
+            values = await cur.fetchone()
+        except _CONNECTION_ERRORS as exc:
+            log.warning("heartbeat failed (%s); will retry", exc)
+            if self._maint is not None:
+                await self._maint.close()
+            return None
+        assert values is not None and cur.description is not None
+        row = dict(zip((column.name for column in cur.description), values))
+        self._clock_offset = row["db_now"].timestamp() - time.time()
+        self._next_due = row["next_due"].timestamp() if row["next_due"] is not None else None
+        if row["rescued"]:
+            log.warning("rescued %d jobs of dead workers (%d failed as poison)", row["rescued"], row["poisoned"])
+        if row["pruned"]:
+            log.info("pruned %d finished jobs past retention", row["pruned"])
+        for job_id in row["cancel_ids"] or ():
+            self._on_cancel(job_id)
+        if not row["alive"]:
+            await self._lease_lost()
+        if row["has_work"]:
+            self._claim_ready = True
+            self._event.set()
+        elif time.monotonic() - self._last_poll < self.config.poll_interval:
+            pass
+        else:
+            # This heartbeat was as good as a poll: it found nothing ready.
+            self._last_poll = time.monotonic()
+        return row
+
+    async def _lease_lost(self) -> None:
+        """Our registration was swept (we were silent past dead_after): our jobs
+        were rescued, so drop what we prefetched and register anew."""
+        assert self.lanes is not None
+        dropped = self.lanes.take_unstarted()
+        for job in dropped:
+            self.held.pop(job[0], None)
+        log.error(
+            "worker %s was declared dead (no heartbeat for %.0f s); its jobs were rescued;"
+            " dropped %d prefetched jobs and registering again",
+            self.worker_id, self.config.dead_after, len(dropped),
+        )
+        await self._register()
+
+    async def _watchdog(self) -> None:
+        assert self.lanes is not None
+        while True:
+            await asyncio.sleep(0.05)
+            expired = self.lanes.expire_deadlines()
+            if expired:
+                self.lanes.outcomes.extend(expired)
+                self._event.set()
+
+
+def _drain(outcomes: Any, limit: int) -> list[Any]:
+    popleft = outcomes.popleft
+    return [popleft() for _ in range(min(limit, len(outcomes)))]
+
+
+def _earliest_retry(rows: list[Any]) -> float | None:
+    due = [run_at for _id, state, _queue, run_at in rows if state == "retrying"]
+    return min(due).timestamp() if due else None
+
+
+def _sync_point(pipeline: Any) -> None:
+    """End the implicit transaction here without waiting for results.
+
+    psycopg's public ``Pipeline.sync()`` also waits for the results, which
+    would cost the round trip we are saving; its internal queueing of a Sync
+    message is what we need.
+    """
+    pipeline._enqueue_sync()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,241 @@
+"""Property tests: the compiled core is byte-identical to the pure twin, and
+decoding is total (any bytes -> a value or PayloadError, nothing else)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+import types
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+PY = importlib.import_module("currant._core_py")
+
+
+def _load(name: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if name == "currant._core" and os.environ.get("CURRANT_IMPL") == "c":
+            raise
+        pytest.skip(f"{name} is not built")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("currant._core", id="c", marks=pytest.mark.c_extension),
+        pytest.param("currant._core_py", id="python"),
+    ],
+)
+def core(request: pytest.FixtureRequest) -> types.ModuleType:
+    return _load(request.param)
+
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# -- strategies ---------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+args_st = st.lists(values, max_size=6).flatmap(lambda xs: st.sampled_from([xs, tuple(xs)]))
+kwargs_st = st.none() | st.dictionaries(st.text(max_size=12), values, max_size=6)
+
+# valid text for COPY: any str without NUL or lone surrogates
+pg_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
+rows_st = st.lists(
+    st.tuples(
+        st.integers(-(2**63), 2**63 - 1),
+        pg_text,
+        pg_text,
+        st.binary(max_size=64),
+        st.integers(-(2**15), 2**15 - 1),
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(-(2**63), 2**63 - 1),
+        pg_text,
+        st.none() | pg_text,
+    ),
+    max_size=8,
+)
+
+
+def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
+    """Result or (exception type, message): comparable across implementations."""
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # noqa: BLE001 - the point is to compare them
+        return (type(exc).__name__, str(exc))
+
+
+def _read_rows(buf: bytes | bytearray) -> list[tuple[Any, ...]]:
+    rows, pos = [], 0
+    while pos < len(buf):
+        (nfields,) = struct.unpack_from("!h", buf, pos)
+        assert nfields == 9
+        pos += 2
+        fields: list[bytes | None] = []
+        for _ in range(nfields):
+            (length,) = struct.unpack_from("!i", buf, pos)
+            pos += 4
+            if length < 0:
+                fields.append(None)
+            else:
+                fields.append(bytes(buf[pos : pos + length]))
+                pos += length
+        i8, q, t, p, i2, i4, ts, s, u = fields
+        assert i8 is not None and i2 is not None and i4 is not None and ts is not None
+        assert q is not None and t is not None and p is not None and s is not None
+        rows.append(
+            (
+                struct.unpack("!q", i8)[0],
+                q.decode(),
+                t.decode(),
+                p,
+                struct.unpack("!h", i2)[0],
+                struct.unpack("!i", i4)[0],
+                struct.unpack("!q", ts)[0],
+                s.decode(),
+                None if u is None else u.decode(),
+            )
+        )
+    return rows
+
+
+# -- payloads -----------------------------------------------------------------
+
+
+@SETTINGS
+@given(args=args_st, kwargs=kwargs_st)
+def test_pack_payload_identical_and_round_trips(core: types.ModuleType, args: Any, kwargs: Any) -> None:
+    data = core.pack_payload(args, kwargs)
+    assert data == PY.pack_payload(args, kwargs)
+    assert data == msgpack.packb([list(args), dict(kwargs or {})], use_bin_type=True)
+    assert core.unpack_payload(data) == (tuple(args), dict(kwargs or {}))
+
+
+@SETTINGS
+@given(value=values)
+def test_pack_value_identical_and_round_trips(core: types.ModuleType, value: Any) -> None:
+    data = core.pack_value(value)
+    assert data == PY.pack_value(value)
+    assert core.unpack_value(data) == value
+
+
+@SETTINGS
+@given(value=st.floats(allow_nan=True) | st.lists(st.floats(allow_nan=True), max_size=3))
+def test_nan_bytes_identical(core: types.ModuleType, value: Any) -> None:
+    data = core.pack_value(value)
+    assert data == PY.pack_value(value)
+    assert core.pack_value(core.unpack_value(data)) == data
+
+
+@SETTINGS
+@given(data=st.binary(max_size=64))
+def test_unpack_arbitrary_bytes_is_total_and_identical(core: types.ModuleType, data: bytes) -> None:
+    got = _outcome(core.unpack_payload, data)
+    assert got[0] in ("ok", "PayloadError")
+    assert got == _outcome(PY.unpack_payload, data)
+    got_value = _outcome(core.unpack_value, data)
+    assert got_value[0] in ("ok", "PayloadError")
+    assert got_value == _outcome(PY.unpack_value, data)
+
+
+@SETTINGS
+@given(args=args_st, kwargs=kwargs_st, cut=st.integers(0, 200), junk=st.binary(max_size=8), pos=st.integers(0, 200))
+def test_corrupted_payloads_are_total_and_identical(
+    core: types.ModuleType, args: Any, kwargs: Any, cut: int, junk: bytes, pos: int
+) -> None:
+    data = PY.pack_payload(args, kwargs)
+    variants = [data[: cut % (len(data) + 1)], data + junk, data[:pos] + junk + data[pos + len(junk) :]]
+    for variant in variants:
+        got = _outcome(core.unpack_payload, variant)
+        assert got[0] in ("ok", "PayloadError")
+        assert got == _outcome(PY.unpack_payload, variant)
+    rows = [(i, 1, "t", v) for i, v in enumerate(variants)]
+    assert core.decode_claimed(rows) == PY.decode_claimed(rows)
+
+
+# -- COPY rows and arrays ----------------------------------------------------------
+
+
+@SETTINGS
+@given(rows=rows_st, prefix=st.binary(max_size=4))
+def test_write_job_rows_identical_and_parses(core: types.ModuleType, rows: list[tuple[Any, ...]], prefix: bytes) -> None:
+    out = bytearray(prefix)
+    assert core.write_job_rows(out, rows) == len(rows)
+    ref = bytearray(prefix)
+    PY.write_job_rows(ref, rows)
+    assert out == ref
+    assert _read_rows(out[len(prefix) :]) == rows
+
+
+@SETTINGS
+@given(
+    rows=rows_st.filter(bool),
+    field=st.integers(0, 8),
+    bad=st.sampled_from([None, "x\x00y", "\udc80", 2**63, -(2**63) - 1, 40000, 2**31, 1.5, b"b", object()]),
+    where=st.integers(0, 10),
+)
+def test_bad_rows_identical_errors_and_restore(
+    core: types.ModuleType, rows: list[tuple[Any, ...]], field: int, bad: Any, where: int
+) -> None:
+    i = where % len(rows)
+    row = list(rows[i])
+    row[field] = bad
+    rows = rows[:i] + [tuple(row)] + rows[i + 1 :]
+    out = bytearray(b"abc")
+    got = _outcome(core.write_job_rows, out, rows)
+    ref = bytearray(b"abc")
+    assert got == _outcome(PY.write_job_rows, ref, rows)
+    if got[0] != "ok":
+        assert got[1].startswith(f"row {i}: ")
+        assert out == b"abc"
+    else:
+        assert out == ref
+
+
+@SETTINGS
+@given(values=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50))
+def test_int8_array_identical(core: types.ModuleType, values: list[int]) -> None:
+    data = core.pack_int8_array(values)
+    assert data == PY.pack_int8_array(values)
+    if values:
+        assert data[:20] == struct.pack("!iiiii", 1, 0, 20, len(values), 1)
+        assert [struct.unpack_from("!iq", data, 20 + 12 * k) for k in range(len(values))] == [(8, v) for v in values]
+    else:
+        assert data == struct.pack("!iii", 0, 0, 20)
+
+
+@SETTINGS
+@given(values=st.lists(st.integers(-(2**31), 2**31 - 1), max_size=50))
+def test_int4_array_identical(core: types.ModuleType, values: list[int]) -> None:
+    data = core.pack_int4_array(values)
+    assert data == PY.pack_int4_array(values)
+    if values:
+        assert data[:20] == struct.pack("!iiiii", 1, 0, 23, len(values), 1)
+        assert [struct.unpack_from("!ii", data, 20 + 8 * k) for k in range(len(values))] == [(4, v) for v in values]
+    else:
+        assert data == struct.pack("!iii", 0, 0, 23)
+
+
+@SETTINGS
+@given(values=st.lists(st.integers(-(2**70), 2**70) | st.none(), max_size=10))
+def test_int_array_errors_identical(core: types.ModuleType, values: list[Any]) -> None:
+    assert _outcome(core.pack_int8_array, values) == _outcome(PY.pack_int8_array, values)
+    assert _outcome(core.pack_int4_array, values) == _outcome(PY.pack_int4_array, values)
