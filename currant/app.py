@@ -172,10 +172,15 @@ class App:
             if not isinstance(task, str):
                 raise TypeError(f"task must be a name or a currant.Task, not {type(task).__name__}")
             # An unregistered name is allowed: the producer may not import the worker's code.
-            return JobOptions(task, queue or self.default_queue, priority or 0, max_attempts or 25)
+            return JobOptions(
+                task,
+                self.default_queue if queue is None else queue,
+                0 if priority is None else priority,
+                25 if max_attempts is None else max_attempts,
+            )
         return JobOptions(
             known.name,
-            queue or known.queue,
+            known.queue if queue is None else queue,
             known.priority if priority is None else priority,
             known.max_attempts if max_attempts is None else max_attempts,
         )

@@ -1,0 +1,5 @@
+import sys
+
+from currant.admin import main
+
+sys.exit(main())

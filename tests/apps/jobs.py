@@ -1,0 +1,155 @@
+"""The app the worker subprocesses of the tests run (DSN and schema from the environment).
+
+Tasks with side effects write to a ``ledger`` table on their own connection,
+outside the job's transaction, so a duplicate execution leaves a visible trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+import currant
+
+app = currant.App()
+_local = threading.local()
+
+
+def _ledger() -> psycopg.Connection[Any]:
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        conn = psycopg.connect(app.dsn, autocommit=True)
+        _local.conn = conn
+    return conn
+
+
+def write_ledger(key: str) -> None:
+    job = currant.current_job()
+    _ledger().execute(
+        f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
+        (key, os.getpid(), job.attempt if job else None),
+    )
+
+
+@app.task(name="noop")
+def noop() -> None:
+    pass
+
+
+@app.task(name="add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task(name="echo")
+def echo(*args: Any, **kwargs: Any) -> Any:
+    return [list(args), kwargs]
+
+
+@app.task(name="record")
+def record(key: str) -> None:
+    write_ledger(key)
+
+
+@app.task(name="record_slowly")
+def record_slowly(key: str, seconds: float) -> None:
+    time.sleep(seconds)
+    write_ledger(key)
+
+
+@app.task(name="arecord", queue="async")
+async def arecord(key: str) -> str:
+    await asyncio.sleep(0)
+    await asyncio.to_thread(write_ledger, key)
+    return key
+
+
+@app.task(name="fail", retry_backoff=0.2, max_attempts=3)
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="fail_once", retry_backoff=0.05)
+def fail_once(key: str) -> str:
+    write_ledger(key)
+    job = currant.current_job()
+    if job is not None and job.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return "ok"
+
+
+@app.task(name="ask_retry", max_attempts=5)
+def ask_retry(delay: float) -> None:
+    write_ledger("ask_retry")
+    raise currant.Retry(delay=delay)
+
+
+@app.task(name="discard")
+def discard(reason: str) -> None:
+    raise currant.Discard(reason)
+
+
+@app.task(name="base_exception", max_attempts=1)
+def base_exception(kind: str) -> None:
+    if kind == "exit":
+        raise SystemExit(3)
+    raise KeyboardInterrupt
+
+
+@app.task(name="sleep")
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@app.task(name="cooperative", max_attempts=1)
+def cooperative(key: str) -> None:
+    write_ledger(key + ":started")
+    job = currant.current_job()
+    assert job is not None
+    for _ in range(600):
+        if job.cancel_requested:
+            write_ledger(key + ":saw-cancel")
+            raise currant.JobCancelled()
+        time.sleep(0.05)
+
+
+@app.task(name="async_wait", queue="async", max_attempts=1)
+async def async_wait(key: str) -> None:
+    await asyncio.to_thread(write_ledger, key + ":started")
+    await asyncio.sleep(60)
+
+
+@app.task(name="hang", timeout=0.5, max_attempts=2, retry_backoff=0.05)
+def hang(key: str) -> None:
+    write_ledger(key)
+    time.sleep(3)
+
+
+@app.task(name="async_hang", queue="async", timeout=0.5, max_attempts=2, retry_backoff=0.05)
+async def async_hang(key: str) -> None:
+    await asyncio.to_thread(write_ledger, key)
+    await asyncio.sleep(30)
+
+
+@app.task(name="kill_worker")
+def kill_worker(key: str) -> None:
+    write_ledger(key)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="bad_result")
+def bad_result() -> object:
+    return object()
+
+
+if os.environ.get("CURRANT_TEST_CRON"):
+
+    @app.periodic(os.environ["CURRANT_TEST_CRON"], name="tick")
+    def tick() -> None:
+        write_ledger("tick")

@@ -1,0 +1,278 @@
+"""The core path end to end against a real PostgreSQL: enqueue, claim, run, complete."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+import currant
+from tests.conftest import ROOT, ledger, state_counts, wait_for
+
+
+def test_one_job_round_trip(app: currant.App, spawn_worker: Any) -> None:
+    job_id = app.enqueue("add", (1, 2))
+    before = app.get_job(job_id)
+    assert before is not None and before.state == "queued" and before.attempts == 0
+    worker = spawn_worker("--burst")
+    assert worker.wait() == 0, worker.log()
+    job = app.get_job(job_id)
+    assert job is not None
+    assert job.state == "succeeded"
+    assert job.result == 3
+    assert job.attempts == 1
+    assert job.error is None
+    assert job.enqueued_at is not None and job.started_at is not None and job.finished_at is not None
+    assert job.enqueued_at <= job.started_at <= job.finished_at
+
+
+def test_args_kwargs_and_unicode_round_trip(app: currant.App, spawn_worker: Any) -> None:
+    job_id = app.enqueue("echo", (1, "ünï", b"\x00bytes", [1.5, None]), {"k": {"nested": True}})
+    assert spawn_worker("--burst").wait() == 0
+    job = app.get_job(job_id)
+    assert job is not None and job.state == "succeeded"
+    assert job.result == [[1, "ünï", b"\x00bytes", [1.5, None]], {"k": {"nested": True}}]
+
+
+def test_enqueue_many_100k_all_run(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    ids = app.enqueue_many("noop", [()] * 100_000)
+    assert len(ids) == 100_000 and len(set(ids)) == 100_000
+    assert ids == sorted(ids)
+    worker = spawn_worker("--burst")
+    assert worker.wait(120) == 0, worker.log()
+    row = db.execute(
+        f'SELECT count(*), count(*) FILTER (WHERE state = \'succeeded\' AND attempts = 1) FROM "{app.schema}".jobs'
+    ).fetchone()
+    assert row == (100_000, 100_000)
+
+
+def test_enqueue_many_item_forms(app: currant.App, spawn_worker: Any) -> None:
+    ids = app.enqueue_many(
+        "echo",
+        [(1,), ((2,), {"x": 3}), [4, 5], currant.Item(args=(6,), kwargs={"y": 7}, priority=5)],
+    )
+    assert spawn_worker("--burst").wait() == 0
+    results = [app.get_job(job_id).result for job_id in ids]  # type: ignore[union-attr]
+    assert results == [[[1], {}], [[2], {"x": 3}], [[4, 5], {}], [[6], {"y": 7}]]
+
+
+def test_three_workers_run_20k_jobs_exactly_once(
+    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]
+) -> None:
+    app.enqueue_many("record", [(f"job-{i}",) for i in range(20_000)])
+    workers = [spawn_worker("--burst", "--batch-size", "200") for _ in range(3)]
+    for worker in workers:
+        assert worker.wait(180) == 0, worker.log()
+    entries = ledger(db, app.schema)
+    counts = Counter(key for key, _pid, _attempt in entries)
+    assert len(counts) == 20_000
+    assert max(counts.values()) == 1, [k for k, c in counts.items() if c > 1][:5]
+    assert state_counts(db, app.schema) == {"succeeded": 20_000}
+    # The work was actually shared.
+    assert len({pid for _key, pid, _attempt in entries}) == 3
+
+
+def test_idle_worker_picks_up_by_notify(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    # Poll and heartbeat far beyond the 1 s budget: only NOTIFY can be this fast.
+    worker = spawn_worker("--poll-interval", "30", "--heartbeat", "30", "--dead-after", "90")
+    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0], message="worker registered")
+    time.sleep(1.5)  # past its start-up claim: it is idle and listening
+    for _ in range(3):
+        enqueued = time.monotonic()
+        job_id = app.enqueue("noop")
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=5, message="pickup")  # type: ignore[union-attr]
+        assert time.monotonic() - enqueued < 1.0
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_transactional_enqueue(app: currant.App, spawn_worker: Any, database_dsn: str, db: psycopg.Connection[Any]) -> None:
+    with psycopg.connect(database_dsn) as conn:
+        app.enqueue("record", ("rolled-back",), connection=conn)
+        app.enqueue_many("record", [("rolled-back-many",)], connection=conn)
+        conn.rollback()
+    assert state_counts(db, app.schema) == {}
+    with psycopg.connect(database_dsn) as conn:
+        job_id = app.enqueue("record", ("committed",), connection=conn)
+        # Not visible to others before the commit.
+        assert app.get_job(job_id) is None
+        conn.commit()
+    assert spawn_worker("--burst").wait() == 0
+    assert [key for key, _, _ in ledger(db, app.schema)] == ["committed"]
+
+
+def test_graceful_shutdown_returns_prefetched_jobs(
+    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]
+) -> None:
+    ids = app.enqueue_many("record_slowly", [(f"k{i}", 0.3) for i in range(40)])
+    worker = spawn_worker("--concurrency", "1")
+    wait_for(lambda: ledger(db, app.schema), timeout=20, message="first job done")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.log()
+    done = {key for key, _, _ in ledger(db, app.schema)}
+    rows = db.execute(
+        f'SELECT id, state::text, attempts, worker_id, started_at FROM "{app.schema}".jobs ORDER BY id'
+    ).fetchall()
+    assert [r[0] for r in rows] == ids
+    succeeded = [r for r in rows if r[1] == "succeeded"]
+    returned = [r for r in rows if r[1] == "queued"]
+    assert len(succeeded) == len(done) and len(succeeded) + len(returned) == 40
+    assert returned, "expected prefetched jobs to be handed back"
+    # Untouched: attempt refunded, no owner, never started.
+    assert all(r[2] == 0 and r[3] is None and r[4] is None for r in returned)
+    # The worker deregistered.
+    assert db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone() == (0,)
+
+
+def test_raising_handler_fails_with_traceback(app: currant.App, spawn_worker: Any) -> None:
+    job_id = app.enqueue("fail", ("kaboom",), max_attempts=1)
+    assert spawn_worker("--burst").wait() == 0
+    job = app.get_job(job_id)
+    assert job is not None and job.state == "failed" and job.attempts == 1
+    assert job.error is not None
+    assert job.error.startswith("ValueError: kaboom")
+    assert "Traceback (most recent call last)" in job.error and "in fail" in job.error
+
+
+def test_unencodable_arguments_raise_before_io(app: currant.App, db: psycopg.Connection[Any]) -> None:
+    with pytest.raises(TypeError, match="argument 1 \\(object\\)"):
+        app.enqueue("echo", (1, object()))
+    with pytest.raises(TypeError, match="keyword argument 'when'"):
+        app.enqueue("echo", (), {"when": {1, 2}})
+    with pytest.raises(TypeError, match="item 2: argument 0"):
+        app.enqueue_many("echo", [(1,), (2,), (object(),), (4,)])
+    assert state_counts(db, app.schema) == {}
+
+
+def test_payload_cap_refused_before_io(database_dsn: str, schema_name: str, db: psycopg.Connection[Any]) -> None:
+    small = currant.App(database_dsn, schema=schema_name, max_payload_size=1000)
+    small.migrate()
+    with pytest.raises(currant.PayloadTooLarge, match="over the 1000-byte cap"):
+        small.enqueue("echo", (b"x" * 2000,))
+    assert state_counts(db, schema_name) == {}
+    small.close()
+
+
+def test_bad_names_are_refused_or_stored_verbatim(app: currant.App) -> None:
+    for bad in ("", "x" * 300, "nul\x00name"):
+        with pytest.raises(ValueError):
+            app.enqueue("noop", queue=bad)
+        with pytest.raises(ValueError):
+            app.enqueue(bad)
+    odd = "q'; DROP TABLE jobs; --\"ü"
+    job_id = app.enqueue(odd, queue=odd)
+    job = app.get_job(job_id)
+    assert job is not None and job.task == odd and job.queue == odd
+
+
+def test_migrate_twice_and_concurrently(database_dsn: str, schema_name: str) -> None:
+    script = (
+        "import sys, currant; app = currant.App(sys.argv[1], schema=sys.argv[2]);"
+        " print(app.migrate())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, database_dsn, schema_name], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    applied = sorted(out.strip() for out, _ in outputs)
+    assert applied == ["[1]", "[]", "[]"]
+    again = currant.App(database_dsn, schema=schema_name)
+    assert again.migrate() == []
+    assert again.enqueue("noop") > 0
+    again.close()
+
+
+def test_unknown_task_is_retried_not_lost(app: currant.App, spawn_worker: Any) -> None:
+    job_id = app.enqueue("no.such.task")
+    assert spawn_worker("--burst").wait() == 0
+    job = app.get_job(job_id)
+    assert job is not None
+    assert job.state == "retrying" and job.attempts == 1
+    assert "UnknownTask: task 'no.such.task' is not registered" in (job.error or "")
+
+
+def test_malformed_payload_fails_only_that_job(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    good = app.enqueue_many("record", [(f"g{i}",) for i in range(5)])
+    bad = app.enqueue("record", ("victim",))
+    db.execute(f'UPDATE "{app.schema}".jobs SET payload = %s WHERE id = %s', (b"\x92\x91\xc1", bad))
+    assert spawn_worker("--burst").wait() == 0
+    job = app.get_job(bad)
+    assert job is not None and job.state == "failed" and job.attempts == 1
+    assert (job.error or "").startswith("PayloadError:")
+    assert all(app.get_job(j).state == "succeeded" for j in good)  # type: ignore[union-attr]
+
+
+def test_async_tasks_run_on_the_loop(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    ids = app.enqueue_many("arecord", [(f"a{i}",) for i in range(50)], queue="async")
+    assert spawn_worker("--burst", "--queues", "async").wait() == 0
+    assert [app.get_job(j).result for j in ids] == [f"a{i}" for i in range(50)]  # type: ignore[union-attr]
+    assert len(ledger(db, app.schema)) == 50
+
+
+def test_handler_raising_base_exception_does_not_kill_worker(app: currant.App, spawn_worker: Any) -> None:
+    a = app.enqueue("base_exception", ("exit",))
+    b = app.enqueue("base_exception", ("interrupt",))
+    c = app.enqueue("add", (2, 2))
+    assert spawn_worker("--burst").wait() == 0
+    assert app.get_job(a).error.startswith("SystemExit")  # type: ignore[union-attr]
+    assert app.get_job(b).error.startswith("KeyboardInterrupt")  # type: ignore[union-attr]
+    assert app.get_job(c).result == 4  # type: ignore[union-attr]
+
+
+def test_async_api(app: currant.App, spawn_worker: Any) -> None:
+    import asyncio
+
+    async def main() -> tuple[int, list[int]]:
+        one = await app.aenqueue("add", (5, 6))
+        many = await app.aenqueue_many("add", [(1, 1), (2, 2)])
+        await app.aclose()
+        return one, many
+
+    one, many = asyncio.run(main())
+    assert spawn_worker("--burst").wait() == 0
+    assert [app.get_job(j).result for j in [one, *many]] == [11, 2, 4]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tests.apps.jobs:app", "--concurrency", "0"], "--concurrency: expected a whole number of at least 1"),
+        (["tests.apps.jobs:app", "--poll-interval", "soon"], "--poll-interval: expected a number of seconds"),
+        (["no_such_module_xyz:app"], "cannot import module 'no_such_module_xyz'"),
+        (["tests.apps.jobs:nothing"], "is nothing, not a currant.App"),
+        (["tests.apps.jobs"], "expected MODULE:APP"),
+        (["tests.apps.jobs:app", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_cli_errors_are_one_line(args: list[str], message: str, database_dsn: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "currant.worker", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "CURRANT_DSN": database_dsn, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cli_help_explains_every_option() -> None:
+    proc = subprocess.run([sys.executable, "-m", "currant.worker", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0
+    for option in ("--dsn", "--queues", "--concurrency", "--burst", "--poll-interval"):
+        assert option in proc.stdout
+
+
+def test_concurrent_enqueuers(app: currant.App) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: app.enqueue("noop"), range(200)))
+    assert len(set(ids)) == 200
