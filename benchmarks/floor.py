@@ -78,9 +78,11 @@ def run_floor(dsn: str, n: int, schema: str = SCHEMA) -> dict[str, Any]:
                     copy.write_row(row)
         insert_s = time.perf_counter() - started
 
-        # Let the planner see the table as it is, as a long-lived queue would
-        # (Currant's table gets the same treatment in e2e.py).
-        conn.execute(_q("ANALYZE {schema}.t", schema))
+        # No ANALYZE here, on purpose. With fresh statistics the planner joins
+        # the claimed ids back to t with a hash join over a sequential scan of
+        # the whole table (about 20 ms per batch at 100k rows) instead of a
+        # nested loop on the primary key, halving the drain rate. Currant's
+        # claim has the same shape, so see BENCHMARKS.md for the effect there.
 
         # Drain: claim a batch, delete it; autocommit so each is its own
         # transaction, prepared so the plan is built once.

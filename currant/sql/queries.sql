@@ -223,7 +223,7 @@ SELECT upd.id, (SELECT count(*) FROM woken) FROM upd
 -- name: stats
 -- Counts per queue and state, and the age of the oldest job ready to run.
 SELECT queue, state::text, count(*) AS jobs,
-       extract(epoch FROM now() - min(run_at)) FILTER (WHERE state = 'queued') AS oldest_queued_age
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued')) AS oldest_queued_age
 FROM {schema}.jobs
 GROUP BY queue, state
 ORDER BY queue, state
