@@ -275,14 +275,16 @@ cdef void _write_row(bytearray out, object row) except *:
     if pn > INT4_MAX:
         _check_len("payload", pn)
     cdef long long priority = _int(t[4], "priority", INT2_MIN, INT2_MAX, "int2")
-    cdef long long max_attempts = _int(t[5], "max_attempts", INT4_MIN, INT4_MAX, "int4")
+    # max_attempts NULL: the worker's task setting decides.
+    cdef bint no_max = t[5] is None
+    cdef long long max_attempts = 0 if no_max else _int(t[5], "max_attempts", INT4_MIN, INT4_MAX, "int4")
     cdef long long run_at = _int(t[6], "run_at", INT64_MIN, INT64_MAX, "int8")
     cdef const char* sp = _text(t[7], "state", &sn)
     if t[8] is not None:
         up = _text(t[8], "unique_key", &un)
 
     # field count + 9 length words + fixed-width values + variable data
-    cdef Py_ssize_t size = 2 + 9 * 4 + 8 + qn + tn + pn + 2 + 4 + 8 + sn + (un if un > 0 else 0)
+    cdef Py_ssize_t size = 2 + 9 * 4 + 8 + qn + tn + pn + 2 + (0 if no_max else 4) + 8 + sn + (un if un > 0 else 0)
     cdef Py_ssize_t old = PyByteArray_GET_SIZE(out)
     PyByteArray_Resize(out, old + size)  # amortised growth, like bytearray +=
     cdef unsigned char* w = <unsigned char*>PyByteArray_AS_STRING(out) + old
@@ -292,7 +294,10 @@ cdef void _write_row(bytearray out, object row) except *:
     w = _field(w, tp, tn)
     w = _field(w, PyBytes_AS_STRING(payload), pn)
     w = _be16(_be32(w, 2), <uint16_t>priority)
-    w = _be32(_be32(w, 4), <uint32_t>max_attempts)
+    if no_max:
+        w = _be32(w, <uint32_t>-1)
+    else:
+        w = _be32(_be32(w, 4), <uint32_t>max_attempts)
     w = _be64(_be32(w, 8), <uint64_t>run_at)
     w = _field(w, sp, sn)
     _field(w, up, un)

@@ -325,7 +325,10 @@ def _encode_row(row: Any) -> bytes:
     parts.append(_LEN.pack(len(payload)))
     parts.append(payload)
     parts.append(_INT2_FIELD.pack(2, _check_int("priority", priority, INT2_MIN, INT2_MAX, "int2")))
-    parts.append(_INT4_FIELD.pack(4, _check_int("max_attempts", max_attempts, INT4_MIN, INT4_MAX, "int4")))
+    if max_attempts is None:  # NULL: the worker's task setting decides
+        parts.append(_NULL_FIELD)
+    else:
+        parts.append(_INT4_FIELD.pack(4, _check_int("max_attempts", max_attempts, INT4_MIN, INT4_MAX, "int4")))
     parts.append(_INT8_FIELD.pack(8, _check_int("run_at", run_at, INT8_MIN, INT8_MAX, "int8")))
     parts.append(_text_field("state", state))
     parts.append(_NULL_FIELD if unique_key is None else _text_field("unique_key", unique_key))
@@ -334,12 +337,12 @@ def _encode_row(row: Any) -> bytes:
 
 def write_job_rows(
     out: bytearray,
-    rows: Iterable[tuple[int, str, str, BytesLike, int, int, int, str, str | None]],
+    rows: Iterable[tuple[int, str, str, BytesLike, int, int | None, int, str, str | None]],
 ) -> int:
     """Append binary COPY tuples (no header/trailer) for the job columns.
 
     Columns: ``(id int8, queue text, task text, payload bytea, priority int2,
-    max_attempts int4, run_at timestamptz, state text-label, unique_key text NULL)``;
+    max_attempts int4 NULL, run_at timestamptz, state text-label, unique_key text NULL)``;
     ``run_at`` is already int64 microseconds since 2000-01-01 UTC.
 
     On any error, ``out`` is restored to its length on entry and the

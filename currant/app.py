@@ -173,16 +173,14 @@ class App:
                 raise TypeError(f"task must be a name or a currant.Task, not {type(task).__name__}")
             # An unregistered name is allowed: the producer may not import the worker's code.
             return JobOptions(
-                task,
-                self.default_queue if queue is None else queue,
-                0 if priority is None else priority,
-                25 if max_attempts is None else max_attempts,
+                task, self.default_queue if queue is None else queue, 0 if priority is None else priority, max_attempts
             )
+        # max_attempts stays NULL unless given: the worker's task setting then decides.
         return JobOptions(
             known.name,
             known.queue if queue is None else queue,
             known.priority if priority is None else priority,
-            known.max_attempts if max_attempts is None else max_attempts,
+            max_attempts,
         )
 
     def get_task(self, name: str) -> Task[Any, Any]:

@@ -40,7 +40,7 @@ class JobOptions(NamedTuple):
     task: str
     queue: str
     priority: int
-    max_attempts: int
+    max_attempts: int | None  # None: the worker's task setting decides
 
 
 def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
@@ -114,6 +114,12 @@ def _check_unique_key(unique_key: Any) -> str | None:
     return unique_key
 
 
+def _check_max_attempts(max_attempts: int | None) -> int | None:
+    if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
+        raise ValueError(f"max_attempts must be a whole number of at least 1, got {max_attempts!r}")
+    return max_attempts
+
+
 def _check_priority(priority: int) -> int:
     if not isinstance(priority, int) or not -32768 <= priority <= 32767:
         raise ValueError(f"priority must be an int from -32768 to 32767, got {priority!r}")
@@ -139,7 +145,7 @@ def enqueue_plan(
         "task": check_name("task", options.task),
         "payload": codec.encode_payload(args, kwargs, max_payload),
         "priority": _check_priority(options.priority),
-        "max_attempts": options.max_attempts,
+        "max_attempts": _check_max_attempts(options.max_attempts),
         "run_at": run_at,
         "delay": _delay_seconds(delay),
         "unique_key": _check_unique_key(unique_key),
@@ -211,6 +217,7 @@ def enqueue_many_plan(
     check_name("queue", options.queue)
     check_name("task", options.task)
     _check_priority(options.priority)
+    _check_max_attempts(options.max_attempts)
     prepared = [_prepare_item(i, item, options.priority, max_payload) for i, item in enumerate(items)]
     return _enqueue_many_steps(sql, channel, options, prepared)
 

@@ -35,7 +35,7 @@ class Job:
     queue: str
     state: str
     attempts: int
-    max_attempts: int
+    max_attempts: int | None  # None: the task's setting in the worker applies
     priority: int
     result: Any
     error: str | None

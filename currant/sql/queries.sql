@@ -100,12 +100,30 @@ SELECT pg_notify(%(channel)s, %(payload)s)
 -- jobs_claim_idx (queue, priority DESC, id) in order: highest priority first,
 -- FIFO within a priority. SKIP LOCKED lets concurrent claimers pass each other.
 -- The attempt is counted here, at claim time, and the lease (worker_id) is
--- taken in the same write.
+-- taken in the same write. Rescued jobs (rescues > 0) are left to
+-- claim_suspect.
 WITH next AS (
     SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues = 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs j
+SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.attempts, j.task, j.payload
+
+-- name: claim_suspect
+-- One job that was running on a worker that died. The worker claims it only
+-- when it holds nothing else and runs it alone: if it kills this worker too,
+-- no other job is rescued with it (see jobs_suspect_idx).
+WITH next AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0
+    ORDER BY priority DESC, id
+    LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.jobs j
@@ -127,24 +145,28 @@ WHERE j.id = d.id AND j.attempts = d.attempt AND j.state = 'running' AND j.worke
 -- name: complete_outcomes
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
 -- 'r' failed and may retry after delay seconds (database clock), 'f' failed
--- for good, 'c' cancelled. A retryable failure on its last attempt fails.
+-- for good, 'c' cancelled. A retryable failure on its last attempt fails; the
+-- job's own max_attempts wins over the task's (o.max_attempts).
 UPDATE {schema}.jobs j
 SET state = CASE
         WHEN o.kind = 's' THEN 'succeeded'
         WHEN o.kind = 'c' THEN 'cancelled'
-        WHEN o.kind = 'r' AND j.attempts < j.max_attempts THEN 'retrying'
+        WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts) THEN 'retrying'
         ELSE 'failed' END::{schema}.job_state,
     result = o.result,
-    run_at = CASE WHEN o.kind = 'r' AND j.attempts < j.max_attempts
+    run_at = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
                   THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-    finished_at = CASE WHEN o.kind = 'r' AND j.attempts < j.max_attempts THEN NULL ELSE now() END,
-    worker_id = CASE WHEN o.kind = 'r' AND j.attempts < j.max_attempts THEN NULL ELSE j.worker_id END,
+    finished_at = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+                       THEN NULL ELSE now() END,
+    worker_id = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+                     THEN NULL ELSE j.worker_id END,
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
                       'attempt', j.attempts, 'at', now(), 'error', o.error, 'traceback', o.traceback)) END
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(results)s::bytea[],
-            %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::double precision[])
-     AS o(id, attempt, kind, result, error, traceback, delay)
+            %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::double precision[],
+            %(max_attempts)s::integer[])
+     AS o(id, attempt, kind, result, error, traceback, delay, max_attempts)
 WHERE j.id = o.id AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
 RETURNING j.id, j.state, j.queue, j.run_at
 
@@ -176,7 +198,7 @@ DELETE FROM {schema}.workers WHERE id = %(worker)s
 -- name: maintain
 -- See {schema}.maintain() in the migrations: heartbeat, promotion, rescue and
 -- pruning in one round trip.
-SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, cancel_ids, db_now
+SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, suspects, cancel_ids, db_now
 FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(max_rescues)s,
                        %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s)
 
@@ -206,13 +228,13 @@ WITH old AS (
 SELECT old.state::text, (SELECT count(*) FROM upd) AS changed, (SELECT count(*) FROM woken) FROM old
 
 -- name: retry
--- A failed or cancelled job goes back to the queue with a fresh attempt
--- budget; its error history stays.
+-- A failed or cancelled job goes back to the queue for one more attempt (at
+-- least: a budget it had not used up is kept); its error history stays.
 WITH upd AS (
     UPDATE {schema}.jobs j
     SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
         cancel_requested = false, rescues = 0,
-        max_attempts = greatest(j.max_attempts, j.attempts + 1)
+        max_attempts = greatest(coalesce(j.max_attempts, 0), j.attempts + 1)
     WHERE j.id = %(id)s AND j.state IN ('failed', 'cancelled')
     RETURNING j.id, j.queue
 ), woken AS (

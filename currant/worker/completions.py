@@ -85,6 +85,7 @@ def completion_params(
             "errors": [o.error for _, _, o in other],
             "tracebacks": [o.traceback for _, _, o in other],
             "delays": [o.delay for _, _, o in other],
+            "max_attempts": [o.max_attempts for _, _, o in other],
             "worker": worker,
         }
     return fast, general

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent import futures
 import queue
 import threading
 import time
@@ -45,12 +46,17 @@ CANCELLED = "c"
 UNKNOWN_TASK_RETRY_DELAY = 60.0
 
 
+# A job enqueued without max_attempts, whose task this worker does not know.
+DEFAULT_MAX_ATTEMPTS = 25
+
+
 class Outcome(NamedTuple):
     kind: str
     result: bytes | None = None
     error: str | None = None
     traceback: str | None = None
     delay: float | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # the task's; the job's own setting wins in SQL
 
 
 def _describe(exc: BaseException) -> str:
@@ -205,13 +211,19 @@ class Lanes:
     def _failure(task: Task[Any, Any], context: JobContext, exc: BaseException) -> Outcome:
         if isinstance(exc, Retry):
             delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
-            return Outcome(RETRY, error=f"Retry: {exc.reason}", delay=max(0.0, float(delay)))
+            return Outcome(
+                RETRY, error=f"Retry: {exc.reason}", delay=max(0.0, float(delay)), max_attempts=task.max_attempts
+            )
         if isinstance(exc, Discard):
             return Outcome(FAILED, error=f"Discard: {exc.reason}")
-        if isinstance(exc, (JobCancelled, asyncio.CancelledError)) and context.cancel_requested:
+        # An async task cancelled on the loop reaches its lane as concurrent.futures.CancelledError.
+        if isinstance(exc, (JobCancelled, asyncio.CancelledError, futures.CancelledError)) and context.cancel_requested:
             return Outcome(CANCELLED, error="JobCancelled: cancelled while running")
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return Outcome(RETRY, error=_describe(exc), traceback=tb, delay=task.backoff(context.attempt))
+        return Outcome(
+            RETRY, error=_describe(exc), traceback=tb, delay=task.backoff(context.attempt),
+            max_attempts=task.max_attempts,
+        )
 
     # -- called from the event loop ------------------------------------------
 
@@ -245,7 +257,7 @@ class Lanes:
                     expired.append(
                         (job_id, context.attempt,
                          Outcome(RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
-                                 delay=task.backoff(context.attempt)))
+                                 delay=task.backoff(context.attempt), max_attempts=task.max_attempts))
                     )
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1

@@ -104,6 +104,7 @@ class Worker:
         self._signals = 0
         self._event = asyncio.Event()
         self._claim_ready = True
+        self._suspects = False  # rescued jobs are waiting to be run one at a time
         self._wake_seq = 0
         self._last_poll = 0.0
         self._next_due: float | None = None  # epoch seconds of the earliest known due job
@@ -253,9 +254,15 @@ class Worker:
         assert lanes is not None
         config = self.config
         while True:
-            want_claim = (
-                not self.stopping and self._claim_ready and lanes.local.qsize() <= self.low_water
-            )
+            if self._suspects and not self.stopping:
+                if not self.held:
+                    await self._run_suspect()
+                    continue
+                want_claim = False  # drain what we hold, then run the suspect alone
+            else:
+                want_claim = (
+                    not self.stopping and self._claim_ready and lanes.local.qsize() <= self.low_water
+                )
             if want_claim or lanes.outcomes:
                 lanes.request_wake()
                 finished = _drain(lanes.outcomes, config.max_flush)
@@ -293,10 +300,26 @@ class Worker:
             put(job)
         faults.point("after_claim_commit")
 
+    async def _run_suspect(self) -> None:
+        """Claim one rescued job and let it run alone (nothing else is held)."""
+        for queue in self.config.queues:
+            rows = await self._with_reconnect(
+                lambda conn, queue=queue: self._fetch(conn, "claim_suspect", {"queue": queue, "worker": self.worker_id})
+            )
+            if rows:
+                log.warning("running rescued job %s alone", rows[0][0])
+                self._dispatch(rows)
+                return
+        self._suspects = False
+
+    async def _fetch(self, conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]) -> list[Any]:
+        cur = await conn.execute(self.sql[name], params, prepare=True)
+        return await cur.fetchall()
+
     async def _burst_finished(self) -> bool:
         """Burst mode: done when nothing is held and, after promoting due jobs, nothing is ready."""
         row = await self._maintain_once()
-        if row is not None and (row["promoted"] or row["has_work"]):
+        if row is not None and (row["promoted"] or row["has_work"] or row["suspects"]):
             self._claim_ready = True
             return False
         return True
@@ -308,14 +331,28 @@ class Worker:
         whose first try may have committed is safe.
         """
         fast, general = completion_params(finished, self.worker_id) if finished else (None, None)
+        claimed, retry_due, updated = await self._with_reconnect(
+            lambda conn: self._send(conn, fast, general, limit)
+        )
+        for job_id, _attempt, _outcome in finished:
+            self.held.pop(job_id, None)
+        self.processed += len(finished)
+        self.fenced += len(finished) - updated
+        if retry_due is not None and (self._next_due is None or retry_due < self._next_due):
+            self._next_due = retry_due
+            self._maintain_now.set()
+        return claimed
+
+    async def _with_reconnect(self, action: Callable[[psycopg.AsyncConnection[Any]], Any]) -> Any:
+        """Run ``action(work connection)``, reconnecting and retrying until it succeeds."""
         backoff = 0.05
         while True:
             try:
                 conn = await self._work_conn()
                 faults.point("before_flush")
-                claimed, retry_due, updated = await self._send(conn, fast, general, limit)
+                result = await action(conn)
                 faults.point("after_flush")
-                break
+                return result
             except _CONNECTION_ERRORS as exc:
                 log.warning("database round trip failed (%s); reconnecting", exc)
                 self._reconciled = False
@@ -326,14 +363,6 @@ class Worker:
             except _RETRYABLE as exc:
                 log.info("round trip hit %s; retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
-        for job_id, _attempt, _outcome in finished:
-            self.held.pop(job_id, None)
-        self.processed += len(finished)
-        self.fenced += len(finished) - updated
-        if retry_due is not None and (self._next_due is None or retry_due < self._next_due):
-            self._next_due = retry_due
-            self._maintain_now.set()
-        return claimed
 
     async def _send(
         self,
@@ -414,19 +443,23 @@ class Worker:
             log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
             if stuck:
                 await self._round_trip(stuck, 0)
-        conn = await self._maint_conn()
-        await conn.execute(self.sql["deregister_worker"], {"worker": self.worker_id})
+        await self._with_reconnect(
+            lambda conn: conn.execute(self.sql["deregister_worker"], {"worker": self.worker_id})
+        )
 
     async def _release(self, jobs: list[Claimed]) -> None:
         """Hand back claimed jobs that never started, their attempt refunded."""
         ids, attempts = id_arrays((job[0], job[1]) for job in jobs)
-        conn = await self._work_conn()
-        cur = await conn.execute(self.sql["release"], {"ids": ids, "attempts": attempts, "worker": self.worker_id})
-        queues = {row[0] for row in await cur.fetchall()}
+        params = {"ids": ids, "attempts": attempts, "worker": self.worker_id}
+
+        async def hand_back(conn: psycopg.AsyncConnection[Any]) -> None:
+            cur = await conn.execute(self.sql["release"], params)
+            for queue in {row[0] for row in await cur.fetchall()}:
+                await conn.execute(self.sql["notify"], {"channel": self.app.channel, "payload": queue})
+
+        await self._with_reconnect(hand_back)
         for job in jobs:
             self.held.pop(job[0], None)
-        for queue in queues:
-            await conn.execute(self.sql["notify"], {"channel": self.app.channel, "payload": queue})
         log.info("returned %d prefetched jobs to the queue", len(jobs))
 
     # -- the maintainer --------------------------------------------------------------
@@ -496,6 +529,9 @@ class Worker:
             self._on_cancel(job_id)
         if not row["alive"]:
             await self._lease_lost()
+        if row["suspects"] and not self._suspects:
+            self._suspects = True
+            self._event.set()
         if row["has_work"]:
             self._claim_ready = True
             self._event.set()

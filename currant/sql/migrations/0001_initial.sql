@@ -21,7 +21,7 @@ CREATE TABLE {schema}.jobs (
     priority         smallint NOT NULL DEFAULT 0,   -- higher runs first
     state            {schema}.job_state NOT NULL DEFAULT 'queued',
     attempts         integer NOT NULL DEFAULT 0,    -- bumped at claim time
-    max_attempts     integer NOT NULL DEFAULT 25,
+    max_attempts     integer,                       -- NULL: the task's setting (in the worker) decides
     rescues          integer NOT NULL DEFAULT 0,    -- times a dead worker's claim was taken back
     run_at           timestamptz NOT NULL DEFAULT now(),
     enqueued_at      timestamptz NOT NULL DEFAULT now(),
@@ -34,12 +34,18 @@ CREATE TABLE {schema}.jobs (
     errors           jsonb,                         -- [{attempt, at, error, traceback}, ...]
     CONSTRAINT jobs_queue_name CHECK (length(queue) BETWEEN 1 AND 200),
     CONSTRAINT jobs_task_name CHECK (length(task) BETWEEN 1 AND 200),
-    CONSTRAINT jobs_max_attempts CHECK (max_attempts >= 1)
+    CONSTRAINT jobs_max_attempts CHECK (max_attempts IS NULL OR max_attempts >= 1)
 );
 
 -- The claim walks this index in order and stops after LIMIT rows: only jobs
 -- that can be claimed now are in it, so finished and future jobs cost nothing.
 CREATE INDEX jobs_claim_idx ON {schema}.jobs (queue, priority DESC, id) WHERE state = 'queued';
+
+-- Jobs taken back from a dead worker ("suspects") are kept out of normal
+-- batches and run one at a time, alone, so a job that kills its worker cannot
+-- take innocent batch-mates down with it again. This index holds only them.
+CREATE INDEX jobs_suspect_idx ON {schema}.jobs (queue, priority DESC, id)
+    WHERE state = 'queued' AND rescues > 0;
 
 -- Promotion of due scheduled/retrying jobs reads the earliest run_at first.
 CREATE INDEX jobs_due_idx ON {schema}.jobs (run_at) WHERE state IN ('scheduled', 'retrying');
@@ -98,7 +104,7 @@ CREATE FUNCTION {schema}.maintain(
     p_channel       text
 ) RETURNS TABLE (
     alive boolean, promoted integer, rescued integer, poisoned integer, pruned integer,
-    next_due timestamptz, has_work boolean, cancel_ids bigint[], db_now timestamptz
+    next_due timestamptz, has_work boolean, suspects boolean, cancel_ids bigint[], db_now timestamptz
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     woken text[];
@@ -136,10 +142,10 @@ BEGIN
                     rescues = j.rescues + 1,
                     worker_id = NULL,
                     state = CASE WHEN j.cancel_requested THEN 'cancelled'
-                                 WHEN j.rescues + 1 >= p_max_rescues OR j.attempts >= j.max_attempts THEN 'failed'
+                                 WHEN j.rescues + 1 >= p_max_rescues OR j.attempts >= coalesce(j.max_attempts, 25) THEN 'failed'
                                  ELSE 'queued' END::{schema}.job_state,
                     finished_at = CASE WHEN j.cancel_requested OR j.rescues + 1 >= p_max_rescues
-                                            OR j.attempts >= j.max_attempts
+                                            OR j.attempts >= coalesce(j.max_attempts, 25)
                                        THEN now() END,
                     errors = coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
                         'attempt', j.attempts, 'at', now(),
@@ -177,7 +183,10 @@ BEGIN
     END IF;
 
     SELECT min(run_at) INTO next_due FROM {schema}.jobs WHERE state IN ('scheduled', 'retrying');
-    has_work := EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND queue = ANY(p_queues));
+    has_work := EXISTS (SELECT 1 FROM {schema}.jobs
+                        WHERE state = 'queued' AND rescues = 0 AND queue = ANY(p_queues));
+    suspects := EXISTS (SELECT 1 FROM {schema}.jobs
+                        WHERE state = 'queued' AND rescues > 0 AND queue = ANY(p_queues));
     cancel_ids := ARRAY(SELECT id FROM {schema}.jobs
                         WHERE id = ANY(p_running) AND state = 'running' AND cancel_requested);
     db_now := now();
