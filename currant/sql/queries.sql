@@ -100,20 +100,24 @@ SELECT pg_notify(%(channel)s, %(payload)s)
 -- jobs_claim_idx (queue, priority DESC, id) in order: highest priority first,
 -- FIFO within a priority. SKIP LOCKED lets concurrent claimers pass each other.
 -- The attempt is counted here, at claim time, and the lease (worker_id) is
--- taken in the same write. Rescued jobs (rescues > 0) are left to
--- claim_suspect.
+-- taken in the same write. The update finds its rows by primary key through
+-- "id = ANY(ARRAY(...))": joined to the CTE instead, an analyzed table with a
+-- backlog makes the planner hash-join the whole table on every claim. The
+-- update returns rows in id order, so the batch is sorted again for the
+-- worker's local queue. Rescued jobs (rescues > 0) are left to claim_suspect.
 WITH next AS (
     SELECT id FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND rescues = 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs j
+    SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.attempts, j.task, j.payload, j.priority
 )
-UPDATE {schema}.jobs j
-SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
-FROM next
-WHERE j.id = next.id
-RETURNING j.id, j.attempts, j.task, j.payload
+SELECT id, attempts, task, payload FROM claimed ORDER BY priority DESC, id
 
 -- name: claim_suspect
 -- One job that was running on a worker that died. The worker claims it only
@@ -128,19 +132,21 @@ WITH next AS (
 )
 UPDATE {schema}.jobs j
 SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
-FROM next
-WHERE j.id = next.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM next))
 RETURNING j.id, j.attempts, j.task, j.payload
 
 -- name: complete_succeeded
 -- The hot completion: jobs that returned None. Fenced on (id, attempt, owner,
 -- state): a worker that lost its lease changes nothing. Sent as its own
 -- implicit transaction, never fused with the claim (a fused statement
--- deadlocks between claimers, see measured-floor.md).
+-- deadlocks between claimers, see measured-floor.md). "j.id = ANY(ids)" lets
+-- the planner reach the rows by primary key; with the join alone it misjudges
+-- the unnest and scans the whole table.
 UPDATE {schema}.jobs j
 SET state = 'succeeded', finished_at = now()
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+  AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
 
 -- name: complete_outcomes
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
@@ -167,7 +173,8 @@ FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(res
             %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::double precision[],
             %(max_attempts)s::integer[])
      AS o(id, attempt, kind, result, error, traceback, delay, max_attempts)
-WHERE j.id = o.id AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = o.id
+  AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
 RETURNING j.id, j.state, j.queue, j.run_at
 
 -- name: release
@@ -176,7 +183,8 @@ RETURNING j.id, j.state, j.queue, j.run_at
 UPDATE {schema}.jobs j
 SET state = 'queued', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+  AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
 RETURNING j.queue
 
 -- name: release_unknown

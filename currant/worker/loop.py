@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from .. import codec, faults, schema
 from .completions import completion_params, id_arrays, register_array_dumpers
@@ -54,6 +55,14 @@ CONNECT_KWARGS: dict[str, Any] = {
     "keepalives_count": 3,
     "application_name": "currant-worker",
 }
+
+
+# The claim/complete connection joins jobs to arrays of ids. The planner's row
+# estimate for "running jobs of this worker" comes from statistics taken when
+# none were running (1 row), and it answers with a nested loop that compares
+# every row with every id: 150 ms instead of 7 ms per 1,000 completions. No
+# statement on this connection wants a nested loop.
+WORK_CONNECTION_OPTIONS = "-c enable_nestloop=off"
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Worker:
         self._wake_seq = 0
         self._last_poll = 0.0
         self._next_due: float | None = None  # epoch seconds of the earliest known due job
+        self._next_beat = 0.0  # monotonic time of the next heartbeat
         self._maintain_now = asyncio.Event()
         self._work: psycopg.AsyncConnection[Any] | None = None
         self._maint: psycopg.AsyncConnection[Any] | None = None
@@ -203,11 +213,15 @@ class Worker:
 
     # -- connections -------------------------------------------------------------
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, options: str = "") -> psycopg.AsyncConnection[Any]:
         backoff = 0.05
+        kwargs = dict(CONNECT_KWARGS)
+        if options:
+            given = conninfo_to_dict(self.dsn).get("options")
+            kwargs["options"] = f"{given} {options}" if given else options
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **CONNECT_KWARGS)
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **kwargs)
                 register_array_dumpers(conn)
                 return conn
             except _CONNECTION_ERRORS as exc:
@@ -219,7 +233,7 @@ class Worker:
 
     async def _work_conn(self) -> psycopg.AsyncConnection[Any]:
         if self._work is None or self._work.closed or self._work.broken:
-            self._work = await self._connect()
+            self._work = await self._connect(WORK_CONNECTION_OPTIONS)
         if not self._reconciled:
             # The last round trip died: a claim may have committed without us
             # seeing its rows. Hand back whatever is leased to us that we do not hold.
@@ -281,7 +295,12 @@ class Worker:
             if config.burst and not self.held and await self._burst_finished():
                 self.stopping = True
                 return
-            timeout = self._last_poll + config.poll_interval - time.monotonic()
+            due = self._last_poll + config.poll_interval
+            if abs(due - self._next_beat) < config.poll_interval / 2:
+                # The heartbeat about then checks for ready jobs too: let it be
+                # this poll, so an idle worker sends one statement per interval.
+                due = self._next_beat + config.poll_interval
+            timeout = due - time.monotonic()
             if timeout <= 0:
                 self._claim_ready = True
                 continue
@@ -470,10 +489,10 @@ class Worker:
         cron = CronScheduler(self.app, self._maint_conn) if self.app.periodics else None
         if cron is not None:
             await cron.register()
-        next_beat = time.monotonic() + self.config.heartbeat
+        self._next_beat = time.monotonic() + self.config.heartbeat
         while True:
             now = time.monotonic()
-            wake_at = next_beat
+            wake_at = self._next_beat
             if self._next_due is not None:
                 wake_at = min(wake_at, now + max(0.0, self._next_due - (time.time() + self._clock_offset)))
             if cron is not None:
@@ -484,9 +503,9 @@ class Worker:
                 continue  # re-arm with the new due time
             except asyncio.TimeoutError:
                 pass
-            row = await self._maintain_once()
-            if row is not None:
-                next_beat = time.monotonic() + self.config.heartbeat
+            beat_started = time.monotonic()
+            await self._maintain_once()
+            self._next_beat = beat_started + self.config.heartbeat
             if cron is not None:
                 try:
                     await cron.fire_due(self._clock_offset)
@@ -535,11 +554,9 @@ class Worker:
         if row["has_work"]:
             self._claim_ready = True
             self._event.set()
-        elif time.monotonic() - self._last_poll < self.config.poll_interval:
-            pass
         else:
-            # This heartbeat was as good as a poll: it found nothing ready.
-            self._last_poll = time.monotonic()
+            self._last_poll = time.monotonic()  # as good as a poll: nothing is ready
+        self._event.set()  # let the pump re-plan its next poll
         return row
 
     async def _lease_lost(self) -> None:
