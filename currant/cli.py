@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-failed", type=_positive_float, default=7 * 24 * 3600.0, metavar="SECONDS",
         help="retention of failed and cancelled jobs (default: 604800)",
     )
+    parser.add_argument(
+        "--processes", type=_positive_int, default=1,
+        help="run this many worker processes under one supervisor that restarts any that dies (default: 1)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -143,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m currant.worker: error: {exc}", file=sys.stderr)
         return 2
+    if args.processes > 1:
+        from .supervisor import supervise
+
+        return supervise(sys.argv[1:] if argv is None else list(argv), args.processes, args.burst)
     worker = Worker(app, config)
     started = time.monotonic()
     try:

@@ -39,6 +39,8 @@ def server_dsn() -> Iterator[str]:
     if explicit:
         yield explicit
         return
+    if os.environ.get("CURRANT_TEST_NO_SERVER"):
+        pytest.skip("CURRANT_TEST_NO_SERVER is set: no PostgreSQL for this run (wheel checks)")
     import warnings
 
     with warnings.catch_warnings():

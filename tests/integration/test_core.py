@@ -276,3 +276,28 @@ def test_concurrent_enqueuers(app: currant.App) -> None:
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(lambda i: app.enqueue("noop"), range(200)))
     assert len(set(ids)) == 200
+
+
+def test_processes_option_supervises_and_restarts(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    import psutil
+
+    app.enqueue_many("record", [(f"p{i}",) for i in range(2_000)])
+    supervisor = spawn_worker("--processes", "2", "--batch-size", "100")
+    wait_for(lambda: len(psutil.Process(supervisor.pid).children()) == 2, message="two children")
+    victim = psutil.Process(supervisor.pid).children()[0]
+    victim.kill()
+    wait_for(
+        lambda: len([c for c in psutil.Process(supervisor.pid).children() if c.pid != victim.pid]) == 2,
+        timeout=15, message="a replacement child",
+    )
+    wait_for(lambda: len(ledger(db, app.schema)) >= 2_000, timeout=60, message="all jobs run")
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0
+    keys = Counter(key for key, _, _ in ledger(db, app.schema))
+    assert len(keys) == 2_000
+
+
+def test_processes_option_in_burst_mode(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+    app.enqueue_many("noop", [()] * 5_000)
+    assert spawn_worker("--processes", "2", "--burst").wait(60) == 0
+    assert state_counts(db, app.schema) == {"succeeded": 5_000}
