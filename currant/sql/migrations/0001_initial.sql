@@ -128,9 +128,13 @@ BEGIN
     PERFORM pg_notify(p_channel, q) FROM unnest(woken) AS q;
 
     IF pg_try_advisory_xact_lock(hashtext('{schema}.maintain')) THEN
+        -- Silence while the server itself was down is not death: right after a
+        -- restart every worker looks stale until its next heartbeat, so none is
+        -- declared dead before the server has been up for p_dead_after.
         WITH gone AS (
             DELETE FROM {schema}.workers
             WHERE last_seen < now() - make_interval(secs => p_dead_after)
+              AND pg_postmaster_start_time() < now() - make_interval(secs => p_dead_after)
             RETURNING id
         )
         SELECT array_agg(id) INTO dead FROM gone;
