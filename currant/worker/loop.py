@@ -65,6 +65,10 @@ CONNECT_KWARGS: dict[str, Any] = {
 WORK_CONNECTION_OPTIONS = "-c enable_nestloop=off"
 
 
+class _GaveUp(Exception):
+    """Shutting down, and the database stayed unreachable past the grace period."""
+
+
 @dataclass
 class WorkerConfig:
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -111,6 +115,7 @@ class Worker:
         self.fenced = 0
         self.stopping = False
         self._signals = 0
+        self._stop_deadline = float("inf")
         self._event = asyncio.Event()
         self._claim_ready = True
         self._suspects = False  # rescued jobs are waiting to be run one at a time
@@ -121,6 +126,7 @@ class Worker:
         self._maintain_now = asyncio.Event()
         self._work: psycopg.AsyncConnection[Any] | None = None
         self._maint: psycopg.AsyncConnection[Any] | None = None
+        self._maint_lock = asyncio.Lock()
         self._reconciled = True
         self._clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
         self.lanes: Lanes | None = None
@@ -132,10 +138,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         dsn = await asyncio.to_thread(lambda: self.app.dsn)
         self.dsn = dsn
-        await asyncio.to_thread(self._ensure_schema)
         self.lanes = Lanes(self.app.tasks, loop, self.config.concurrency, self._wake)
         self._install_signal_handlers(loop)
-        await self._register()
+        # A database that is down at start-up is waited for, like one that
+        # goes down later: a worker never exits on a database fault.
+        await self._retrying("schema check", lambda: asyncio.to_thread(self._ensure_schema))
+        await self._retrying("registration", self._register)
         self.lanes.start()
         listener = Listener(
             dsn, self.app.channel, CONNECT_KWARGS, self._on_ready, self._on_due, self._on_cancel, self._on_listening
@@ -150,9 +158,13 @@ class Worker:
             "worker %s started: queues=%s concurrency=%d core=%s",
             self.worker_id, ",".join(self.config.queues), self.config.concurrency, codec.__name__,
         )
+        code = 0
         try:
             await self._pump()
             await self._shutdown()
+        except _GaveUp as exc:
+            log.error("%s; exiting with jobs still leased (they will be rescued)", exc)
+            code = 1
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -161,7 +173,23 @@ class Worker:
                 if conn is not None:
                     await conn.close()
         log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
-        return 0
+        return code
+
+    async def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
+        """Await ``action()`` until it gets through a connection failure."""
+        backoff = 0.05
+        while True:
+            try:
+                return await action()
+            except _CONNECTION_ERRORS as exc:
+                self._check_stop_deadline(what)
+                log.warning("%s failed (%s); retrying in %.2f s", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _check_stop_deadline(self, what: str) -> None:
+        if self.stopping and time.monotonic() > self._stop_deadline:
+            raise _GaveUp(f"{what}: the database stayed unreachable through the shutdown grace period")
 
     def _ensure_schema(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -183,6 +211,7 @@ class Worker:
             os._exit(1)
         log.info("stopping: no more claims; finishing running jobs (grace %.0f s)", self.config.shutdown_grace)
         self.stopping = True
+        self._stop_deadline = time.monotonic() + self.config.shutdown_grace
         self._event.set()
 
     # -- wake-ups (all on the loop thread) ------------------------------------
@@ -225,8 +254,7 @@ class Worker:
                 register_array_dumpers(conn)
                 return conn
             except _CONNECTION_ERRORS as exc:
-                if self._signals > 0 and self.stopping and not self.held:
-                    raise
+                self._check_stop_deadline("connecting")
                 log.warning("cannot connect (%s); retrying in %.2f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -257,9 +285,10 @@ class Worker:
         self.worker_id = int(row[0])
 
     async def _maint_conn(self) -> psycopg.AsyncConnection[Any]:
-        if self._maint is None or self._maint.closed or self._maint.broken:
-            self._maint = await self._connect()
-        return self._maint
+        async with self._maint_lock:  # the maintainer and a burst pump may ask at once
+            if self._maint is None or self._maint.closed or self._maint.broken:
+                self._maint = await self._connect()
+            return self._maint
 
     # -- the pump: claims and completions ----------------------------------------
 
@@ -373,6 +402,7 @@ class Worker:
                 faults.point("after_flush")
                 return result
             except _CONNECTION_ERRORS as exc:
+                self._check_stop_deadline("round trip")
                 log.warning("database round trip failed (%s); reconnecting", exc)
                 self._reconciled = False
                 if self._work is not None:
