@@ -218,29 +218,60 @@ def enqueue_many_plan(
     check_name("task", options.task)
     _check_priority(options.priority)
     _check_max_attempts(options.max_attempts)
-    prepared = [_prepare_item(i, item, options.priority, max_payload) for i, item in enumerate(items)]
-    return _enqueue_many_steps(sql, channel, options, prepared)
+    pack = codec.pack_payload
+    payloads: list[bytes] = []
+    special: dict[int, _Prepared] = {}  # items with their own options, by position
+    for index, item in enumerate(items):
+        # The common case, a plain args tuple, goes straight to the core; any
+        # other shape (or an error) takes the careful path, which names the item.
+        if type(item) is tuple and not _is_args_kwargs_pair(item):
+            try:
+                payload = pack(item, None)
+            except Exception:  # noqa: BLE001 - re-done below for the precise error
+                payload = b""
+            if payload and len(payload) <= max_payload:
+                payloads.append(payload)
+                continue
+        prepared = _prepare_item(index, item, options.priority, max_payload)
+        payloads.append(prepared.payload)
+        if isinstance(item, Item):
+            special[index] = prepared
+    return _enqueue_many_steps(sql, channel, options, payloads, special)
+
+
+def _is_args_kwargs_pair(item: tuple[Any, ...]) -> bool:
+    return len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict)
 
 
 def _enqueue_many_steps(
-    sql: Mapping[str, str], channel: str, options: JobOptions, prepared: list[_Prepared]
+    sql: Mapping[str, str],
+    channel: str,
+    options: JobOptions,
+    payloads: list[bytes],
+    special: dict[int, _Prepared],
 ) -> Plan:
-    if not prepared:
+    if not payloads:
         return []
-    uses_keys = any(p.unique_key is not None for p in prepared)
+    uses_keys = any(p.unique_key is not None for p in special.values())
     all_ids: list[int] = []
     earliest_scheduled: float | None = None
     any_ready = False
+    queue, task, priority, max_attempts = options.queue, options.task, options.priority, options.max_attempts
     if uses_keys:
         yield ("rowcount", sql["create_stage"], None)
         yield ("rowcount", sql["clear_stage"], None)
     copy_statement = sql["copy_stage"] if uses_keys else sql["copy_jobs"]
-    for start in range(0, len(prepared), ENQUEUE_BATCH):
-        batch = prepared[start : start + ENQUEUE_BATCH]
+    for start in range(0, len(payloads), ENQUEUE_BATCH):
+        batch = payloads[start : start + ENQUEUE_BATCH]
         db_now, ids = yield ("one", sql["reserve_ids"], {"n": len(batch)})
         now_us = codec.pg_micros(db_now)
-        rows = []
-        for job_id, p in zip(ids, batch):
+        rows = [(job_id, queue, task, payload, priority, max_attempts, now_us, "queued", None)
+                for job_id, payload in zip(ids, batch)]
+        any_ready = any_ready or len(special) < len(payloads)
+        for index in range(start, start + len(batch)):
+            p = special.get(index)
+            if p is None:
+                continue
             if p.run_at is not None:
                 run_at_us = codec.pg_micros(p.run_at)
             elif p.delay:
@@ -254,25 +285,26 @@ def _enqueue_many_steps(
             else:
                 state = "queued"
                 any_ready = True
-            rows.append(
-                (job_id, options.queue, options.task, p.payload, p.priority, options.max_attempts,
-                 run_at_us, state, p.unique_key)
+            rows[index - start] = (
+                ids[index - start], queue, task, p.payload, p.priority, max_attempts, run_at_us, state, p.unique_key
             )
         yield ("copy", copy_statement, _copy_chunks(rows))
         all_ids.extend(ids)
     if uses_keys:
-        all_ids = yield from _insert_staged(sql, prepared, all_ids)
+        all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
     if any_ready:
-        yield ("one", sql["notify"], {"channel": channel, "payload": options.queue})
+        yield ("one", sql["notify"], {"channel": channel, "payload": queue})
     if earliest_scheduled is not None:
-        yield ("one", sql["notify"], {"channel": channel, "payload": f"{options.queue}@{earliest_scheduled}"})
+        yield ("one", sql["notify"], {"channel": channel, "payload": f"{queue}@{earliest_scheduled}"})
     return all_ids
 
 
-def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared], reserved: list[int]) -> Plan:
+def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared | None], reserved: list[int]) -> Plan:
     """Move staged rows into jobs; a duplicate key resolves to the live job's id."""
     answer = list(reserved)
-    pending = {job_id: p.unique_key for job_id, p in zip(reserved, prepared) if p.unique_key is not None}
+    pending = {
+        job_id: p.unique_key for job_id, p in zip(reserved, prepared) if p is not None and p.unique_key is not None
+    }
     for _ in range(UNIQUE_RETRIES):
         inserted = {row[0] for row in (yield ("all", sql["insert_from_stage"], None))}
         for job_id in inserted:

@@ -37,9 +37,11 @@ WHERE %(unique_key)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ins)
 -- name: reserve_ids
 -- Bulk enqueue writes ids itself (COPY cannot return them), so it reserves
 -- them from the identity sequence first, and reads the database clock once:
--- now() is the transaction's start, the same instant for every row.
+-- now() is the transaction's start, the same instant for every row. The
+-- sequence is named, not looked up: pg_get_serial_sequence() per row made
+-- this statement eight times slower.
 SELECT now() AS db_now,
-       ARRAY(SELECT nextval(pg_get_serial_sequence('{schema}.jobs', 'id'))
+       ARRAY(SELECT nextval('{schema}.jobs_id_seq')
              FROM generate_series(1, %(n)s)) AS ids
 
 -- name: copy_jobs
