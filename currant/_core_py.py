@@ -23,8 +23,8 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
-from msgpack.exceptions import ExtraData, FormatError, StackError  # type: ignore[import-untyped]
+import msgpack  # msgpack ships no type information
+from msgpack.exceptions import ExtraData, FormatError, StackError
 
 __all__ = [
     "COPY_HEADER",

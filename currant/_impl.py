@@ -20,14 +20,14 @@ if _requested == "python":
 
     __impl__ = "python"
 elif _requested == "c":
-    from . import _core as core  # type: ignore[no-redef]
+    from . import _core as core
 
     __impl__ = "c"
 elif _requested:
     raise ImportError(f"CURRANT_IMPL={_requested!r} is not one of 'c', 'python'")
 else:
     try:
-        from . import _core as core  # type: ignore[no-redef]
+        from . import _core as core
 
         __impl__ = "c"
     except ImportError:

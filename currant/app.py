@@ -477,7 +477,7 @@ class App:
             raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
         with self._sync_pool().connection() as conn:
             cur = conn.execute(self.sql["purge"], {"state": state, "queue": queue, "older_than": older_than})
-            return cur.rowcount
+            return int(cur.rowcount)
 
 
 def _outcome_unknown_on_disconnect(action: Callable[[], Any]) -> Any:

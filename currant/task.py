@@ -27,7 +27,7 @@ def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy
 
     def delay(attempt: int) -> float:
         raw = min(cap, base * (2 ** min(max(attempt - 1, 0), 30)))
-        return raw * random.uniform(0.75, 1.25)
+        return float(raw * random.uniform(0.75, 1.25))
 
     return delay
 

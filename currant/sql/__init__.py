@@ -9,7 +9,7 @@ validated, so no value is ever interpolated into SQL text.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import lru_cache, cache
 from importlib import resources
 from typing import NamedTuple
 
@@ -38,7 +38,7 @@ def _read(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw_queries() -> dict[str, str]:
     text = _read("queries.sql")
     parts = _STATEMENT_HEADER.split(text)
@@ -50,14 +50,14 @@ def _raw_queries() -> dict[str, str]:
     return queries
 
 
-@lru_cache(maxsize=None)
+@cache
 def queries(schema: str) -> dict[str, str]:
     """Every named statement with ``{schema}`` filled in."""
     quoted = quote_schema(schema)
     return {name: body.replace("{schema}", quoted) for name, body in _raw_queries().items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def migrations(schema: str) -> tuple[Migration, ...]:
     """The migrations in version order, ``{schema}`` filled in."""
     quoted = quote_schema(schema)

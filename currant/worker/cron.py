@@ -56,7 +56,7 @@ class CronScheduler:
             croniter(periodic.schedule, max(db_now, self.last_tick.get(name, db_now))).get_next(datetime)
             for name, periodic in self.app.periodics.items()
         )
-        return time.monotonic() + (soonest - db_now).total_seconds() + _FIRE_SLACK
+        return float(time.monotonic() + (soonest - db_now).total_seconds() + _FIRE_SLACK)
 
     async def fire_due(self, clock_offset: float) -> int:
         """Enqueue every tick that is due and not yet taken; returns how many this worker took."""

@@ -143,7 +143,7 @@ class Lanes:
             result = run(job)
             if result is _ABANDONED:
                 return  # a replacement lane has taken this one's slot
-            outcomes.append((job[0], job[1], result))
+            outcomes.append((job[0], job[1], result))  # type: ignore[arg-type]  # _ABANDONED excluded above
             if not self._wake_pending:
                 self._wake_pending = True
                 self.loop.call_soon_threadsafe(self._wake)
@@ -167,6 +167,7 @@ class Lanes:
         if task.timeout is not None and not task.is_async:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
+        outcome: Outcome | None
         try:
             if task.is_async:
                 value = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop).result()

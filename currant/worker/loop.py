@@ -18,6 +18,7 @@ Jobs run on the lanes (:mod:`currant.worker.lanes`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -351,9 +352,8 @@ class Worker:
     async def _run_suspect(self) -> None:
         """Claim one rescued job and let it run alone (nothing else is held)."""
         for queue in self.config.queues:
-            rows = await self._with_reconnect(
-                lambda conn, queue=queue: self._fetch(conn, "claim_suspect", {"queue": queue, "worker": self.worker_id})
-            )
+            params = {"queue": queue, "worker": self.worker_id}
+            rows = await self._with_reconnect(functools.partial(self._fetch, name="claim_suspect", params=params))
             if rows:
                 log.warning("running rescued job %s alone", rows[0][0])
                 self._dispatch(rows)
@@ -362,7 +362,7 @@ class Worker:
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]) -> list[Any]:
         cur = await conn.execute(self.sql[name], params, prepare=True)
-        return await cur.fetchall()
+        return list(await cur.fetchall())
 
     async def _burst_finished(self) -> bool:
         """Burst mode: done when nothing is held and, after promoting due jobs, nothing is ready."""
@@ -389,7 +389,7 @@ class Worker:
         if retry_due is not None and (self._next_due is None or retry_due < self._next_due):
             self._next_due = retry_due
             self._maintain_now.set()
-        return claimed
+        return list(claimed)
 
     async def _with_reconnect(self, action: Callable[[psycopg.AsyncConnection[Any]], Any]) -> Any:
         """Run ``action(work connection)``, reconnecting and retrying until it succeeds."""
