@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--shutdown-grace", type=_positive_float, default=30.0, metavar="SECONDS",
         help="on SIGTERM/SIGINT, how long running jobs may finish (default: 30)",
     )
+    parser.add_argument(
+        "--db-timeout", type=_positive_float, metavar="SECONDS",
+        help="abandon and retry on a new connection any database round trip slower than this"
+        " (finds half-open connections; default: --dead-after)",
+    )
     parser.add_argument("--max-rescues", type=_positive_int, default=3, help="rescues after which a job is failed as poison (default: 3)")
     parser.add_argument(
         "--keep-succeeded", type=_positive_float, default=24 * 3600.0, metavar="SECONDS",
@@ -143,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutdown_grace=args.shutdown_grace,
             keep_succeeded=args.keep_succeeded,
             keep_failed=args.keep_failed,
+            db_timeout=args.db_timeout,
         )
     except ValueError as exc:
         print(f"python -m currant.worker: error: {exc}", file=sys.stderr)

@@ -293,9 +293,9 @@ def _enqueue_many_steps(
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
     if any_ready:
-        yield ("one", sql["notify"], {"channel": channel, "payload": queue})
+        yield ("one", sql["notify"], {"channel": channel, "payload": f"r:{queue}"})
     if earliest_scheduled is not None:
-        yield ("one", sql["notify"], {"channel": channel, "payload": f"{queue}@{earliest_scheduled}"})
+        yield ("one", sql["notify"], {"channel": channel, "payload": f"d:{earliest_scheduled}:{queue}"})
     return all_ids
 
 

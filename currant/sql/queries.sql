@@ -23,8 +23,8 @@ WITH args AS (
         DO NOTHING
     RETURNING id, state, run_at
 ), woken AS (
-    SELECT pg_notify(%(channel)s::text, CASE WHEN ins.state = 'queued' THEN %(queue)s::text
-                                       ELSE %(queue)s::text || '@' || extract(epoch FROM ins.run_at)::text END)
+    SELECT pg_notify(%(channel)s::text, CASE WHEN ins.state = 'queued' THEN 'r:' || %(queue)s::text
+                                       ELSE 'd:' || extract(epoch FROM ins.run_at)::text || ':' || %(queue)s::text END)
     FROM ins
 )
 SELECT ins.id, true AS inserted, (SELECT count(*) FROM woken) AS notified FROM ins
@@ -94,6 +94,9 @@ WHERE j.unique_key = ANY(%(keys)s)
 ORDER BY j.unique_key, j.id
 
 -- name: notify
+-- Wake-up payloads carry no job data and are unambiguous whatever a queue is
+-- called: "r:<queue>" (jobs ready), "d:<epoch>:<queue>" (a job becomes due
+-- then), "c:<job id>" (cancel requested).
 SELECT pg_notify(%(channel)s, %(payload)s)
 
 -- name: claim
@@ -198,6 +201,11 @@ SET state = 'queued', attempts = j.attempts - 1, worker_id = NULL, started_at = 
 WHERE j.state = 'running' AND j.worker_id = %(worker)s AND NOT (j.id = ANY(%(held)s::bigint[]))
 RETURNING j.queue
 
+-- name: has_ready
+-- The LISTEN connection's health check after a quiet spell: proves the
+-- connection alive and doubles as that moment's fallback poll.
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s))
+
 -- name: register_worker
 INSERT INTO {schema}.workers (hostname, pid, queues) VALUES (%(hostname)s, %(pid)s, %(queues)s)
 RETURNING id
@@ -233,7 +241,7 @@ WITH old AS (
     WHERE j.id = old.id AND old.state IN ('queued', 'scheduled', 'retrying', 'running')
     RETURNING j.id
 ), woken AS (
-    SELECT pg_notify(%(channel)s, 'cancel:' || upd.id) FROM upd JOIN old USING (id) WHERE old.state = 'running'
+    SELECT pg_notify(%(channel)s, 'c:' || upd.id) FROM upd JOIN old USING (id) WHERE old.state = 'running'
 )
 SELECT old.state::text, (SELECT count(*) FROM upd) AS changed, (SELECT count(*) FROM woken) FROM old
 
@@ -248,7 +256,7 @@ WITH upd AS (
     WHERE j.id = %(id)s AND j.state IN ('failed', 'cancelled')
     RETURNING j.id, j.queue
 ), woken AS (
-    SELECT pg_notify(%(channel)s, upd.queue) FROM upd
+    SELECT pg_notify(%(channel)s, 'r:' || upd.queue) FROM upd
 )
 SELECT upd.id, (SELECT count(*) FROM woken) FROM upd
 

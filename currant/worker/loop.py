@@ -86,6 +86,11 @@ class WorkerConfig:
     prune_batch: int = 10_000
     max_flush: int = 10_000
     pipeline: bool = True
+    # A round trip that takes longer is abandoned and retried on a new
+    # connection: the only way to notice a half-open TCP connection, which
+    # keepalives cannot see while a proxy on the path still answers them.
+    # Default: dead_after (past it, the lease is lost anyway).
+    db_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -100,6 +105,10 @@ class WorkerConfig:
             )
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
+        if self.db_timeout is None:
+            self.db_timeout = self.dead_after
+        elif self.db_timeout <= 0:
+            raise ValueError(f"db timeout must be positive, got {self.db_timeout}")
 
 
 class Worker:
@@ -110,6 +119,7 @@ class Worker:
         self.config = config or WorkerConfig(queues=[app.default_queue])
         self.sql = app.sql
         self.low_water = max(1, self.config.batch_size // 2)
+        self._db_timeout = float(self.config.db_timeout or self.config.dead_after)
         self.worker_id = 0
         self.held: dict[int, int] = {}  # job id -> attempt, for every job leased to us
         self.processed = 0
@@ -147,7 +157,10 @@ class Worker:
         await self._retrying("registration", self._register)
         self.lanes.start()
         listener = Listener(
-            dsn, self.app.channel, CONNECT_KWARGS, self._on_ready, self._on_due, self._on_cancel, self._on_listening
+            dsn, self.app.channel, CONNECT_KWARGS, self._on_ready, self._on_due, self._on_cancel, self._on_listening,
+            health_check=(self.sql["has_ready"], {"queues": self.config.queues}),
+            on_health=self._on_health,
+            health_check_after=self._db_timeout,
         )
         self._tasks = [
             asyncio.create_task(listener.run(), name="currant-listener"),
@@ -181,8 +194,8 @@ class Worker:
         backoff = 0.05
         while True:
             try:
-                return await action()
-            except _CONNECTION_ERRORS as exc:
+                return await asyncio.wait_for(action(), self._db_timeout)
+            except (*_CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
                 self._check_stop_deadline(what)
                 log.warning("%s failed (%s); retrying in %.2f s", what, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -230,6 +243,14 @@ class Worker:
         # LISTEN is in place: claim once, for anything committed while we were not listening.
         self._claim_ready = True
         self._wake_seq += 1
+        self._event.set()
+
+    def _on_health(self, ready: bool) -> None:
+        # The listener's health check looked for ready jobs: it was this moment's poll.
+        self._last_poll = time.monotonic()
+        if ready:
+            self._claim_ready = True
+            self._wake_seq += 1
         self._event.set()
 
     def _on_due(self, queue: str, when: float) -> None:
@@ -396,14 +417,15 @@ class Worker:
         backoff = 0.05
         while True:
             try:
-                conn = await self._work_conn()
+                conn = await asyncio.wait_for(self._work_conn(), self._db_timeout)
                 faults.point("before_flush")
-                result = await action(conn)
+                result = await asyncio.wait_for(action(conn), self._db_timeout)
                 faults.point("after_flush")
                 return result
-            except _CONNECTION_ERRORS as exc:
+            except (*_CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
                 self._check_stop_deadline("round trip")
-                log.warning("database round trip failed (%s); reconnecting", exc)
+                reason = f"no answer within {self._db_timeout:g} s" if isinstance(exc, asyncio.TimeoutError) else exc
+                log.warning("database round trip failed (%s); reconnecting", reason)
                 self._reconciled = False
                 if self._work is not None:
                     await self._work.close()
@@ -504,7 +526,7 @@ class Worker:
         async def hand_back(conn: psycopg.AsyncConnection[Any]) -> None:
             cur = await conn.execute(self.sql["release"], params)
             for queue in {row[0] for row in await cur.fetchall()}:
-                await conn.execute(self.sql["notify"], {"channel": self.app.channel, "payload": queue})
+                await conn.execute(self.sql["notify"], {"channel": self.app.channel, "payload": f"r:{queue}"})
 
         await self._with_reconnect(hand_back)
         for job in jobs:
@@ -556,13 +578,16 @@ class Worker:
             "prune_batch": self.config.prune_batch,
             "channel": self.app.channel,
         }
-        try:
+        async def beat() -> tuple[Any, Any]:
             conn = await self._maint_conn()
             faults.point("rescue_sweep")
             cur = await conn.execute(self.sql["maintain"], params, prepare=True)
-            values = await cur.fetchone()
-        except _CONNECTION_ERRORS as exc:
-            log.warning("heartbeat failed (%s); will retry", exc)
+            return cur, await cur.fetchone()
+
+        try:
+            cur, values = await asyncio.wait_for(beat(), self._db_timeout)
+        except (*_CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+            log.warning("heartbeat failed (%s); will retry", exc if str(exc) else type(exc).__name__)
             if self._maint is not None:
                 await self._maint.close()
             return None

@@ -5,8 +5,9 @@ anyway, so a notification lost while this connection was down costs at most
 one poll interval. After every (re)connect the listener LISTENs first and then
 asks for one claim, so nothing committed in between waits for the poll.
 
-Payloads carry no job data: a queue name ("ready now"), ``queue@epoch`` (a job
-becomes due then), or ``cancel:<id>``.
+Payloads carry no job data and cannot be confused whatever a queue is called:
+``r:<queue>`` (jobs ready now), ``d:<epoch>:<queue>`` (a job becomes due
+then), ``c:<job id>`` (cancel requested).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ class Listener:
         on_due: Callable[[str, float], None],
         on_cancel: Callable[[int], None],
         on_connected: Callable[[], None],
+        health_check: tuple[str, dict[str, Any]] = ("SELECT false", {}),
+        on_health: Callable[[bool], None] = lambda ready: None,
+        health_check_after: float = HEALTH_CHECK_AFTER,
     ) -> None:
+        self.health_check = health_check
+        self.on_health = on_health
+        self.health_check_after = health_check_after
         self.dsn = dsn
         self.channel = channel
         self.connect_kwargs = connect_kwargs
@@ -65,10 +72,15 @@ class Listener:
                     self.connected.set()
                     self.on_connected()
                     while True:
-                        async for notify in conn.notifies(timeout=HEALTH_CHECK_AFTER):
+                        async for notify in conn.notifies(timeout=self.health_check_after):
                             self._dispatch(notify.payload)
-                        # No notification for a while: prove the connection is alive.
-                        await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5.0)
+                        # No notification for a while: prove the connection is alive
+                        # (the query also tells whether work is waiting).
+                        cur = await asyncio.wait_for(
+                            conn.execute(*self.health_check), timeout=min(5.0, self.health_check_after)
+                        )
+                        row = await cur.fetchone()
+                        self.on_health(bool(row and row[0]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
@@ -78,19 +90,16 @@ class Listener:
                 backoff = min(backoff * 2, 5.0)
 
     def _dispatch(self, payload: str) -> None:
-        if payload.startswith("cancel:"):
-            try:
-                self.on_cancel(int(payload[7:]))
-            except ValueError:
-                log.warning("listener: ignoring malformed notification %r", payload[:100])
-            return
-        queue, at, due = payload.rpartition("@")
-        if at:
-            try:
-                when = float(due)
-            except ValueError:
-                pass  # a queue name that contains "@"
+        kind, _, rest = payload.partition(":")
+        try:
+            if kind == "r":
+                self.on_ready(rest)
+            elif kind == "d":
+                when, _, queue = rest.partition(":")
+                self.on_due(queue, float(when))
+            elif kind == "c":
+                self.on_cancel(int(rest))
             else:
-                self.on_due(queue, when)
-                return
-        self.on_ready(payload)
+                raise ValueError(kind)
+        except ValueError:
+            log.warning("listener: ignoring malformed notification %r", payload[:100])

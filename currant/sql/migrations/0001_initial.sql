@@ -125,7 +125,7 @@ BEGIN
         RETURNING j.queue
     )
     SELECT count(*), array_agg(DISTINCT moved.queue) INTO promoted, woken FROM moved;
-    PERFORM pg_notify(p_channel, q) FROM unnest(woken) AS q;
+    PERFORM pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
 
     IF pg_try_advisory_xact_lock(hashtext('{schema}.maintain')) THEN
         -- Silence while the server itself was down is not death: right after a
@@ -163,7 +163,7 @@ BEGIN
             SELECT count(*), count(*) FILTER (WHERE back.state = 'failed'),
                    array_agg(DISTINCT back.queue) FILTER (WHERE back.state = 'queued')
               INTO rescued, poisoned, woken FROM back;
-            PERFORM pg_notify(p_channel, q) FROM unnest(woken) AS q;
+            PERFORM pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
         END IF;
 
         FOR i IN 1..10 LOOP

@@ -1,0 +1,164 @@
+"""Hostile inputs: malformed payloads in job rows (T34, T35) and names (T26, T41)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import currant
+from currant import codec
+from tests.conftest import wait_for
+from tests.faults.worker_app import WEIRD_QUEUE, WEIRD_TASK
+from tests.faults.helpers import FAST, FAULTS_APP, ledger_rows
+
+MALFORMED = {
+    "reserved byte 0xc1": b"\xc1",
+    "truncated": b"\x92\x91\xa5ab",
+    "trailing data": codec.encode_payload(("x",), None) + b"\x00",
+    "bad utf-8": b"\x92\x91\xa2\xff\xfe\x80",
+    "deep nesting": b"\x91" * 200_000 + b"\xc0",
+    "array32 bomb": b"\xdd\xff\xff\xff\xff",
+    "str32 bomb": b"\x92\x91\xdb\xff\xff\xff\xff\x80",
+    "map32 bomb": b"\xdf\xff\xff\xff\xff",
+    "ext type 5": b"\x92\x91\xd4\x05\x00\x80",
+    "timestamp ext": b"\x92\x91\xd6\xff\x00\x00\x00\x01\x80",
+    "int map key": b"\x92\x90\x81\x01\x02",
+    "not [args, kwargs]": b"\x80",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: Any, schema_name: str,
+                                       impl: str) -> None:
+    if impl == "c" and currant.__impl__ != "c":
+        pytest.skip("compiled core not built")
+    bad: dict[int, str] = {}
+    good: dict[int, str] = {}
+    insert = f'INSERT INTO "{schema_name}".jobs (queue, task, payload) VALUES (%s, %s, %s) RETURNING id'
+    for i, (name, payload) in enumerate(MALFORMED.items()):
+        key = f"good{i}"
+        good[db.execute(insert, ("default", "rec", codec.encode_payload((key,), None))).fetchone()[0]] = key
+        bad[db.execute(insert, ("default", "rec", payload)).fetchone()[0]] = name
+    worker = spawn_worker("--burst", "--batch-size", "100", *FAST, app=FAULTS_APP, env={"CURRANT_IMPL": impl})
+    assert worker.wait(60) == 0, worker.log()[-3000:]  # alive to the end, exited by --burst
+    rows = {
+        row[0]: row[1:]
+        for row in db.execute(f'SELECT id, state::text, attempts, errors FROM "{schema_name}".jobs').fetchall()
+    }
+    for job_id, name in bad.items():
+        state, attempts, errors = rows[job_id]
+        assert (state, attempts) == ("failed", 1), (name, state, attempts, errors)
+        assert len(errors) == 1 and errors[0]["error"].startswith("PayloadError: "), (name, errors)
+        print(f"{name!r:24} -> {errors[0]['error']}")
+    for job_id in good:
+        assert rows[job_id][:2] == ("succeeded", 1)
+    assert sorted(key for key, _, _ in ledger_rows(db, schema_name)) == sorted(good.values())
+    # The claimed batch mixed good and bad rows: the bad ones did not abort it.
+    assert "PayloadError" not in worker.log() or "Traceback" not in worker.log()
+
+
+# -- names -------------------------------------------------------------------------------
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("queue", "a\x00b"),
+        ("task", "a\x00b"),
+        ("queue", "q" * 300),
+        ("task", "t" * 300),
+        ("queue", ""),
+        ("task", ""),
+    ],
+)
+def test_invalid_names_are_refused_before_any_io(field: str, value: str) -> None:
+    """ValueError from validation, never a connection error: the DSN points nowhere."""
+    app = currant.App(UNREACHABLE, schema="nowhere", auto_migrate=False)
+    task, options = (value, {}) if field == "task" else ("noop", {"queue": value})
+    with pytest.raises(ValueError):
+        app.enqueue(task, (), **options)
+    with pytest.raises(ValueError):
+        app.enqueue_many(task, [()], **options)
+    if value:  # an empty name in the decorator means "use the default"
+        with pytest.raises(ValueError):
+            app.task(**{"name" if field == "task" else "queue": value})(lambda: None)
+
+
+@pytest.mark.parametrize("schema", ['x"; DROP SCHEMA public; --', "a\x00b", "Upper", "s" * 60, "ünï", "1abc"])
+def test_invalid_schema_names_are_refused(schema: str) -> None:
+    with pytest.raises(ValueError):
+        currant.App(UNREACHABLE, schema=schema)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x'); DROP TABLE jobs;--",
+        '"; NOTIFY x; --',
+        "semi;colon",
+        "ünïcødé ✓ 🍒",
+        "é" * 200,  # 200 characters, 400 bytes
+        "spaces and\ttabs\nnewline",
+        "$1 %s %(x)s {schema}",
+    ],
+)
+def test_odd_names_are_stored_verbatim(app: currant.App, db: Any, schema_name: str, name: str) -> None:
+    before = db.execute(f'SELECT count(*) FROM "{schema_name}".jobs').fetchone()[0]
+    one = app.enqueue(name, ("a",), queue=name)
+    many = app.enqueue_many(name, [("b",)], queue=name)
+    for job_id in (one, *many):
+        job = app.get_job(job_id)
+        assert job is not None and (job.task, job.queue) == (name, name)
+    assert db.execute(f'SELECT count(*) FROM "{schema_name}".jobs').fetchone()[0] == before + 2
+    assert db.execute("SELECT to_regclass(%s)", (f'"{schema_name}".jobs',)).fetchone()[0] is not None
+
+
+def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spawn_worker: Any,
+                                                 schema_name: str) -> None:
+    job_id = app.enqueue(WEIRD_TASK, ("w1",), queue=WEIRD_QUEUE)
+    worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST, app=FAULTS_APP)
+    assert worker.wait(30) == 0, worker.log()[-3000:]
+    job = app.get_job(job_id)
+    assert job is not None and (job.state, job.result, job.task, job.queue) == ("succeeded", "w1", WEIRD_TASK,
+                                                                              WEIRD_QUEUE)
+    assert [key for key, _, _ in ledger_rows(db, schema_name)] == ["w1"]
+
+
+# -- notification payloads are parsed from queue names -------------------------------
+
+
+def test_a_queue_named_like_a_cancel_message_cancels_nothing(app: currant.App, db: Any, spawn_worker: Any,
+                                                             schema_name: str) -> None:
+    spawn_worker(*FAST, app=FAULTS_APP)
+    victim = app.enqueue("cooperative", ("c1",))
+    wait_for(lambda: any(key == "c1:started" for key, _, _ in ledger_rows(db, schema_name)), message="started")
+    app.enqueue("noop", (), queue=f"cancel:{victim}")  # nobody serves this queue; only its NOTIFY is sent
+    time.sleep(1.5)
+    try:
+        assert "c1:saw-cancel" not in [key for key, _, _ in ledger_rows(db, schema_name)]
+        assert app.get_job(victim).state == "running"  # type: ignore[union-attr]
+    finally:
+        app.cancel(victim)
+
+
+def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant.App, db: Any,
+                                                                    spawn_worker: Any, schema_name: str) -> None:
+    queue = "reports@2026"
+    spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30",
+                 app=FAULTS_APP)
+    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{schema_name}".workers').fetchone()[0] == 1)
+    time.sleep(0.5)
+    latencies = []
+    for i in range(4):
+        job_id = app.enqueue("rec", (f"r{i}",), queue=queue)
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=20)  # type: ignore[union-attr]
+        latencies.append(db.execute(
+            f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema_name}".jobs WHERE id = %s',
+            (job_id,)).fetchone()[0])
+    assert max(latencies) < 1.0, latencies  # a 5 s poll would be needed without the notification
