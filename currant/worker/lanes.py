@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .. import faults
 from ..codec import encode_result
 from ..errors import Discard, JobCancelled, JobTimeout, Retry
 from ..job import JobContext, _set_current
@@ -169,10 +170,12 @@ class Lanes:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
         outcome: Outcome | None
         try:
+            faults.point("before_handler")
             if task.is_async:
                 value = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop).result()
             else:
                 value = task.fn(*args, **kwargs)
+            faults.point("after_handler")
         except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
             outcome = self._failure(task, context, exc)
         else:
