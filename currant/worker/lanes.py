@@ -61,8 +61,13 @@ class Outcome(NamedTuple):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = _storable(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL: an error message with one must not block its completion."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 class Lanes:
@@ -216,14 +221,15 @@ class Lanes:
         if isinstance(exc, Retry):
             delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
             return Outcome(
-                RETRY, error=f"Retry: {exc.reason}", delay=max(0.0, float(delay)), max_attempts=task.max_attempts
+                RETRY, error=_storable(f"Retry: {exc.reason}"), delay=max(0.0, float(delay)),
+                max_attempts=task.max_attempts,
             )
         if isinstance(exc, Discard):
-            return Outcome(FAILED, error=f"Discard: {exc.reason}")
+            return Outcome(FAILED, error=_storable(f"Discard: {exc.reason}"))
         # An async task cancelled on the loop reaches its lane as concurrent.futures.CancelledError.
         if isinstance(exc, (JobCancelled, asyncio.CancelledError, futures.CancelledError)) and context.cancel_requested:
             return Outcome(CANCELLED, error="JobCancelled: cancelled while running")
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = _storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         return Outcome(
             RETRY, error=_describe(exc), traceback=tb, delay=task.backoff(context.attempt),
             max_attempts=task.max_attempts,

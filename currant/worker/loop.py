@@ -434,6 +434,13 @@ class Worker:
             except _RETRYABLE as exc:
                 log.info("round trip hit %s; retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
+            except psycopg.Error as exc:
+                # Not a connection problem, but never a reason to exit: log it,
+                # make sure no claim was lost, and try again more slowly.
+                log.error("database error in a round trip (%s: %s); retrying", type(exc).__name__, exc)
+                self._reconciled = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _send(
         self,

@@ -153,3 +153,8 @@ if os.environ.get("CURRANT_TEST_CRON"):
     @app.periodic(os.environ["CURRANT_TEST_CRON"], name="tick")
     def tick() -> None:
         write_ledger("tick")
+
+
+@app.task(name="nul_error", max_attempts=1)
+def nul_error() -> None:
+    raise ValueError("bad\x00byte")

@@ -301,3 +301,11 @@ def test_processes_option_in_burst_mode(app: currant.App, spawn_worker: Any, db:
     app.enqueue_many("noop", [()] * 5_000)
     assert spawn_worker("--processes", "2", "--burst").wait(60) == 0
     assert state_counts(db, app.schema) == {"succeeded": 5_000}
+
+
+def test_error_text_with_nul_is_stored(app: currant.App, spawn_worker: Any) -> None:
+    job_id = app.enqueue("nul_error")
+    assert spawn_worker("--burst").wait(60) == 0
+    job = app.get_job(job_id)
+    assert job is not None and job.state == "failed"
+    assert (job.error or "").startswith("ValueError: bad\\x00byte")
