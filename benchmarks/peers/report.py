@@ -1,0 +1,200 @@
+"""``results.json`` -> ``results.md`` and ``results.png`` (run in the peers venv, for matplotlib).
+
+    python -m benchmarks.peers.report benchmarks/peers/results/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ORDER = ["floor", "currant", "celery", "rq", "dramatiq", "pgqueuer", "procrastinate"]
+LABEL = {"floor": "raw-SQL floor", "currant": "Currant", "celery": "Celery (Redis)", "rq": "RQ",
+         "dramatiq": "Dramatiq (Redis)", "pgqueuer": "pgqueuer", "procrastinate": "procrastinate"}
+
+Summary = dict[str, dict[str, float]]
+
+
+def fmt(stat: dict[str, float] | None, spec: str = "{:,.0f}", runs: int | None = None) -> str:
+    """median (min–max); "[n=k]" when only k of the runs reached this metric (a saturated ladder stops early)."""
+    if not stat:
+        return "–"
+    med, lo, hi = stat["median"], stat["min"], stat["max"]
+    text = spec.format(med) if stat["n"] == 1 else f"{spec.format(med)} ({spec.format(lo)}–{spec.format(hi)})"
+    if runs is not None and stat["n"] < runs:
+        text += f" [n={int(stat['n'])}]"
+    return text
+
+
+def ratio(a: dict[str, float] | None, b: dict[str, float] | None) -> str:
+    if not a or not b or not b["median"]:
+        return "–"
+    return f"{a['median'] / b['median']:.1f}×"
+
+
+def runs_ok(runs: list[dict[str, Any]]) -> str:
+    good = sum(1 for r in runs if r["ok"])
+    return f"{good}/{len(runs)}" + ("" if good == len(runs) else " **FAILED runs**")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    summary: dict[str, dict[str, Summary]] = data["summary"]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = data["runs"]
+    systems = [s for s in ORDER if s in summary]
+    m = data["machine"]
+    a = data["args"]
+    lines = [
+        "# Currant vs peers: results",
+        "",
+        (f"Command: `{data['command']}` ({data['when']}). {a['runs']} run(s); median (min–max) over the runs that"
+        " passed the exactly-once check."),
+        (f"Machine: {m['nproc']} × {m['cpu']}, {m['os']}, Python {m['python']}; PostgreSQL {m['postgres']}"
+        f" (fsync {m['postgres_settings'].get('fsync')}, synchronous_commit {m['postgres_settings'].get('synchronous_commit')});"
+        f" Redis {m['redis']} (save '{m['redis_persistence']['save']}', appendonly {m['redis_persistence']['appendonly']})."),
+        "Driver, workers, PostgreSQL and Redis share these cores.",
+        "",
+    ]
+
+    cur = summary.get("currant", {}).get("drain", {})
+    lines += ["## Headline: Currant's ratio to each system (same run)", "",
+              "| vs | enqueue | drain | end to end | idle pickup p50 (lower is better: theirs / Currant's) |",
+              "|---|---:|---:|---:|---:|"]
+    cur_pick = summary.get("currant", {}).get("pickup", {})
+    for s in systems:
+        if s == "currant":
+            continue
+        d = summary[s].get("drain", {})
+        p = summary[s].get("pickup", {})
+        lines.append(f"| {LABEL[s]} | {ratio(cur.get('enqueue_jobs_per_s'), d.get('enqueue_jobs_per_s'))}"
+                     f" | {ratio(cur.get('drain_jobs_per_s'), d.get('drain_jobs_per_s'))}"
+                     f" | {ratio(cur.get('e2e_jobs_per_s'), d.get('e2e_jobs_per_s'))}"
+                     f" | {ratio(p.get('pickup_p50_ms'), cur_pick.get('pickup_p50_ms'))} |")
+    lines += ["", ("A ratio above 1× means Currant is faster. The floor is psycopg alone with no queue logic, so"
+              " Currant is expected below 1× against it; above 1× means the floor's own claim plan degraded at this N"
+              " (see RESULTS.md). Peers drain N = "
+              f"{a['peer_jobs']:,} jobs, Currant and the floor N = {a['currant_jobs']:,} (per-job rates; see README.md)."), ""]
+
+    lines += ["## Workload 1: drain (jobs/s)", "",
+              "| system | version | N | runs ok | enqueue | drain | drain after first job | end to end | worker start-up (s) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in systems:
+        d = summary[s].get("drain", {})
+        n = runs[s]["drain"][0].get("jobs", "?") if runs[s]["drain"] else "?"
+        lines.append(f"| {LABEL[s]} | {data['versions'].get(s, '?')} | {n:,} | {runs_ok(runs[s]['drain'])}"
+                     f" | {fmt(d.get('enqueue_jobs_per_s'))} | {fmt(d.get('drain_jobs_per_s'))}"
+                     f" | {fmt(d.get('drain_steady_jobs_per_s'))} | {fmt(d.get('e2e_jobs_per_s'))}"
+                     f" | {fmt(d.get('startup_s'), '{:.2f}')} |")
+    lines += ["", ("drain = spawn of the worker command until the ledger holds all N ids (start-up included);"
+              " \"after first job\" = from the first recorded job to the last. The floor has no worker process:"
+              " its drain is the claim/delete loop alone."), ""]
+
+    lines += ["## Workload 3: idle pickup latency (ms), single jobs at 50/s into an idle worker", "",
+              "| system | runs ok | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]
+    for s in systems:
+        p = summary[s].get("pickup")
+        if not p:
+            continue
+        lines.append(f"| {LABEL[s]} | {runs_ok(runs[s]['pickup'])} | {fmt(p.get('pickup_p50_ms'), '{:.1f}')}"
+                     f" | {fmt(p.get('pickup_p90_ms'), '{:.1f}')} | {fmt(p.get('pickup_p99_ms'), '{:.1f}')}"
+                     f" | {fmt(p.get('pickup_max_ms'), '{:.1f}')} |")
+    lines += ["", ("Latency = handler start (`time.time()` in the worker) minus the `time.time()` the producer put in"
+              " the job's arguments just before the enqueue call; same machine clock."), ""]
+
+    sustained = [s for s in systems if summary[s].get("sustained")]
+    rates = [int(r) for r in str(a["sustained_rates"]).split(",")]
+    lines += ["## Workload 2: sustained load (offered rate → achieved rate, enqueue-to-start latency)", ""]
+    if sustained:
+        lines += ["| system | offered/s | achieved/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+        for s in sustained:
+            st = summary[s]["sustained"]
+            for r in rates:
+                if f"sustained_{r}_achieved_per_s" not in st:
+                    lines.append(f"| {LABEL[s]} | {r:,} | saturated below this rate | | |")
+                    break
+                nruns = sum(1 for x in runs[s]["sustained"] if x["ok"])
+                lines.append(f"| {LABEL[s]} | {r:,} | {fmt(st[f'sustained_{r}_achieved_per_s'], runs=nruns)}"
+                             f" | {fmt(st[f'sustained_{r}_p50_ms'], '{:.1f}')} | {fmt(st[f'sustained_{r}_p99_ms'], '{:.1f}')} |")
+        lines += ["", (f"Each level runs {a['sustained_seconds']:.0f} s; a level whose achieved rate is under 90 % of the"
+                  " offered rate is saturation and ends the ladder. The producer shares the machine, so at 10,000/s its"
+                  " own enqueue rate is part of the limit (see results.json: enqueue_rate_per_s)."),
+                  (f"Not measured here: {', '.join(LABEL[s] for s in systems if s not in sustained and s != 'floor') or 'none'}"
+                  " (`--sustained-systems` adds them)."), ""]
+    else:
+        lines += ["TODO: not run (`--sustained-systems` was empty).", ""]
+
+    failures = [(s, w, r) for s in systems for w, rs in runs[s].items() for r in rs if not r["ok"]]
+    if failures:
+        lines += ["## Failed runs (left out of the medians)", ""]
+        for s, w, r in failures:
+            lines.append(f"* {LABEL[s]} {w}: {'; '.join(r['problems'])[:400]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = data["summary"]
+    systems = [s for s in ORDER if s in summary]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+
+    metrics = [("enqueue_jobs_per_s", "enqueue"), ("drain_jobs_per_s", "drain"), ("e2e_jobs_per_s", "end to end")]
+    width = 0.27
+    for k, (key, label) in enumerate(metrics):
+        xs, ys, lo, hi = [], [], [], []
+        for i, s in enumerate(systems):
+            stat = summary[s].get("drain", {}).get(key)
+            if stat:
+                xs.append(i + (k - 1) * width)
+                ys.append(stat["median"])
+                lo.append(stat["median"] - stat["min"])
+                hi.append(stat["max"] - stat["median"])
+        ax1.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label)
+    ax1.set_yscale("log")
+    ax1.set_xticks(range(len(systems)), [LABEL[s] for s in systems], rotation=25, ha="right")
+    ax1.set_ylabel("jobs/s (log scale; median, bars min–max)")
+    ax1.set_title("Drain workload: throughput (higher is better)")
+    ax1.legend()
+    ax1.grid(axis="y", which="both", alpha=0.3)
+
+    lat_systems = [s for s in systems if summary[s].get("pickup")]
+    for k, (key, label) in enumerate([("pickup_p50_ms", "p50"), ("pickup_p90_ms", "p90"), ("pickup_p99_ms", "p99")]):
+        xs, ys, lo, hi = [], [], [], []
+        for i, s in enumerate(lat_systems):
+            stat = summary[s]["pickup"].get(key)
+            if stat and not math.isnan(stat["median"]):
+                xs.append(i + (k - 1) * width)
+                ys.append(stat["median"])
+                lo.append(stat["median"] - stat["min"])
+                hi.append(stat["max"] - stat["median"])
+        ax2.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label)
+    ax2.set_yscale("log")
+    ax2.set_xticks(range(len(lat_systems)), [LABEL[s] for s in lat_systems], rotation=25, ha="right")
+    ax2.set_ylabel("ms (log scale)")
+    ax2.set_title("Idle pickup latency at 50 jobs/s (lower is better)")
+    ax2.legend()
+    ax2.grid(axis="y", which="both", alpha=0.3)
+
+    fig.suptitle(f"Currant vs peers — {data['machine']['nproc']} cores, {data['when']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    src = Path(sys.argv[1])
+    data = json.loads(src.read_text())
+    (src.parent / "results.md").write_text(markdown(data))
+    chart(data, src.parent / "results.png")
+    print(f"[peers] wrote {src.parent / 'results.md'} and {src.parent / 'results.png'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
