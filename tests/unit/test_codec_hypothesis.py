@@ -4,37 +4,15 @@ decoding is total (any bytes -> a value or PayloadError, nothing else)."""
 from __future__ import annotations
 
 import importlib
-import os
 import struct
 import types
 from typing import Any
 
 import msgpack
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PY = importlib.import_module("currant._core_py")
-
-
-def _load(name: str) -> types.ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if name == "currant._core" and os.environ.get("CURRANT_IMPL") == "c":
-            raise
-        pytest.skip(f"{name} is not built")
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("currant._core", id="c", marks=pytest.mark.c_extension),
-        pytest.param("currant._core_py", id="python"),
-    ],
-)
-def core(request: pytest.FixtureRequest) -> types.ModuleType:
-    return _load(request.param)
 
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
