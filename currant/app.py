@@ -33,6 +33,7 @@ class Periodic:
 
         if not croniter.is_valid(schedule):
             raise ValueError(f"periodic {name!r}: invalid cron expression {schedule!r}")
+        codec.encode_payload(args, kwargs)  # arguments that cannot be encoded fail here, not at every tick
         self.name = check_name("periodic", name)
         self.schedule = schedule
         self.task = task
@@ -267,11 +268,11 @@ class App:
             return run_plan(connection, plan)
         with self._sync_pool().connection() as conn:
             if not transaction:
-                return _outcome_unknown_on_disconnect(lambda: run_plan(conn, plan))
+                return _outcome_unknown_on_disconnect(conn, lambda: run_plan(conn, plan))
             conn.autocommit = False
             try:
                 result = run_plan(conn, plan)
-                _outcome_unknown_on_disconnect(conn.commit)
+                _outcome_unknown_on_disconnect(conn, conn.commit)
                 return result
             finally:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN:
@@ -294,6 +295,8 @@ class App:
                 try:
                     return await arun_plan(conn, plan)
                 except psycopg.OperationalError as exc:
+                    if not (conn.closed or conn.broken):
+                        raise
                     raise EnqueueOutcomeUnknown(str(exc)) from exc
             await conn.set_autocommit(False)
             try:
@@ -301,6 +304,8 @@ class App:
                 try:
                     await conn.commit()
                 except psycopg.OperationalError as exc:
+                    if not (conn.closed or conn.broken):
+                        raise
                     raise EnqueueOutcomeUnknown(str(exc)) from exc
                 return result
             finally:
@@ -472,18 +477,28 @@ class App:
         return [dict(zip(keys, row)) for row in rows]
 
     def purge(self, state: str, *, queue: str | None = None, older_than: float | None = None) -> int:
-        """Delete jobs in a state (optionally of one queue, older than N seconds); returns how many."""
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+        """Delete jobs in a state (optionally of one queue, older than N seconds); returns how many.
+
+        Running jobs cannot be purged: their workers hold them (cancel them instead).
+        """
+        if state not in STATES or state == "running":
+            raise ValueError(f"cannot purge state {state!r}; one of {', '.join(s for s in STATES if s != 'running')}")
         with self._sync_pool().connection() as conn:
             cur = conn.execute(self.sql["purge"], {"state": state, "queue": queue, "older_than": older_than})
             return int(cur.rowcount)
 
 
-def _outcome_unknown_on_disconnect(action: Callable[[], Any]) -> Any:
+def _outcome_unknown_on_disconnect(conn: psycopg.Connection[Any], action: Callable[[], Any]) -> Any:
+    """Run the committing step; a connection lost during it leaves the outcome unknown.
+
+    An error the server answered (a deadlock, a cancelled statement) means the
+    transaction did not commit: that stays a plain error.
+    """
     try:
         return action()
     except psycopg.OperationalError as exc:
+        if not (conn.closed or conn.broken):
+            raise
         raise EnqueueOutcomeUnknown(
             f"the connection failed while the enqueue was committing; the job may or may not exist: {exc}"
         ) from exc

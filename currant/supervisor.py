@@ -82,5 +82,8 @@ def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
             log.warning("worker process %d (pid %d) exited with %s; restarting in %.1f s", slot, child.pid, code, delay)
             time.sleep(delay)
             backoff[slot] = min(delay * 2, RESTART_BACKOFF[1])
+            if stopping:  # a signal came during the pause: nothing to restart
+                finished.add(slot)
+                continue
             start(slot)
     return 1 if failures else 0

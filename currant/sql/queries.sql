@@ -76,9 +76,12 @@ FROM STDIN (FORMAT BINARY)
 -- the caller may run it again after a holder of a key finished.
 INSERT INTO {schema}.jobs (id, queue, task, payload, priority, max_attempts, run_at, state, unique_key)
 SELECT id, queue, task, payload, priority, max_attempts, run_at, state::{schema}.job_state, unique_key
-FROM currant_stage s
-WHERE s.unique_key IS NULL
-   OR s.id = (SELECT min(s2.id) FROM currant_stage s2 WHERE s2.unique_key = s.unique_key)
+FROM (
+    SELECT * FROM currant_stage WHERE unique_key IS NULL
+    UNION ALL
+    SELECT * FROM (SELECT DISTINCT ON (unique_key) * FROM currant_stage
+                   WHERE unique_key IS NOT NULL ORDER BY unique_key, id) AS first_of_each_key
+) AS s
 ORDER BY id
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -110,9 +113,15 @@ SELECT pg_notify(%(channel)s, %(payload)s)
 -- backlog makes the planner hash-join the whole table on every claim. The
 -- update returns rows in id order, so the batch is sorted again for the
 -- worker's local queue. Rescued jobs (rescues > 0) are left to claim_suspect.
-WITH next AS (
+-- The claimer's own registration is share-locked: a lease is only ever given
+-- to a registered worker. A sweep that declares this worker dead either
+-- deletes the row first (this claim then takes nothing) or waits for this claim
+-- to commit (and its rescue, a later statement, then sees these jobs).
+WITH owner AS (
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+), next AS (
     SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s AND rescues = 0
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues = 0 AND EXISTS (SELECT 1 FROM owner)
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -128,9 +137,11 @@ SELECT id, attempts, task, payload FROM claimed ORDER BY priority DESC, id
 -- One job that was running on a worker that died. The worker claims it only
 -- when it holds nothing else and runs it alone: if it kills this worker too,
 -- no other job is rescued with it (see jobs_suspect_idx).
-WITH next AS (
+WITH owner AS (
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+), next AS (
     SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0 AND EXISTS (SELECT 1 FROM owner)
     ORDER BY priority DESC, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -161,15 +172,15 @@ WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
 UPDATE {schema}.jobs j
 SET state = CASE
         WHEN o.kind = 's' THEN 'succeeded'
-        WHEN o.kind = 'c' THEN 'cancelled'
+        WHEN o.kind = 'c' OR (o.kind = 'r' AND j.cancel_requested) THEN 'cancelled'
         WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts) THEN 'retrying'
         ELSE 'failed' END::{schema}.job_state,
     result = o.result,
-    run_at = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+    run_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
                   THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-    finished_at = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+    finished_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
                        THEN NULL ELSE now() END,
-    worker_id = CASE WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+    worker_id = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
                      THEN NULL ELSE j.worker_id END,
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
@@ -184,9 +195,12 @@ RETURNING j.id, j.state, j.queue, j.run_at
 
 -- name: release
 -- Graceful shutdown and lease hand-back: claimed jobs that never started go
--- back untouched, their attempt refunded. Same fence as completion.
+-- back untouched, their attempt refunded (or to cancelled, if that was asked
+-- meanwhile). Same fence as completion.
 UPDATE {schema}.jobs j
-SET state = 'queued', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
 WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
   AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
@@ -197,7 +211,9 @@ RETURNING j.queue
 -- any job leased to it that it does not hold goes back, attempt refunded.
 -- Scans running jobs without an index, but runs only after a reconnect.
 UPDATE {schema}.jobs j
-SET state = 'queued', attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
 WHERE j.state = 'running' AND j.worker_id = %(worker)s AND NOT (j.id = ANY(%(held)s::bigint[]))
 RETURNING j.queue
 
@@ -211,7 +227,18 @@ INSERT INTO {schema}.workers (hostname, pid, queues) VALUES (%(hostname)s, %(pid
 RETURNING id
 
 -- name: deregister_worker
-DELETE FROM {schema}.workers WHERE id = %(worker)s
+-- The last thing a stopping worker does. Anything still leased to it (a job
+-- whose outcome could not be reported) goes back to the queue in the same
+-- transaction, so no lease outlives its owner.
+WITH gone AS (
+    DELETE FROM {schema}.workers WHERE id = %(worker)s RETURNING id
+)
+UPDATE {schema}.jobs j
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    worker_id = NULL
+FROM gone
+WHERE j.state = 'running' AND j.worker_id = gone.id
 
 -- name: maintain
 -- See {schema}.maintain() in the migrations: heartbeat, promotion, rescue and
@@ -246,14 +273,18 @@ WITH old AS (
 SELECT old.state::text, (SELECT count(*) FROM upd) AS changed, (SELECT count(*) FROM woken) FROM old
 
 -- name: retry
--- A failed or cancelled job goes back to the queue for one more attempt (at
--- least: a budget it had not used up is kept); its error history stays.
+-- A failed or cancelled job goes back to the queue with at least one more
+-- attempt (a job-level max_attempts it had not used up is kept); its error
+-- history stays. Not while another live job holds its unique key.
 WITH upd AS (
     UPDATE {schema}.jobs j
     SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
         cancel_requested = false, rescues = 0,
         max_attempts = greatest(coalesce(j.max_attempts, 0), j.attempts + 1)
     WHERE j.id = %(id)s AND j.state IN ('failed', 'cancelled')
+      AND NOT EXISTS (SELECT 1 FROM {schema}.jobs k
+                      WHERE k.unique_key = j.unique_key AND k.id <> j.id
+                        AND k.state IN ('queued', 'scheduled', 'running', 'retrying'))
     RETURNING j.id, j.queue
 ), woken AS (
     SELECT pg_notify(%(channel)s, 'r:' || upd.queue) FROM upd

@@ -66,8 +66,39 @@ def _describe(exc: BaseException) -> str:
 
 
 def _storable(text: str) -> str:
-    """PostgreSQL text cannot hold NUL: an error message with one must not block its completion."""
-    return text.replace("\x00", "\\x00") if "\x00" in text else text
+    """Text PostgreSQL can store: an error message must never block its own completion.
+
+    NUL cannot be stored at all, and lone surrogates (file names decoded with
+    surrogateescape) cannot be encoded as UTF-8: both are escaped.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+# Retry delays are clamped to this (and NaN or negative to 0): a delay the
+# database cannot add to now() would make the whole completion batch fail.
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
+
+
+def _delay(value: Any) -> float:
+    seconds = float(value)
+    if not seconds > 0:  # NaN and negatives
+        return 0.0
+    return min(seconds, MAX_RETRY_DELAY)
+
+
+def _guarded(build: Callable[[], Outcome | None]) -> Outcome | None:
+    """Build an outcome; if that runs into an error (user backoff code, an odd
+    exception), the attempt fails for good instead of the lane dying."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001
+        return Outcome(FAILED, error=_storable(f"OutcomeError: could not record the attempt's outcome: {exc!r}"))
 
 
 class Lanes:
@@ -166,6 +197,7 @@ class Lanes:
                 delay=UNKNOWN_TASK_RETRY_DELAY,
             )
         if job_id in self.cancelled:
+            self.cancelled.discard(job_id)
             return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
         context = JobContext(job_id, attempt, name)
         _set_current(context)
@@ -182,16 +214,22 @@ class Lanes:
                 value = task.fn(*args, **kwargs)
             faults.point("after_handler")
         except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
-            outcome = self._failure(task, context, exc)
+            outcome = _guarded(lambda: self._failure(task, context, exc))
         else:
-            outcome = None if value is None else self._success(value)
+            outcome = None if value is None else _guarded(lambda: self._success(value))
         finally:
-            del self.active[job_id]
+            # Only this attempt's entries: an abandoned (timed-out) attempt that
+            # ends late must not remove those of the retry running meanwhile.
+            if self.active.get(job_id) is context:
+                del self.active[job_id]
             _set_current(None)
+        self.cancelled.discard(job_id)
         if task.timeout is not None and not task.is_async:
             with self._deadline_lock:
-                if self.deadlines.pop(job_id, None) is None:
+                entry = self.deadlines.get(job_id)
+                if entry is None or entry[1] is not context:
                     return _ABANDONED  # the watchdog already reported this attempt as timed out
+                del self.deadlines[job_id]
         return outcome
 
     async def _run_async(self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Any:
@@ -199,6 +237,8 @@ class Lanes:
         assert current is not None
         self.async_runs[context.id] = current
         try:
+            if context.cancel_requested:  # asked before the task existed to be cancelled
+                raise asyncio.CancelledError
             if task.timeout is None:
                 return await task.fn(*args, **kwargs)
             try:
@@ -207,7 +247,8 @@ class Lanes:
                 context.timed_out = True
                 raise JobTimeout(f"timed out after {task.timeout:g} s") from None
         finally:
-            del self.async_runs[context.id]
+            if self.async_runs.get(context.id) is current:
+                del self.async_runs[context.id]
 
     @staticmethod
     def _success(value: Any) -> Outcome:
@@ -221,8 +262,7 @@ class Lanes:
         if isinstance(exc, Retry):
             delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
             return Outcome(
-                RETRY, error=_storable(f"Retry: {exc.reason}"), delay=max(0.0, float(delay)),
-                max_attempts=task.max_attempts,
+                RETRY, error=_storable(f"Retry: {exc.reason}"), delay=_delay(delay), max_attempts=task.max_attempts
             )
         if isinstance(exc, Discard):
             return Outcome(FAILED, error=_storable(f"Discard: {exc.reason}"))
@@ -231,7 +271,7 @@ class Lanes:
             return Outcome(CANCELLED, error="JobCancelled: cancelled while running")
         tb = _storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         return Outcome(
-            RETRY, error=_describe(exc), traceback=tb, delay=task.backoff(context.attempt),
+            RETRY, error=_describe(exc), traceback=tb, delay=_delay(task.backoff(context.attempt)),
             max_attempts=task.max_attempts,
         )
 
@@ -249,14 +289,14 @@ class Lanes:
             run.cancel()
         return True
 
-    def expire_deadlines(self) -> list[tuple[int, int, Outcome]]:
+    def expire_deadlines(self) -> list[tuple[int, int, Outcome | None]]:
         """Sync jobs past their timeout: report them failed and replace their lane.
 
         A Python thread cannot be killed; the lane is abandoned to finish in the
         background (its late result is dropped) and a fresh lane takes its slot.
         """
         now = time.monotonic()
-        expired: list[tuple[int, int, Outcome]] = []
+        expired: list[tuple[int, int, Outcome | None]] = []
         with self._deadline_lock:
             for job_id, (deadline, context, task, thread) in list(self.deadlines.items()):
                 if deadline <= now:
@@ -266,8 +306,9 @@ class Lanes:
                     context.cancel_requested = True
                     expired.append(
                         (job_id, context.attempt,
-                         Outcome(RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
-                                 delay=task.backoff(context.attempt), max_attempts=task.max_attempts))
+                         _guarded(lambda: Outcome(RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
+                                                  delay=_delay(task.backoff(context.attempt)),
+                                                  max_attempts=task.max_attempts)))
                     )
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1

@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .. import codec, faults, schema
 from .completions import completion_params, id_arrays, register_array_dumpers
-from .lanes import Claimed, Lanes
+from .lanes import DEFAULT_MAX_ATTEMPTS, FAILED, RETRY, Claimed, Lanes, Outcome
 from .wakeup import Listener
 
 if TYPE_CHECKING:
@@ -65,10 +65,15 @@ CONNECT_KWARGS: dict[str, Any] = {
 #   row with every id (150 ms instead of 7 ms per 1,000 completions);
 # * a generic plan cached while the table was nearly empty kept scanning the
 #   whole table for every claim once it had grown (110-185 ms instead of 6 ms,
-#   under sustained load).
-# So: no nested loops, no sequential scans, and a fresh plan per execution
+#   under sustained load);
+# * with no statistics at all (a big enqueue into a new table) the claim
+#   bitmap-scanned and sorted the whole backlog (130 ms instead of 2 ms).
+# So: no nested loops, no sequential or bitmap scans (the claim walks its
+# index in order and stops at LIMIT), and a fresh plan per execution
 # (cheap next to a 1,000-row claim; prepared statements still skip parsing).
-WORK_CONNECTION_OPTIONS = "-c enable_nestloop=off -c enable_seqscan=off -c plan_cache_mode=force_custom_plan"
+WORK_CONNECTION_OPTIONS = (
+    "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
+)
 
 
 class _GaveUp(Exception):
@@ -143,6 +148,7 @@ class Worker:
         self._work: psycopg.AsyncConnection[Any] | None = None
         self._maint: psycopg.AsyncConnection[Any] | None = None
         self._maint_lock = asyncio.Lock()
+        self._reregistering = False
         self._reconciled = True
         self._clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
         self.lanes: Lanes | None = None
@@ -394,7 +400,10 @@ class Worker:
     async def _burst_finished(self) -> bool:
         """Burst mode: done when nothing is held and, after promoting due jobs, nothing is ready."""
         row = await self._maintain_once()
-        if row is not None and (row["promoted"] or row["has_work"] or row["suspects"]):
+        if row is None:
+            await asyncio.sleep(0.2)  # the database is unreachable: that is not "nothing to do"
+            return False
+        if row["promoted"] or row["has_work"] or row["suspects"]:
             self._claim_ready = True
             return False
         return True
@@ -405,9 +414,24 @@ class Worker:
         Completions are idempotent thanks to the fence, so resending a batch
         whose first try may have committed is safe.
         """
-        fast, general = completion_params(finished, self.worker_id) if finished else (None, None)
+        batch: dict[str, dict[str, Any] | None] = {"fast": None, "general": None}
+        batch["fast"], batch["general"] = completion_params(finished, self.worker_id) if finished else (None, None)
+
+        def plainer(exc: psycopg.Error) -> None:
+            # A batch the database refuses (a value it cannot store) must not
+            # block every later completion: its special outcomes are resent as
+            # plain failures, which always store.
+            if batch["general"] is not None:
+                log.error("storing %d outcomes failed (%s); recording them as failed", len(finished), exc)
+                plain = [
+                    (job_id, attempt, outcome if outcome is None else Outcome(
+                        FAILED, error=f"OutcomeError: the database refused this attempt's outcome: {type(exc).__name__}"))
+                    for job_id, attempt, outcome in finished
+                ]
+                batch["fast"], batch["general"] = completion_params(plain, self.worker_id)
+
         claimed, retry_due, updated = await self._with_reconnect(
-            lambda conn: self._send(conn, fast, general, limit)
+            lambda conn: self._send(conn, batch["fast"], batch["general"], limit), on_error=plainer
         )
         for job_id, _attempt, _outcome in finished:
             self.held.pop(job_id, None)
@@ -418,7 +442,11 @@ class Worker:
             self._maintain_now.set()
         return list(claimed)
 
-    async def _with_reconnect(self, action: Callable[[psycopg.AsyncConnection[Any]], Any]) -> Any:
+    async def _with_reconnect(
+        self,
+        action: Callable[[psycopg.AsyncConnection[Any]], Any],
+        on_error: Callable[[psycopg.Error], None] | None = None,
+    ) -> Any:
         """Run ``action(work connection)``, reconnecting and retrying until it succeeds."""
         backoff = 0.05
         while True:
@@ -438,13 +466,17 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except _RETRYABLE as exc:
+                self._check_stop_deadline("round trip")
                 log.info("round trip hit %s; retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
             except psycopg.Error as exc:
                 # Not a connection problem, but never a reason to exit: log it,
                 # make sure no claim was lost, and try again more slowly.
+                self._check_stop_deadline("round trip")
                 log.error("database error in a round trip (%s: %s); retrying", type(exc).__name__, exc)
                 self._reconciled = False
+                if on_error is not None:
+                    on_error(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -513,20 +545,29 @@ class Worker:
         unstarted = lanes.stop()
         if unstarted:
             await self._release(unstarted)
-        finished_in_time = await asyncio.to_thread(lanes.join, self.config.shutdown_grace)
-        # Report what the lanes finished, then whatever is still running as interrupted.
-        while lanes.outcomes:
-            await self._round_trip(_drain(lanes.outcomes, self.config.max_flush), 0)
-        if not finished_in_time:
-            from .lanes import RETRY, Outcome
-
-            stuck = [
-                (job_id, context.attempt, Outcome(RETRY, error="WorkerShutdown: interrupted by shutdown", delay=0.0))
-                for job_id, context in list(lanes.active.items())
-            ]
+        # Keep reporting finished jobs while the rest finish, so a SIGKILL at
+        # the end of the grace period re-runs only what was still running.
+        joined = asyncio.ensure_future(asyncio.to_thread(lanes.join, self.config.shutdown_grace))
+        while not joined.done() or lanes.outcomes:
+            if lanes.outcomes:
+                await self._round_trip(_drain(lanes.outcomes, self.config.max_flush), 0)
+            else:
+                await asyncio.wait({joined}, timeout=0.02)
+        if not joined.result():
+            # Still running after the grace period: recorded as interrupted (and
+            # retried), each with its own task's attempt limit.
+            stuck = []
+            for job_id, attempt in list(self.held.items()):
+                context = lanes.active.get(job_id)
+                task = self.app.tasks.get(context.task) if context is not None else None
+                stuck.append((job_id, attempt, Outcome(
+                    RETRY, error="WorkerShutdown: interrupted by shutdown", delay=0.0,
+                    max_attempts=task.max_attempts if task is not None else DEFAULT_MAX_ATTEMPTS,
+                )))
             log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
             if stuck:
                 await self._round_trip(stuck, 0)
+        # Deregistering also hands back anything still leased to this worker.
         await self._with_reconnect(
             lambda conn: conn.execute(self.sql["deregister_worker"], {"worker": self.worker_id})
         )
@@ -552,30 +593,41 @@ class Worker:
         from .cron import CronScheduler
 
         cron = CronScheduler(self.app, self._maint_conn) if self.app.periodics else None
-        if cron is not None:
-            await cron.register()
-        self._next_beat = time.monotonic() + self.config.heartbeat
+        cron_ready = False
+        # With periodic tasks, the first round (which registers them) runs at once.
+        self._next_beat = time.monotonic() + (0.0 if cron is not None else self.config.heartbeat)
+        last_beat = 0.0
         while True:
             now = time.monotonic()
             wake_at = self._next_beat
             if self._next_due is not None:
                 wake_at = min(wake_at, now + max(0.0, self._next_due - (time.time() + self._clock_offset)))
-            if cron is not None:
+            if cron is not None and cron_ready:
                 wake_at = min(wake_at, cron.next_wake(self._clock_offset))
+            # Never faster than every 50 ms: a due job another worker is
+            # promoting right now must not make this loop spin.
+            wake_at = max(wake_at, last_beat + 0.05)
             self._maintain_now.clear()
             try:
                 await asyncio.wait_for(self._maintain_now.wait(), max(0.0, wake_at - now))
                 continue  # re-arm with the new due time
             except asyncio.TimeoutError:
                 pass
-            beat_started = time.monotonic()
-            await self._maintain_once()
-            self._next_beat = beat_started + self.config.heartbeat
-            if cron is not None:
-                try:
-                    await cron.fire_due(self._clock_offset)
-                except _CONNECTION_ERRORS as exc:
-                    log.warning("cron: database error (%s); will retry", exc)
+            last_beat = time.monotonic()
+            # The heartbeat must go on whatever fails: a worker whose
+            # heartbeat stopped would be declared dead while it works.
+            try:
+                await self._maintain_once()
+                if cron is not None:
+                    if not cron_ready:
+                        await asyncio.wait_for(cron.register(), self._db_timeout)
+                        cron_ready = True
+                    await asyncio.wait_for(cron.fire_due(self._clock_offset), self._db_timeout)
+            except _GaveUp:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("maintenance failed; will retry at the next heartbeat")
+            self._next_beat = last_beat + self.config.heartbeat
 
     async def _maintain_once(self) -> dict[str, Any] | None:
         """One heartbeat; returns its row, or None if the database could not be reached."""
@@ -630,6 +682,16 @@ class Worker:
     async def _lease_lost(self) -> None:
         """Our registration was swept (we were silent past dead_after): our jobs
         were rescued, so drop what we prefetched and register anew."""
+        assert self.lanes is not None
+        if self._reregistering:
+            return
+        self._reregistering = True
+        try:
+            await self._reregister()
+        finally:
+            self._reregistering = False
+
+    async def _reregister(self) -> None:
         assert self.lanes is not None
         dropped = self.lanes.take_unstarted()
         for job in dropped:

@@ -158,3 +158,22 @@ if os.environ.get("CURRANT_TEST_CRON"):
 @app.task(name="nul_error", max_attempts=1)
 def nul_error() -> None:
     raise ValueError("bad\x00byte")
+
+
+def _broken_backoff(attempt: int) -> float:
+    raise ZeroDivisionError("backoff policy bug")
+
+
+@app.task(name="bad_backoff", retry_backoff=_broken_backoff)
+def bad_backoff() -> None:
+    raise RuntimeError("fails, and its backoff policy fails too")
+
+
+@app.task(name="retry_forever_later", max_attempts=3)
+def retry_forever_later(delay: float) -> None:
+    raise currant.Retry(delay=delay)
+
+
+@app.task(name="surrogate_error", max_attempts=1)
+def surrogate_error() -> None:
+    raise ValueError("bad \udcff file name")

@@ -26,6 +26,15 @@ from tests.conftest import wait_for
 PAYLOAD = codec.encode_payload((), None)
 
 
+def _register_workers(db: Any, schema: str, count: int) -> None:
+    """Worker rows 1..count: a claim only leases jobs to a registered worker."""
+    for worker_id in range(1, count + 1):
+        db.execute(
+            f"INSERT INTO \"{schema}\".workers (id, hostname, pid, queues) VALUES (%s, 'test', 0, '{{default}}')",
+            (worker_id,),
+        )
+
+
 def _connect(dsn: str) -> psycopg.Connection[Any]:
     conn = psycopg.connect(dsn, autocommit=True, options=WORK_CONNECTION_OPTIONS)
     register_array_dumpers(conn)
@@ -35,6 +44,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
 def test_six_racing_claimers_never_claim_a_job_twice(app: currant.App, database_dsn: str, db: Any,
                                                      schema_name: str) -> None:
     ids = app.enqueue_many("noop", [()] * 6000)
+    _register_workers(db, schema_name, 6)
     claim = app.sql["claim"]
     claimed: list[list[tuple[int, int]]] = [[] for _ in range(6)]
     barrier = threading.Barrier(6)
@@ -72,7 +82,9 @@ def test_six_racing_claimers_never_claim_a_job_twice(app: currant.App, database_
         assert all(owners[job_id] == index + 1 for job_id, _ in rows)
 
 
-def test_two_claimers_one_job_exactly_one_winner(app: currant.App, database_dsn: str) -> None:
+def test_two_claimers_one_job_exactly_one_winner(app: currant.App, database_dsn: str, db: Any,
+                                                 schema_name: str) -> None:
+    _register_workers(db, schema_name, 2)
     claim = app.sql["claim"]
     conns = [_connect(database_dsn) for _ in range(2)]
     try:
@@ -120,6 +132,7 @@ def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(app: curran
     db.execute(f"UPDATE {jobs} SET state = 'running' WHERE queue = 'default' AND id % 3 = 0")
     db.execute(f"UPDATE {jobs} SET state = 'queued' WHERE queue = 'default' AND id % 3 = 0")
     dead = db.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %s::regclass", (jobs,)).fetchone()
+    _register_workers(db, schema_name, 1)
     claim = app.sql["claim"]
     with _connect(database_dsn) as conn:
         plans = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from datetime import datetime
 import sys
 import time
 from collections import Counter
@@ -309,3 +310,61 @@ def test_error_text_with_nul_is_stored(app: currant.App, spawn_worker: Any) -> N
     job = app.get_job(job_id)
     assert job is not None and job.state == "failed"
     assert (job.error or "").startswith("ValueError: bad\\x00byte")
+
+
+def test_odd_failures_never_wedge_the_worker(app: currant.App, spawn_worker: Any) -> None:
+    """A backoff policy that raises, an absurd retry delay, an error text that
+    cannot be encoded: each is recorded, and the jobs after them still run."""
+    broken = app.enqueue("bad_backoff")
+    far = app.enqueue("retry_forever_later", (1e20,))
+    nan = app.enqueue("retry_forever_later", (float("nan"),), max_attempts=1)
+    odd = app.enqueue("surrogate_error")
+    after = app.enqueue_many("add", [(i, i) for i in range(50)])
+    assert spawn_worker("--burst").wait(60) == 0
+    job = app.get_job(broken)
+    assert job is not None and job.state == "failed" and "OutcomeError" in (job.error or "")
+    job = app.get_job(far)
+    assert job is not None and job.state == "retrying" and job.run_at is not None
+    assert (job.run_at - datetime.fromisoformat(job.errors[-1]["at"])).days >= 364  # clamped to a year
+    job = app.get_job(nan)
+    assert job is not None and job.state == "failed"
+    job = app.get_job(odd)
+    assert job is not None and job.state == "failed" and "\\udcff" in (job.error or "")
+    assert [app.get_job(j).result for j in after] == [2 * i for i in range(50)]  # type: ignore[union-attr]
+
+
+def test_periodic_arguments_are_checked_at_registration() -> None:
+    app = currant.App("postgresql://unused", schema="unused")
+    with pytest.raises(TypeError, match="argument 0"):
+        app.periodic("* * * * *", name="bad", args=(object(),))(lambda x: None)
+
+
+def test_worker_declared_dead_while_working_leaves_nothing_stuck(
+    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]
+) -> None:
+    """A sweep declares a live worker dead (as after a long stall): its jobs are
+    rescued, it registers again, and no job stays leased to the dead id."""
+    app.enqueue_many("record_slowly", [(f"s{i}", 0.005) for i in range(400)])
+    worker = spawn_worker("--batch-size", "50", "--heartbeat", "0.3", "--dead-after", "30")
+    victim = wait_for(
+        lambda: db.execute(f'SELECT id FROM "{app.schema}".workers').fetchone(), message="registration"
+    )[0]
+    wait_for(lambda: len(ledger(db, app.schema)) > 20, message="work under way")
+    sweeper = db.execute(
+        f"INSERT INTO \"{app.schema}\".workers (hostname, pid, queues) VALUES ('sweeper', 0, '{{default}}') RETURNING id"
+    ).fetchone()[0]
+    db.execute(f"UPDATE \"{app.schema}\".workers SET last_seen = now() - interval '1 hour' WHERE id = %s", (victim,))
+    row = db.execute(
+        app.sql["maintain"],
+        {"worker": sweeper, "queues": ["default"], "running": [], "dead_after": 1.0, "max_rescues": 3,
+         "keep_succeeded": 86400.0, "keep_failed": 86400.0, "prune_batch": 1000, "channel": app.channel},
+    ).fetchone()
+    assert row is not None and row[2] >= 1  # rescued something
+    db.execute(f'DELETE FROM "{app.schema}".workers WHERE id = %s', (sweeper,))
+    wait_for(
+        lambda: state_counts(db, app.schema) == {"succeeded": 400}, timeout=60,
+        message=f"all jobs done; now {state_counts(db, app.schema)}",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "declared dead" in worker.log()

@@ -145,11 +145,13 @@ BEGIN
                 UPDATE {schema}.jobs j SET
                     rescues = j.rescues + 1,
                     worker_id = NULL,
+                    -- A job-level max_attempts is enforced here; the task's own
+                    -- limit (max_attempts NULL) is the next worker's to apply.
                     state = CASE WHEN j.cancel_requested THEN 'cancelled'
-                                 WHEN j.rescues + 1 >= p_max_rescues OR j.attempts >= coalesce(j.max_attempts, 25) THEN 'failed'
+                                 WHEN j.rescues + 1 >= p_max_rescues OR j.attempts >= j.max_attempts THEN 'failed'
                                  ELSE 'queued' END::{schema}.job_state,
                     finished_at = CASE WHEN j.cancel_requested OR j.rescues + 1 >= p_max_rescues
-                                            OR j.attempts >= coalesce(j.max_attempts, 25)
+                                            OR j.attempts >= j.max_attempts
                                        THEN now() END,
                     errors = coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
                         'attempt', j.attempts, 'at', now(),
