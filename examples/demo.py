@@ -41,6 +41,7 @@ def flaky(n: int) -> int:
 def main() -> None:
     jobs = int(os.environ.get("DEMO_JOBS", "20000"))
     print(f"currant {currant.__version__} (core: {currant.__impl__})")
+    app.migrate()  # starts the embedded server on first use; not part of the timing below
     started = time.perf_counter()
     ids = digest.enqueue_many([(f"document-{i}", 10) for i in range(jobs)])
     enqueue_seconds = time.perf_counter() - started
