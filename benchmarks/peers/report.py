@@ -142,7 +142,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
 
     summary = data["summary"]
     systems = [s for s in ORDER if s in summary]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(20, 5.5))
 
     metrics = [("enqueue_jobs_per_s", "enqueue"), ("drain_jobs_per_s", "drain"), ("e2e_jobs_per_s", "end to end")]
     width = 0.27
@@ -180,6 +180,24 @@ def chart(data: dict[str, Any], path: Path) -> None:
     ax2.set_title("Idle pickup latency at 50 jobs/s (lower is better)")
     ax2.legend()
     ax2.grid(axis="y", which="both", alpha=0.3)
+
+    # Latency against offered rate (workload 2): one p50 and one p99 curve per
+    # system; a saturated level shows as a latency that leaves the chart's scale.
+    for s in systems:
+        levels = summary[s].get("sustained") or {}
+        rates = sorted({int(key.split("_")[1]) for key in levels if key.endswith("_p99_ms")})
+        if not rates:
+            continue
+        for pct, style in (("p50", "--"), ("p99", "-")):
+            ys = [levels.get(f"sustained_{rate}_{pct}_ms", {}).get("median", math.nan) for rate in rates]
+            ax3.plot(rates, ys, style, marker="o", label=f"{LABEL[s]} {pct}")
+    ax3.set_xscale("log")
+    ax3.set_yscale("log")
+    ax3.set_xlabel("offered jobs/s (log scale)")
+    ax3.set_ylabel("enqueue-to-start latency, ms (log scale)")
+    ax3.set_title("Sustained load: latency vs offered rate (lower is better)")
+    ax3.legend(fontsize=8)
+    ax3.grid(which="both", alpha=0.3)
 
     fig.suptitle(f"Currant vs peers — {data['machine']['nproc']} cores, {data['when']}")
     fig.tight_layout()
