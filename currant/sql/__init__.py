@@ -9,7 +9,7 @@ validated, so no value is ever interpolated into SQL text.
 from __future__ import annotations
 
 import re
-from functools import lru_cache, cache
+from functools import cache
 from importlib import resources
 from typing import NamedTuple
 

@@ -15,6 +15,7 @@ so a busy worker crosses threads once per batch, not once per job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent import futures
 import queue
@@ -214,7 +215,7 @@ class Lanes:
                 value = task.fn(*args, **kwargs)
             faults.point("after_handler")
         except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
-            outcome = _guarded(lambda: self._failure(task, context, exc))
+            outcome = _guarded(functools.partial(self._failure, task, context, exc))
         else:
             outcome = None if value is None else _guarded(lambda: self._success(value))
         finally:

@@ -26,7 +26,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -732,6 +731,3 @@ def _sync_point(pipeline: Any) -> None:
     """
     pipeline._enqueue_sync()
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
