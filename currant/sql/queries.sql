@@ -11,11 +11,11 @@
 -- instead (inserted = false); when the conflicting row is not yet visible to
 -- this snapshot nothing comes back and the caller retries.
 WITH args AS (
-    SELECT coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::double precision)) AS run_at
+    SELECT coalesce(%(run_at)s::timestamptz, {schema}.clock() + make_interval(secs => %(delay)s::double precision)) AS run_at
 ), ins AS (
     INSERT INTO {schema}.jobs (queue, task, payload, priority, max_attempts, run_at, state, unique_key)
     SELECT %(queue)s::text, %(task)s::text, %(payload)s::bytea, %(priority)s::smallint, %(max_attempts)s::integer, args.run_at,
-           CASE WHEN args.run_at > now() THEN 'scheduled' ELSE 'queued' END::{schema}.job_state,
+           CASE WHEN args.run_at > {schema}.clock() THEN 'scheduled' ELSE 'queued' END::{schema}.job_state,
            %(unique_key)s::text
     FROM args
     ON CONFLICT (unique_key)
@@ -37,10 +37,10 @@ WHERE %(unique_key)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ins)
 -- name: reserve_ids
 -- Bulk enqueue writes ids itself (COPY cannot return them), so it reserves
 -- them from the identity sequence first, and reads the database clock once:
--- now() is the transaction's start, the same instant for every row. The
+-- clock() is the transaction's start, the same instant for every row. The
 -- sequence is named, not looked up: pg_get_serial_sequence() per row made
 -- this statement eight times slower.
-SELECT now() AS db_now,
+SELECT {schema}.clock() AS db_now,
        ARRAY(SELECT nextval('{schema}.jobs_id_seq')
              FROM generate_series(1, %(n)s)) AS ids
 
@@ -127,7 +127,7 @@ WITH owner AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE {schema}.jobs j
-    SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
+    SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.attempts, j.task, j.payload, j.priority
 )
@@ -147,7 +147,7 @@ WITH owner AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.jobs j
-SET state = 'running', attempts = j.attempts + 1, started_at = now(), worker_id = %(worker)s
+SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM next))
 RETURNING j.id, j.attempts, j.task, j.payload
 
@@ -159,7 +159,7 @@ RETURNING j.id, j.attempts, j.task, j.payload
 -- the planner reach the rows by primary key; with the join alone it misjudges
 -- the unnest and scans the whole table.
 UPDATE {schema}.jobs j
-SET state = 'succeeded', finished_at = now()
+SET state = 'succeeded', finished_at = {schema}.clock()
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
 WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
   AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
@@ -177,14 +177,14 @@ SET state = CASE
         ELSE 'failed' END::{schema}.job_state,
     result = o.result,
     run_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
-                  THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+                  THEN {schema}.clock() + make_interval(secs => o.delay) ELSE j.run_at END,
     finished_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
-                       THEN NULL ELSE now() END,
+                       THEN NULL ELSE {schema}.clock() END,
     worker_id = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
                      THEN NULL ELSE j.worker_id END,
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                      'attempt', j.attempts, 'at', now(), 'error', o.error, 'traceback', o.traceback)) END
+                      'attempt', j.attempts, 'at', {schema}.clock(), 'error', o.error, 'traceback', o.traceback)) END
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(results)s::bytea[],
             %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::double precision[],
             %(max_attempts)s::integer[])
@@ -199,7 +199,7 @@ RETURNING j.id, j.state, j.queue, j.run_at
 -- meanwhile). Same fence as completion.
 UPDATE {schema}.jobs j
 SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
-    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
     attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
 FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
 WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
@@ -212,7 +212,7 @@ RETURNING j.queue
 -- Scans running jobs without an index, but runs only after a reconnect.
 UPDATE {schema}.jobs j
 SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
-    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
     attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
 WHERE j.state = 'running' AND j.worker_id = %(worker)s AND NOT (j.id = ANY(%(held)s::bigint[]))
 RETURNING j.queue
@@ -235,7 +235,7 @@ WITH gone AS (
 )
 UPDATE {schema}.jobs j
 SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
-    finished_at = CASE WHEN j.cancel_requested THEN now() END,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
     worker_id = NULL
 FROM gone
 WHERE j.state = 'running' AND j.worker_id = gone.id
@@ -250,7 +250,7 @@ FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(ma
 -- name: get_job
 SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, errors,
        enqueued_at, started_at, finished_at, run_at, cancel_requested, unique_key,
-       rescues, worker_id, now() AS db_now
+       rescues, worker_id, {schema}.clock() AS db_now
 FROM {schema}.jobs WHERE id = %(id)s
 
 -- name: cancel
@@ -263,7 +263,7 @@ WITH old AS (
     UPDATE {schema}.jobs j
     SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END::{schema}.job_state,
         cancel_requested = true,
-        finished_at = CASE WHEN old.state = 'running' THEN j.finished_at ELSE now() END
+        finished_at = CASE WHEN old.state = 'running' THEN j.finished_at ELSE {schema}.clock() END
     FROM old
     WHERE j.id = old.id AND old.state IN ('queued', 'scheduled', 'retrying', 'running')
     RETURNING j.id
@@ -278,7 +278,7 @@ SELECT old.state::text, (SELECT count(*) FROM upd) AS changed, (SELECT count(*) 
 -- history stays. Not while another live job holds its unique key.
 WITH upd AS (
     UPDATE {schema}.jobs j
-    SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
+    SET state = 'queued', run_at = {schema}.clock(), finished_at = NULL, worker_id = NULL,
         cancel_requested = false, rescues = 0,
         max_attempts = greatest(coalesce(j.max_attempts, 0), j.attempts + 1)
     WHERE j.id = %(id)s AND j.state IN ('failed', 'cancelled')
@@ -294,7 +294,7 @@ SELECT upd.id, (SELECT count(*) FROM woken) FROM upd
 -- name: stats
 -- Counts per queue and state, and the age of the oldest job ready to run.
 SELECT queue, state::text, count(*) AS jobs,
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued')) AS oldest_queued_age
+       extract(epoch FROM {schema}.clock() - min(run_at) FILTER (WHERE state = 'queued')) AS oldest_queued_age
 FROM {schema}.jobs
 GROUP BY queue, state
 ORDER BY queue, state
@@ -314,19 +314,19 @@ DELETE FROM {schema}.jobs
 WHERE state = %(state)s::{schema}.job_state
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(older_than)s::double precision IS NULL
-       OR coalesce(finished_at, enqueued_at) < now() - make_interval(secs => %(older_than)s))
+       OR coalesce(finished_at, enqueued_at) < {schema}.clock() - make_interval(secs => %(older_than)s))
 
 -- name: periodic_register
 -- A schedule seen for the first time starts from now: no backfill. A schedule
 -- whose cron expression changed restarts from now as well.
-INSERT INTO {schema}.periodic (name, schedule, last_tick) VALUES (%(name)s, %(schedule)s, now())
+INSERT INTO {schema}.periodic (name, schedule, last_tick) VALUES (%(name)s, %(schedule)s, {schema}.clock())
 ON CONFLICT (name) DO UPDATE
-    SET schedule = excluded.schedule, last_tick = now()
+    SET schedule = excluded.schedule, last_tick = {schema}.clock()
     WHERE {schema}.periodic.schedule IS DISTINCT FROM excluded.schedule
 RETURNING last_tick
 
 -- name: periodic_last
-SELECT name, last_tick, now() AS db_now FROM {schema}.periodic WHERE name = ANY(%(names)s)
+SELECT name, last_tick, {schema}.clock() AS db_now FROM {schema}.periodic WHERE name = ANY(%(names)s)
 
 -- name: periodic_take
 -- Compare-and-set on last_tick: of all the workers that see the same tick

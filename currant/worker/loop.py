@@ -1,13 +1,14 @@
 """The worker: claim → run → complete, on one asyncio loop and a few lane threads.
 
-Three coroutines share the loop:
+Four coroutines share the loop:
 
-* the *pump* owns the work connection. Each of its round trips carries every
-  pending completion and, when the local queue is below its low-water mark, a
-  claim for more, pipelined (separate transactions, one network round trip).
-  Under load completions pile up while a round trip is in flight, so batches
-  grow by themselves; at low load a lone job is completed at once.
-* the *maintainer* owns a second connection: heartbeat, promotion of due jobs,
+* the *claimer* owns the work connection: when the local queue is below its
+  low-water mark (and jobs are ready), it claims a batch.
+* the *completer* owns the completion connection and reports every finished
+  attempt. Under load outcomes pile up while a flush is in flight, so batches
+  grow by themselves; at low load a lone job is completed at once. Being two
+  connections, the database claims the next batch while it records the last.
+* the *maintainer* owns a third connection: heartbeat, promotion of due jobs,
   rescue of dead workers' jobs, pruning, cancel checks and cron, all in one
   statement per heartbeat (see ``maintain`` in the migrations).
 * the *listener* owns the LISTEN connection (:mod:`currant.worker.wakeup`).
@@ -94,7 +95,6 @@ class WorkerConfig:
     keep_failed: float = 7 * 24 * 3600.0
     prune_batch: int = 10_000
     max_flush: int = 10_000
-    pipeline: bool = True
     # A round trip that takes longer is abandoned and retried on a new
     # connection: the only way to notice a half-open TCP connection, which
     # keepalives cannot see while a proxy on the path still answers them.
@@ -144,7 +144,12 @@ class Worker:
         self._next_due: float | None = None  # epoch seconds of the earliest known due job
         self._next_beat = 0.0  # monotonic time of the next heartbeat
         self._maintain_now = asyncio.Event()
-        self._work: psycopg.AsyncConnection[Any] | None = None
+        self._work: psycopg.AsyncConnection[Any] | None = None  # claims
+        self._done: psycopg.AsyncConnection[Any] | None = None  # completions
+        self._completer_task: asyncio.Task[None] | None = None
+        self._completions_closed = False
+        self._busy = {False: False, True: False}  # round trip in flight, by completions=
+        self._outcome_ready = asyncio.Event()
         self._maint: psycopg.AsyncConnection[Any] | None = None
         self._maint_lock = asyncio.Lock()
         self._reregistering = False
@@ -193,7 +198,7 @@ class Worker:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            for conn in (self._work, self._maint):
+            for conn in (self._work, self._done, self._maint):
                 if conn is not None:
                     await conn.close()
         log.info("worker %s stopped after %d jobs", self.worker_id, self.processed)
@@ -241,6 +246,8 @@ class Worker:
     # -- wake-ups (all on the loop thread) ------------------------------------
 
     def _wake(self) -> None:
+        # A lane finished a job: something to report, and room in the local queue.
+        self._outcome_ready.set()
         self._event.set()
 
     def _on_ready(self, queue: str) -> None:
@@ -292,6 +299,11 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _completion_conn(self) -> psycopg.AsyncConnection[Any]:
+        if self._done is None or self._done.closed or self._done.broken:
+            self._done = await self._connect(WORK_CONNECTION_OPTIONS)
+        return self._done
+
     async def _work_conn(self) -> psycopg.AsyncConnection[Any]:
         if self._work is None or self._work.closed or self._work.broken:
             self._work = await self._connect(WORK_CONNECTION_OPTIONS)
@@ -323,34 +335,45 @@ class Worker:
                 self._maint = await self._connect()
             return self._maint
 
-    # -- the pump: claims and completions ----------------------------------------
+    # -- the claimer and the completer ----------------------------------------------
 
     async def _pump(self) -> None:
+        """Claim on the work connection while the completer reports outcomes on its own.
+
+        Two connections, two backends: the database claims the next batch while
+        it records the last one, so one worker process keeps both cores busy.
+        """
+        completer = asyncio.create_task(self._completer(), name="currant-completer")
+        self._completer_task = completer
+        try:
+            await self._claimer()
+        except BaseException:
+            completer.cancel()
+            raise
+
+    async def _claimer(self) -> None:
         lanes = self.lanes
         assert lanes is not None
         config = self.config
         while True:
-            if self._suspects and not self.stopping:
-                if not self.held:
-                    await self._run_suspect()
-                    continue
-                want_claim = False  # drain what we hold, then run the suspect alone
-            else:
-                want_claim = (
-                    not self.stopping and self._claim_ready and lanes.local.qsize() <= self.low_water
-                )
-            if want_claim or lanes.outcomes:
-                lanes.request_wake()
-                finished = _drain(lanes.outcomes, config.max_flush)
-                limit = config.batch_size - lanes.local.qsize() if want_claim else 0
+            if self._completer_task is not None and self._completer_task.done():
+                self._completer_task.result()  # the completer died: raise what killed it
+                raise RuntimeError("the completer stopped while the worker runs")
+            # Rescued jobs run alone: drain what we hold first, then take one.
+            suspects_wait = self._suspects and not self.stopping
+            if suspects_wait and not self.held:
+                await self._run_suspect()
+                continue
+            room = lanes.local.qsize() <= self.low_water
+            if not self.stopping and not suspects_wait and self._claim_ready and room:
+                limit = config.batch_size - lanes.local.qsize()
                 seq = self._wake_seq
-                claimed = await self._round_trip(finished, limit)
-                if want_claim:
-                    self._last_poll = time.monotonic()
-                    if claimed:
-                        self._dispatch(claimed)
-                    if len(claimed) < limit and seq == self._wake_seq:
-                        self._claim_ready = False  # the queue is empty: wait for a notification or the poll
+                claimed = await self._claim(limit)
+                self._last_poll = time.monotonic()
+                if claimed:
+                    self._dispatch(claimed)
+                if len(claimed) < limit and seq == self._wake_seq:
+                    self._claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue
             if self.stopping:
                 return
@@ -364,13 +387,35 @@ class Worker:
                 due = self._next_beat + config.poll_interval
             timeout = due - time.monotonic()
             if timeout <= 0:
-                self._claim_ready = True
-                continue
+                self._claim_ready = True  # the fallback poll is due
+                if room and not suspects_wait:
+                    continue
+                # Nowhere to put a claim yet: wait for the lanes to make room
+                # or the completer to clear what we hold (both wake us).
+                timeout = config.poll_interval
             self._event.clear()
+            lanes.request_wake()  # the next finished job wakes us: the local queue shrank
             try:
                 await asyncio.wait_for(self._event.wait(), timeout)
             except asyncio.TimeoutError:
                 self._claim_ready = True  # the fallback poll
+
+    async def _completer(self) -> None:
+        """Report finished attempts as they come; under load, batches grow while one is in flight."""
+        lanes = self.lanes
+        assert lanes is not None
+        while True:
+            if lanes.outcomes:
+                lanes.request_wake()
+                await self._complete(_drain(lanes.outcomes, self.config.max_flush))
+                self._event.set()  # the claimer may be waiting for held jobs to clear
+                continue
+            if self._completions_closed:
+                return
+            self._outcome_ready.clear()
+            lanes.request_wake()
+            if not lanes.outcomes:
+                await self._outcome_ready.wait()
 
     def _dispatch(self, rows: list[Any]) -> None:
         assert self.lanes is not None
@@ -407,14 +452,31 @@ class Worker:
             return False
         return True
 
-    async def _round_trip(self, finished: list[Any], limit: int) -> list[Any]:
-        """Send completions (and a claim of up to ``limit`` jobs); retry through connection loss.
+    async def _claim(self, limit: int) -> list[Any]:
+        """Claim up to ``limit`` jobs; several queues strictly in the order given,
+        the next one only when the ones before it could not fill the batch."""
+        sql = self.sql
+
+        async def claim(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            claimed: list[Any] = []
+            for queue in self.config.queues:
+                if len(claimed) >= limit:
+                    break
+                params = {"queue": queue, "limit": limit - len(claimed), "worker": self.worker_id}
+                cur = await conn.execute(sql["claim"], params, prepare=True)
+                claimed.extend(await cur.fetchall())
+            return claimed
+
+        return await self._with_reconnect(claim)
+
+    async def _complete(self, finished: list[Any]) -> None:
+        """Record finished attempts; retry through connection loss.
 
         Completions are idempotent thanks to the fence, so resending a batch
         whose first try may have committed is safe.
         """
         batch: dict[str, dict[str, Any] | None] = {"fast": None, "general": None}
-        batch["fast"], batch["general"] = completion_params(finished, self.worker_id) if finished else (None, None)
+        batch["fast"], batch["general"] = completion_params(finished, self.worker_id)
 
         def plainer(exc: psycopg.Error) -> None:
             # A batch the database refuses (a value it cannot store) must not
@@ -429,9 +491,13 @@ class Worker:
                 ]
                 batch["fast"], batch["general"] = completion_params(plain, self.worker_id)
 
-        claimed, retry_due, updated = await self._with_reconnect(
-            lambda conn: self._send(conn, batch["fast"], batch["general"], limit), on_error=plainer
-        )
+        async def flush(conn: psycopg.AsyncConnection[Any]) -> tuple[float | None, int]:
+            faults.point("before_flush")
+            retry_due, updated = await self._send_completions(conn, batch["fast"], batch["general"])
+            faults.point("after_flush")
+            return retry_due, updated
+
+        retry_due, updated = await self._with_reconnect(flush, on_error=plainer, completions=True)
         for job_id, _attempt, _outcome in finished:
             self.held.pop(job_id, None)
         self.processed += len(finished)
@@ -439,29 +505,30 @@ class Worker:
         if retry_due is not None and (self._next_due is None or retry_due < self._next_due):
             self._next_due = retry_due
             self._maintain_now.set()
-        return list(claimed)
 
     async def _with_reconnect(
         self,
         action: Callable[[psycopg.AsyncConnection[Any]], Any],
         on_error: Callable[[psycopg.Error], None] | None = None,
+        completions: bool = False,
     ) -> Any:
-        """Run ``action(work connection)``, reconnecting and retrying until it succeeds."""
+        """Run ``action(connection)`` on the work connection (or the completion
+        connection), reconnecting and retrying until it succeeds."""
         backoff = 0.05
+        get_conn = self._completion_conn if completions else self._work_conn
         while True:
             try:
-                conn = await asyncio.wait_for(self._work_conn(), self._db_timeout)
-                faults.point("before_flush")
-                result = await asyncio.wait_for(action(conn), self._db_timeout)
-                faults.point("after_flush")
-                return result
+                conn = await asyncio.wait_for(get_conn(), self._db_timeout)
+                self._busy[completions] = True
+                try:
+                    return await asyncio.wait_for(action(conn), self._db_timeout)
+                finally:
+                    self._busy[completions] = False
             except (*_CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
                 self._check_stop_deadline("round trip")
                 reason = f"no answer within {self._db_timeout:g} s" if isinstance(exc, asyncio.TimeoutError) else exc
                 log.warning("database round trip failed (%s); reconnecting", reason)
-                self._reconciled = False
-                if self._work is not None:
-                    await self._work.close()
+                await self._drop_connection(completions)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except _RETRYABLE as exc:
@@ -473,68 +540,56 @@ class Worker:
                 # make sure no claim was lost, and try again more slowly.
                 self._check_stop_deadline("round trip")
                 log.error("database error in a round trip (%s: %s); retrying", type(exc).__name__, exc)
-                self._reconciled = False
+                if not completions:
+                    self._reconciled = False
                 if on_error is not None:
                     on_error(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _send(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        fast: dict[str, Any] | None,
-        general: dict[str, Any] | None,
-        limit: int,
-    ) -> tuple[list[Any], float | None, int]:
-        sql = self.sql
-        claimed: list[Any] = []
+    async def _drop_connection(self, completions: bool) -> None:
+        """Close the connection that failed, and its sibling if it is idle.
+
+        Both usually die together (a restart, a dead network path), and a
+        half-open connection is only found out by a round trip timing out: an
+        idle sibling kept would cost a second timeout on its next use.
+        """
+        for which in (completions, not completions):
+            if which != completions and self._busy[which]:
+                continue  # in a round trip: its own timeout will tell
+            if which:
+                conn, self._done = self._done, None
+            else:
+                # A claim may have committed without us seeing its rows:
+                # reconcile on the next connection.
+                self._reconciled = False
+                conn, self._work = self._work, None
+            if conn is not None:
+                await conn.close()
+
+    async def _send_completions(
+        self, conn: psycopg.AsyncConnection[Any], fast: dict[str, Any] | None, general: dict[str, Any] | None
+    ) -> tuple[float | None, int]:
         retry_due: float | None = None
         updated = 0
-        queues = self.config.queues
-        if self.config.pipeline and (fast or general) and limit:
-            # One network round trip, separate transactions: completions
-            # commit before the claim starts, so a claimer never holds
-            # completion locks while it waits for rows (the fused-statement
-            # deadlock of measured-floor.md).
+        if fast and general:
+            # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
-                fast_cur = general_cur = None
-                if fast:
-                    fast_cur = await conn.execute(sql["complete_succeeded"], fast, prepare=True)
-                    _sync_point(pipeline)
-                if general:
-                    general_cur = await conn.execute(sql["complete_outcomes"], general, prepare=True)
-                    _sync_point(pipeline)
-                claim_cur = await conn.execute(
-                    sql["claim"], {"queue": queues[0], "limit": limit, "worker": self.worker_id}, prepare=True
-                )
-            if fast_cur is not None:
-                updated += fast_cur.rowcount
-            if general_cur is not None:
-                outcome_rows = await general_cur.fetchall()
-                updated += len(outcome_rows)
-                retry_due = _earliest_retry(outcome_rows)
-            claimed = await claim_cur.fetchall()
-            start = 1
-        else:
-            if fast:
-                cur = await conn.execute(sql["complete_succeeded"], fast, prepare=True)
-                updated += cur.rowcount
-            if general:
-                cur = await conn.execute(sql["complete_outcomes"], general, prepare=True)
-                outcome_rows = await cur.fetchall()
-                updated += len(outcome_rows)
-                retry_due = _earliest_retry(outcome_rows)
-            start = 0
-        # Several queues: strictly in the order given, the next one only when
-        # the ones before it could not fill the batch.
-        for queue in queues[start:]:
-            if len(claimed) >= limit:
-                break
-            cur = await conn.execute(
-                sql["claim"], {"queue": queue, "limit": limit - len(claimed), "worker": self.worker_id}, prepare=True
-            )
-            claimed.extend(await cur.fetchall())
-        return claimed, retry_due, updated
+                fast_cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+                _sync_point(pipeline)
+                general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
+            updated += fast_cur.rowcount
+            outcome_rows = await general_cur.fetchall()
+            return _earliest_retry(outcome_rows), updated + len(outcome_rows)
+        if fast:
+            cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+            updated += cur.rowcount
+        if general:
+            cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
+            outcome_rows = await cur.fetchall()
+            updated += len(outcome_rows)
+            retry_due = _earliest_retry(outcome_rows)
+        return retry_due, updated
 
     # -- shutdown ------------------------------------------------------------------
 
@@ -546,13 +601,14 @@ class Worker:
             await self._release(unstarted)
         # Keep reporting finished jobs while the rest finish, so a SIGKILL at
         # the end of the grace period re-runs only what was still running.
-        joined = asyncio.ensure_future(asyncio.to_thread(lanes.join, self.config.shutdown_grace))
-        while not joined.done() or lanes.outcomes:
-            if lanes.outcomes:
-                await self._round_trip(_drain(lanes.outcomes, self.config.max_flush), 0)
-            else:
-                await asyncio.wait({joined}, timeout=0.02)
-        if not joined.result():
+        # The completer goes on flushing until the lanes are done, then
+        # flushes what is left and returns.
+        finished = await asyncio.to_thread(lanes.join, self.config.shutdown_grace)
+        self._completions_closed = True
+        self._outcome_ready.set()
+        if self._completer_task is not None:
+            await self._completer_task
+        if not finished:
             # Still running after the grace period: recorded as interrupted (and
             # retried), each with its own task's attempt limit.
             stuck = []
@@ -565,7 +621,7 @@ class Worker:
                 )))
             log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
             if stuck:
-                await self._round_trip(stuck, 0)
+                await self._complete(stuck)
         # Deregistering also hands back anything still leased to this worker.
         await self._with_reconnect(
             lambda conn: conn.execute(self.sql["deregister_worker"], {"worker": self.worker_id})
@@ -709,7 +765,7 @@ class Worker:
             expired = self.lanes.expire_deadlines()
             if expired:
                 self.lanes.outcomes.extend(expired)
-                self._event.set()
+                self._wake()
 
 
 def _drain(outcomes: Any, limit: int) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -151,6 +152,12 @@ def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(app: curran
 
 
 # -- a stateful model of the SQL (T30) ----------------------------------------------------------
+#
+# Time passes on the database side only: the machine moves the database clock
+# (``currant.clock_offset``, read by ``{schema}.clock()``) instead of sleeping,
+# so leases expire, backoffs and delays end and retention runs out within one
+# example. Each rule reads the clock right before its statement; the
+# statement's own clock is at most MARGIN later.
 
 LEGAL = {
     ("queued", "running"), ("queued", "cancelled"),
@@ -160,7 +167,12 @@ LEGAL = {
     ("running", "queued"),
 }
 FINISHED = {"succeeded", "failed", "cancelled"}
+WAITING = {"scheduled", "retrying"}
 SLOTS = 3
+DEAD_AFTER = 30.0
+KEEP_SUCCEEDED = 60.0
+KEEP_FAILED = 120.0
+MARGIN = timedelta(seconds=0.5)
 STATS: Counter[str] = Counter()
 
 
@@ -168,67 +180,124 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
     sql = app.sql
     schema = f'"{app.schema}"'
     conn = _connect(dsn)
+    # maintain() runs on a plain connection, as in the worker: the planner
+    # settings of the work connection make it 100 times slower.
+    maint_conn = psycopg.connect(dsn, autocommit=True)
+    server_start = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+    def clock() -> datetime:
+        return conn.execute(f"SELECT {schema}.clock()").fetchone()[0]
+
+    def older_than(moment: datetime, then: datetime, seconds: float) -> bool:
+        return (moment - then).total_seconds() > seconds
 
     class QueueMachine(RuleBasedStateMachine):
-        """Enqueue/claim/complete/fail/release/crash/sweep/cancel against the real statements."""
+        """Enqueue/claim/complete/fail/release/crash/heartbeat/sweep/cancel, with a moving
+        database clock, against the real statements."""
 
         @initialize()
         def reset(self) -> None:
+            self.offset = 0.0
+            for session in (conn, maint_conn):
+                session.execute("SELECT set_config('currant.clock_offset', '0 seconds', false)")
             conn.execute(f"TRUNCATE {schema}.jobs, {schema}.workers RESTART IDENTITY")
-            self.worker_ids = [self._register() for _ in range(SLOTS)]
+            self.worker_ids = [0] * SLOTS
+            self.last_beat: list[datetime] = [clock()] * SLOTS
+            for slot in range(SLOTS):
+                self._register(slot)
             self.crashed: set[int] = set()  # slots whose worker stopped heartbeating
             self.held: list[dict[int, int]] = [{} for _ in range(SLOTS)]  # slot -> {job: attempt}
             self.zombies: list[tuple[int, int, int]] = []  # (job, attempt, worker id) of swept workers
             self.enqueued = 0
-            self.snapshot: dict[int, tuple[str, int, int | None]] = {}
+            self.pruned: set[int] = set()
+            self.snapshot: dict[int, tuple[str, int, int | None, datetime, datetime | None]] = {}
             self.released: set[int] = set()
+            self.last_maintain: tuple[datetime, datetime] | None = None  # clock before and after
 
-        def _register(self) -> int:
-            return int(conn.execute(sql["register_worker"],
-                                    {"hostname": "model", "pid": 0, "queues": ["default"]}).fetchone()[0])
+        def _register(self, slot: int) -> None:
+            row = conn.execute(sql["register_worker"], {"hostname": "model", "pid": 0, "queues": ["default"]}).fetchone()
+            self.worker_ids[slot] = int(row[0])
+            (self.last_beat[slot],) = conn.execute(
+                f"SELECT last_seen FROM {schema}.workers WHERE id = %s", (row[0],)).fetchone()
 
-        @rule(n=st.integers(1, 3), delayed=st.booleans())
-        def enqueue(self, n: int, delayed: bool) -> None:
+        @rule(seconds=st.sampled_from([1.0, 4.0, 12.0, 31.0, 70.0, 200.0]))
+        def advance_clock(self, seconds: float) -> None:
+            self.offset += seconds
+            for session in (conn, maint_conn):
+                session.execute("SELECT set_config('currant.clock_offset', %s, false)", (f"{self.offset} seconds",))
+            STATS["clock advances"] += 1
+
+        @rule(n=st.integers(1, 3), delay=st.sampled_from([0.0, 0.0, 5.0, 40.0]))
+        def enqueue(self, n: int, delay: float) -> None:
             for _ in range(n):
+                before = clock()
                 conn.execute(sql["enqueue_one"], {
                     "queue": "default", "task": "noop", "payload": PAYLOAD, "priority": 0, "max_attempts": 3,
-                    "run_at": None, "delay": 0.0 if not delayed else 0.000001, "unique_key": None,
-                    "channel": app.channel})
+                    "run_at": None, "delay": delay, "unique_key": None, "channel": app.channel})
                 self.enqueued += 1
+                state, run_at = conn.execute(f"SELECT state::text, run_at FROM {schema}.jobs WHERE id = %s",
+                                             (self.enqueued,)).fetchone()
+                # The delay is counted on the database clock.
+                assert before + timedelta(seconds=delay) <= run_at <= clock() + timedelta(seconds=delay)
+                assert state == ("scheduled" if delay else "queued")
 
         @rule(slot=st.integers(0, SLOTS - 1), n=st.integers(1, 4))
         def claim(self, slot: int, n: int) -> None:
+            if slot in self.crashed:
+                return
             rows = conn.execute(sql["claim"], {"queue": "default", "limit": n,
                                                "worker": self.worker_ids[slot]}).fetchall()
+            after = clock()
             for job_id, attempt, _task, _payload in rows:
                 before = self.snapshot.get(job_id)
                 assert before is not None and before[0] in ("queued", "scheduled", "retrying"), (job_id, before)
                 assert attempt == before[1] + 1
+                (run_at,) = conn.execute(f"SELECT run_at FROM {schema}.jobs WHERE id = %s", (job_id,)).fetchone()
+                assert run_at <= after, ("a job ran before its time", job_id, run_at, after)
                 self.held[slot][job_id] = attempt
 
-        def _finish(self, slot: int, pick: int, kind: str | None) -> None:
+        @rule(slot=st.integers(0, SLOTS - 1))
+        def claim_suspect(self, slot: int) -> None:
+            # A rescued job is claimed alone, by a worker holding nothing else.
+            if slot in self.crashed or self.held[slot]:
+                return
+            rows = conn.execute(sql["claim_suspect"], {"queue": "default", "worker": self.worker_ids[slot]}).fetchall()
+            assert len(rows) <= 1
+            for job_id, attempt, *_ in rows:
+                before = self.snapshot.get(job_id)
+                assert before is not None and before[0] == "queued", (job_id, before)
+                self.held[slot][job_id] = attempt
+                STATS["suspects run"] += 1
+
+        def _finish(self, slot: int, pick: int, kind: str | None, delay: float = 0.0) -> None:
             if not self.held[slot]:
                 return
             job_id = sorted(self.held[slot])[pick % len(self.held[slot])]
             attempt = self.held[slot].pop(job_id)
             ids, attempts = id_arrays([(job_id, attempt)])
             worker = self.worker_ids[slot]
+            before = clock()
             if kind is None:
                 cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
                 assert cur.rowcount == 1, "a live lease completes"
             else:
                 rows = conn.execute(sql["complete_outcomes"], {
                     "ids": ids, "attempts": attempts, "kinds": [kind], "results": [None], "errors": ["E: x"],
-                    "tracebacks": [None], "delays": [0.0], "max_attempts": [3], "worker": worker}).fetchall()
+                    "tracebacks": [None], "delays": [delay], "max_attempts": [3], "worker": worker}).fetchall()
                 assert len(rows) == 1
+                _id, state, _queue, run_at = rows[0]
+                if state == "retrying":
+                    # The backoff is counted on the database clock too.
+                    assert before + timedelta(seconds=delay) <= run_at <= clock() + timedelta(seconds=delay)
 
         @rule(slot=st.integers(0, SLOTS - 1), pick=st.integers(0, 10))
         def complete(self, slot: int, pick: int) -> None:
             self._finish(slot, pick, None)
 
-        @rule(slot=st.integers(0, SLOTS - 1), pick=st.integers(0, 10), kind=st.sampled_from(["r", "f", "s", "c"]))
-        def fail(self, slot: int, pick: int, kind: str) -> None:
-            self._finish(slot, pick, kind)
+        @rule(slot=st.integers(0, SLOTS - 1), pick=st.integers(0, 10), kind=st.sampled_from(["r", "f", "s", "c"]),
+              delay=st.sampled_from([0.0, 5.0, 40.0]))
+        def fail(self, slot: int, pick: int, kind: str, delay: float) -> None:
+            self._finish(slot, pick, kind, delay)
 
         @rule(slot=st.integers(0, SLOTS - 1))
         def release(self, slot: int) -> None:
@@ -243,55 +312,117 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
 
         @rule(slot=st.integers(0, SLOTS - 1))
         def crash(self, slot: int) -> None:
-            conn.execute(f"UPDATE {schema}.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
-                         (self.worker_ids[slot],))
+            # The worker stops: no more heartbeats or claims. Whether its
+            # lease ends is up to the clock and the sweep.
             self.crashed.add(slot)
 
-        @rule()
-        def sweep(self) -> None:
-            self.last_sweep = conn.execute(sql["maintain"], {
-                "worker": 0, "queues": ["default"], "running": [], "dead_after": 1.0, "max_rescues": 3,
-                "keep_succeeded": 1e9, "keep_failed": 1e9, "prune_batch": 1000, "channel": app.channel}).fetchone()
-            for slot in sorted(self.crashed):
-                # The dead worker's registration is gone: what it held is now a zombie's.
-                self.zombies.extend((job, attempt, self.worker_ids[slot]) for job, attempt in self.held[slot].items())
-                self.held[slot].clear()
-                self.worker_ids[slot] = self._register()
-            self.crashed.clear()
+        @rule(slot=st.integers(0, SLOTS - 1))
+        def heartbeat(self, slot: int) -> None:
+            if slot not in self.crashed:
+                self._maintain(self.worker_ids[slot], slot)
+
+        @rule(seconds=st.sampled_from([0.0, 5.0, 31.0, 70.0, 200.0]))
+        def sweep(self, seconds: float) -> None:
+            # Time passes with the running workers heartbeating every 15 s
+            # (advance_clock alone is a stall: nobody beats), then a
+            # maintenance round by a process that is not a registered worker.
+            while seconds > 0:
+                self.advance_clock(min(seconds, 15.0))
+                seconds -= 15.0
+                for slot in range(SLOTS):
+                    self.heartbeat(slot)
+            self._maintain(0, None)
+
+        def _maintain(self, worker: int, slot: int | None) -> None:
+            before = clock()
+            row = maint_conn.execute(sql["maintain"], {
+                "worker": worker, "queues": ["default"], "running": [], "dead_after": DEAD_AFTER, "max_rescues": 3,
+                "keep_succeeded": KEEP_SUCCEEDED, "keep_failed": KEEP_FAILED, "prune_batch": 1000,
+                "channel": app.channel}).fetchone()
+            after = clock()
+            self.last_maintain = (before, after)
+            live = {wid: seen for wid, seen in conn.execute(f"SELECT id, last_seen FROM {schema}.workers").fetchall()}
+            if slot is not None:
+                assert self.worker_ids[slot] in live, "a worker that heartbeats is never swept"
+                self.last_beat[slot] = live[self.worker_ids[slot]]
+            # Whoever calls maintain holds the sweep lock (one connection per
+            # schema here), so the sweep is exact up to MARGIN.
+            guard_passed = older_than(before, server_start, DEAD_AFTER)
+            for other in range(SLOTS):
+                silent_before = older_than(before, self.last_beat[other], DEAD_AFTER)
+                silent_after = older_than(after + MARGIN, self.last_beat[other], DEAD_AFTER)
+                if self.worker_ids[other] in live:
+                    assert not (silent_before and guard_passed), ("a silent worker was not swept", other)
+                    continue
+                assert silent_after, ("a worker was swept within its lease", other, self.last_beat[other], after)
+                # Its jobs were rescued: whatever it still reports is a zombie's.
+                STATS["workers swept"] += 1
+                zombies = [(job, attempt, self.worker_ids[other]) for job, attempt in self.held[other].items()]
+                for zombie in zombies:
+                    self._zombie_completes(*zombie)
+                self.zombies.extend(zombies)
+                self.held[other].clear()
+                self.crashed.discard(other)
+                self._register(other)  # the slot's process starts again
+            late = conn.execute(
+                f"SELECT id FROM {schema}.jobs WHERE state IN ('scheduled', 'retrying') AND run_at <= %s", (before,)
+            ).fetchall()
+            assert not late, ("due jobs were not promoted", late)
+            kept = conn.execute(
+                f"SELECT id FROM {schema}.jobs WHERE (state = 'succeeded' AND finished_at < %s)"
+                f" OR (state IN ('failed', 'cancelled') AND finished_at < %s)",
+                (before - timedelta(seconds=KEEP_SUCCEEDED), before - timedelta(seconds=KEEP_FAILED)),
+            ).fetchall()
+            assert not kept, ("finished jobs outlived their retention", kept)
+            STATS["promoted"] += row[1]
+            STATS["pruned"] += row[4]
 
         @rule(pick=st.integers(0, 50))
         def zombie_completes(self, pick: int) -> None:
             if not self.zombies:
                 return
-            job_id, attempt, worker = self.zombies[pick % len(self.zombies)]
+            self._zombie_completes(*self.zombies[pick % len(self.zombies)])
+
+        def _zombie_completes(self, job_id: int, attempt: int, worker: int) -> None:
             ids, attempts = id_arrays([(job_id, attempt)])
             cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
             assert cur.rowcount == 0, "a swept worker's completion is fenced off"
+            STATS["zombie fences"] += 1
 
         @rule(pick=st.integers(0, 50))
         def cancel(self, pick: int) -> None:
-            if self.enqueued:
+            if self.enqueued and pick % 4 == 0:  # rarer than the rest: a cancelled job is done with
                 conn.execute(sql["cancel"], {"id": pick % self.enqueued + 1, "channel": app.channel})
 
         @invariant()
         def consistent(self) -> None:
-            rows = conn.execute(f"SELECT id, state::text, attempts, worker_id FROM {schema}.jobs").fetchall()
+            rows = conn.execute(
+                f"SELECT id, state::text, attempts, worker_id, run_at, finished_at FROM {schema}.jobs").fetchall()
             live_workers = {row[0] for row in conn.execute(f"SELECT id FROM {schema}.workers").fetchall()}
-            assert len(rows) == self.enqueued, "no job appears or disappears"
-            now = {job_id: (state, attempts, worker) for job_id, state, attempts, worker in rows}
+            now = {job_id: (state, attempts, worker, run_at, finished_at)
+                   for job_id, state, attempts, worker, run_at, finished_at in rows}
+            for job_id in set(self.snapshot) - set(now):
+                # Only retention deletes a job: finished, and past its keep time
+                # at the last maintenance.
+                state, _attempts, _worker, _run_at, finished_at = self.snapshot[job_id]
+                assert state in FINISHED and self.last_maintain is not None, ("a job disappeared", job_id, state)
+                keep = KEEP_SUCCEEDED if state == "succeeded" else KEEP_FAILED
+                assert older_than(self.last_maintain[1] + MARGIN, finished_at, keep), ("pruned too early", job_id)
+                self.pruned.add(job_id)
+            assert len(now) + len(self.pruned) == self.enqueued, "no job appears or disappears unaccounted"
             held = {job: (self.worker_ids[slot], attempt) for slot in range(SLOTS)
                     for job, attempt in self.held[slot].items()}
-            for job_id, (state, attempts, worker) in now.items():
+            for job_id, (state, attempts, worker, _run_at, _finished_at) in now.items():
                 before = self.snapshot.get(job_id)
                 if state == "running":
-                    assert worker is not None and worker in live_workers, ("running without a live owner", job_id, getattr(self, "last_sweep", None))
-                    assert held.get(job_id) == (worker, attempts), ("running but not held", job_id, held.get(job_id), getattr(self, "last_sweep", None), live_workers)
+                    assert worker is not None and worker in live_workers, ("running without a live owner", job_id)
+                    assert held.get(job_id) == (worker, attempts), ("running but not held", job_id, held.get(job_id))
                 elif state in ("queued", "scheduled", "retrying"):
                     assert worker is None, ("waiting job keeps an owner", job_id)
                 if before is None:
                     assert state in ("queued", "scheduled") and attempts == 0
                     continue
-                old_state, old_attempts, _ = before
+                old_state, old_attempts = before[0], before[1]
                 if old_state in FINISHED:
                     assert state == old_state, ("a finished job moved", job_id, old_state, state)
                 if state != old_state:
@@ -302,32 +433,65 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             for job_id in held:
                 assert now[job_id][0] == "running", ("a held job is not running", job_id, now[job_id])
             STATS["checks"] += 1
-            STATS.update(f"state:{state}" for state, _, _ in now.values())
-            STATS["zombie fences"] = max(STATS["zombie fences"], len(self.zombies))
+            STATS.update(f"state:{state}" for state, *_ in now.values())
             self.snapshot = now
             self.released = set()
 
     QueueMachine.TestCase.settings = settings(
-        max_examples=25, stateful_step_count=30, deadline=None, derandomize=True,
+        max_examples=20, stateful_step_count=60, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
-    QueueMachine.conn = conn  # type: ignore[attr-defined]
+    QueueMachine.conns = (conn, maint_conn)  # type: ignore[attr-defined]
     return QueueMachine
 
 
-def test_state_machine_against_the_sql(app: currant.App, database_dsn: str, db: Any,
-                                       request: pytest.FixtureRequest) -> None:
-    # maintain() declares no worker dead before the server has been up for
-    # dead_after (silence while the server was down is not death): a server
-    # started for this run may be younger than that.
-    wait_for(
-        lambda: db.execute("SELECT now() - pg_postmaster_start_time() > interval '1.5 seconds'").fetchone()[0],
-        timeout=10, message="server up longer than dead_after",
-    )
+def test_state_machine_against_the_sql(app: currant.App, database_dsn: str) -> None:
     machine = _machine(database_dsn, app)
     try:
         run_state_machine_as_test(machine, settings=machine.TestCase.settings)
     finally:
-        machine.conn.close()  # type: ignore[attr-defined]
+        for conn in machine.conns:  # type: ignore[attr-defined]
+            conn.close()
     print(dict(STATS))
-    assert STATS["checks"] > 200 and STATS["state:running"] > 0
+    assert STATS["checks"] > 300 and STATS["state:running"] > 0 and STATS["clock advances"] > 100
+
+
+def test_state_machine_time_transitions_scripted(app: currant.App, database_dsn: str) -> None:
+    """The time-driven transitions, each at least once, through the machine's own checks:
+    a delay and a backoff end, a crashed worker's lease expires (and its late
+    completion is fenced), finished jobs outlive their retention."""
+    machine_class = _machine(database_dsn, app)
+    machine = machine_class()
+    before = Counter(STATS)
+    try:
+        machine.reset()
+        machine.enqueue(n=2, delay=40.0)
+        machine.enqueue(n=3, delay=0.0)
+        machine.consistent()
+        machine.claim(slot=0, n=3)
+        machine.consistent()
+        machine.complete(slot=0, pick=0)
+        machine.fail(slot=0, pick=0, kind="r", delay=5.0)
+        machine.consistent()
+        machine.crash(slot=0)  # still holds one job
+        machine.sweep(seconds=45.0)  # past dead_after, the delays and the backoff
+        machine.consistent()
+        machine.claim(slot=1, n=4)  # the retried and the two delayed jobs
+        machine.claim_suspect(slot=2)  # the rescued one, alone
+        machine.consistent()
+        assert sorted(machine.held[1]) == [1, 2, 4] and list(machine.held[2]) == [5], machine.held
+        for _ in range(3):
+            machine.complete(slot=1, pick=0)
+        machine.complete(slot=2, pick=0)
+        machine.consistent()  # as hypothesis does after every step
+        machine.sweep(seconds=70.0)  # past keep_succeeded
+        machine.consistent()
+    finally:
+        for conn in machine_class.conns:  # type: ignore[attr-defined]
+            conn.close()
+    done = Counter(STATS)
+    done.subtract(before)
+    assert done["workers swept"] == 1 and done["zombie fences"] == 1, done
+    assert done["promoted"] >= 3, done  # two delays ended, one backoff
+    assert done["pruned"] == 5, done  # every job succeeded and was kept 60 s
+    assert machine.pruned == {1, 2, 3, 4, 5}

@@ -121,6 +121,32 @@ def test_repeated_random_sigkills(app: currant.App, db: Any, spawn_worker: Any, 
     print(f"random kills: {kills} kills, {history.extra_executions} duplicate runs of {len(keys)} jobs")
 
 
+def test_a_waiting_suspect_never_stalls_the_worker(app: currant.App, db: Any, spawn_worker: Any,
+                                                   schema_name: str) -> None:
+    """A rescued job waits until the worker's hands are empty; meanwhile the
+    worker keeps heartbeating and completing (a regression: the claimer once
+    spun on the event loop here, starving the heartbeat and the completer)."""
+    keys = [f"k{i}" for i in range(20)]  # more than one batch: ready jobs wait in the queue too
+    key_of = _enqueue_keys(app, "rec_slow", keys, 0.3)
+    (suspect_id,) = app.enqueue_many("rec_slow", [("suspect", 0.0)])
+    db.execute(f'UPDATE "{schema_name}".jobs SET rescues = 1 WHERE id = %s', (suspect_id,))
+    key_of[suspect_id] = "suspect"
+    worker = spawn_worker("--batch-size", "5", "--concurrency", "1", *FAST, app=FAULTS_APP)
+    wid = worker_id_of(db, schema_name, worker.pid)
+    wait_for(lambda: running_of(db, schema_name, [wid]), message="a batch claimed")
+    # Three seconds, three times dead_after: jobs held, ready jobs and a suspect waiting.
+    for _ in range(15):
+        time.sleep(0.2)
+        (silent,) = db.execute(
+            f'SELECT extract(epoch FROM now() - last_seen) FROM "{schema_name}".workers WHERE id = %s', (wid,)
+        ).fetchone()
+        assert silent < 0.9, f"the worker stopped heartbeating for {silent} s"
+    wait_all_succeeded(db, schema_name, 21, timeout=30)
+    assert_no_loss(check_schema(db, schema_name, [*keys, "suspect"], key_of=key_of))
+    assert "running rescued job" in worker.log()
+    assert "declared dead" not in worker.log()
+
+
 def test_sigterm_is_graceful(app: currant.App, db: Any, spawn_worker: Any, schema_name: str) -> None:
     """One SIGTERM: running jobs finish, prefetched ones go back untouched (attempt refunded), exit 0."""
     keys = [f"k{i}" for i in range(22)]

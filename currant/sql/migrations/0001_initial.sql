@@ -3,6 +3,19 @@
 -- transaction that holds the migration advisory lock. "{schema}" is replaced by
 -- the validated, quoted schema name; nothing else is templated.
 
+-- The database clock: every time decision Currant makes reads this, never a
+-- worker's clock. It is now() (the transaction's start), moved by the session
+-- setting currant.clock_offset when that is set (an interval: "SET
+-- currant.clock_offset = '90 seconds'", or PGOPTIONS="-c
+-- currant.clock_offset=1h" for a whole process). Tests use the offset to let
+-- time pass on the database side: leases expire, backoffs end, retention runs
+-- out, without sleeping. A plain SQL function, so the planner inlines it.
+CREATE FUNCTION {schema}.clock() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT now() + coalesce(nullif(current_setting('currant.clock_offset', true), '')::interval, interval '0')
+$$;
+
 CREATE TYPE {schema}.job_state AS ENUM (
     'queued',      -- ready to be claimed now
     'scheduled',   -- waiting for run_at (enqueued with a delay or a future run_at)
@@ -23,8 +36,8 @@ CREATE TABLE {schema}.jobs (
     attempts         integer NOT NULL DEFAULT 0,    -- bumped at claim time
     max_attempts     integer,                       -- NULL: the task's setting (in the worker) decides
     rescues          integer NOT NULL DEFAULT 0,    -- times a dead worker's claim was taken back
-    run_at           timestamptz NOT NULL DEFAULT now(),
-    enqueued_at      timestamptz NOT NULL DEFAULT now(),
+    run_at           timestamptz NOT NULL DEFAULT {schema}.clock(),
+    enqueued_at      timestamptz NOT NULL DEFAULT {schema}.clock(),
     started_at       timestamptz,
     finished_at      timestamptz,
     worker_id        bigint,                        -- the lease owner while running
@@ -75,8 +88,8 @@ CREATE TABLE {schema}.workers (
     hostname    text NOT NULL,
     pid         integer NOT NULL,
     queues      text[] NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT now(),
-    last_seen   timestamptz NOT NULL DEFAULT now()
+    started_at  timestamptz NOT NULL DEFAULT {schema}.clock(),
+    last_seen   timestamptz NOT NULL DEFAULT {schema}.clock()
 );
 
 CREATE TABLE {schema}.periodic (
@@ -91,7 +104,7 @@ CREATE TABLE {schema}.periodic (
 --   * promote due scheduled/retrying jobs to queued, notifying their queues;
 --   * whoever gets the advisory lock also rescues the jobs of workers silent
 --     for longer than p_dead_after, and prunes finished jobs past retention.
--- Every time decision uses the database clock (now()), never the worker's.
+-- Every time decision uses the database clock (clock()), never the worker's.
 CREATE FUNCTION {schema}.maintain(
     p_worker        bigint,
     p_queues        text[],
@@ -111,13 +124,13 @@ DECLARE
     dead bigint[];
     n integer;
 BEGIN
-    UPDATE {schema}.workers SET last_seen = now() WHERE id = p_worker;
+    UPDATE {schema}.workers SET last_seen = {schema}.clock() WHERE id = p_worker;
     alive := FOUND;
     rescued := 0; poisoned := 0; pruned := 0;
 
     WITH due AS (
         SELECT id FROM {schema}.jobs
-        WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+        WHERE state IN ('scheduled', 'retrying') AND run_at <= {schema}.clock()
         ORDER BY run_at LIMIT 10000
         FOR UPDATE SKIP LOCKED
     ), moved AS (
@@ -133,8 +146,8 @@ BEGIN
         -- declared dead before the server has been up for p_dead_after.
         WITH gone AS (
             DELETE FROM {schema}.workers
-            WHERE last_seen < now() - make_interval(secs => p_dead_after)
-              AND pg_postmaster_start_time() < now() - make_interval(secs => p_dead_after)
+            WHERE last_seen < {schema}.clock() - make_interval(secs => p_dead_after)
+              AND pg_postmaster_start_time() < {schema}.clock() - make_interval(secs => p_dead_after)
             RETURNING id
         )
         SELECT array_agg(id) INTO dead FROM gone;
@@ -152,9 +165,9 @@ BEGIN
                                  ELSE 'queued' END::{schema}.job_state,
                     finished_at = CASE WHEN j.cancel_requested OR j.rescues + 1 >= p_max_rescues
                                             OR j.attempts >= j.max_attempts
-                                       THEN now() END,
+                                       THEN {schema}.clock() END,
                     errors = coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                        'attempt', j.attempts, 'at', now(),
+                        'attempt', j.attempts, 'at', {schema}.clock(),
                         'error', 'WorkerLost: worker ' || j.worker_id || ' stopped heartbeating while it held this job'
                             || CASE WHEN j.rescues + 1 >= p_max_rescues
                                     THEN ' (rescued ' || (j.rescues + 1) || ' times: treated as poison)' ELSE '' END,
@@ -171,7 +184,7 @@ BEGIN
         FOR i IN 1..10 LOOP
             DELETE FROM {schema}.jobs WHERE id IN (
                 SELECT id FROM {schema}.jobs
-                WHERE state = 'succeeded' AND finished_at < now() - make_interval(secs => p_keep_succeeded)
+                WHERE state = 'succeeded' AND finished_at < {schema}.clock() - make_interval(secs => p_keep_succeeded)
                 ORDER BY finished_at LIMIT p_prune_batch);
             GET DIAGNOSTICS n = ROW_COUNT;
             pruned := pruned + n;
@@ -180,7 +193,7 @@ BEGIN
         FOR i IN 1..10 LOOP
             DELETE FROM {schema}.jobs WHERE id IN (
                 SELECT id FROM {schema}.jobs
-                WHERE state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => p_keep_failed)
+                WHERE state IN ('failed', 'cancelled') AND finished_at < {schema}.clock() - make_interval(secs => p_keep_failed)
                 LIMIT p_prune_batch);
             GET DIAGNOSTICS n = ROW_COUNT;
             pruned := pruned + n;
@@ -195,7 +208,7 @@ BEGIN
                         WHERE state = 'queued' AND rescues > 0 AND queue = ANY(p_queues));
     cancel_ids := ARRAY(SELECT id FROM {schema}.jobs
                         WHERE id = ANY(p_running) AND state = 'running' AND cancel_requested);
-    db_now := now();
+    db_now := {schema}.clock();
     RETURN NEXT;
 END
 $fn$;
