@@ -54,6 +54,7 @@ __all__ = [
     "unpack_payload",
     "unpack_value",
     "write_job_rows",
+    "pack_plain_args",
 ]
 
 cdef extern from "Python.h":
@@ -106,6 +107,36 @@ def pack_payload(args, kwargs):
             if not PyUnicode_Check(key):
                 raise TypeError(f"kwargs key {key!r} is not a str")
     return _pack([args, kw])
+
+
+def pack_plain_args(items, Py_ssize_t max_size):
+    """``pack_payload(item, None)`` for every item that is a plain args tuple
+    (not an ``(args, kwargs)`` pair) and encodes within ``max_size``; None for
+    every other item, which the caller encodes the careful way."""
+    cdef list seq = items if type(items) is list else list(items)
+    cdef Py_ssize_t n = len(seq), i
+    cdef list out = [None] * n
+    cdef tuple t
+    cdef dict no_kwargs = {}
+    try:
+        packer = _tls.packer
+    except AttributeError:
+        _pack(None)
+        packer = _tls.packer
+    for i in range(n):
+        item = seq[i]
+        if type(item) is not tuple:
+            continue
+        t = <tuple>item
+        if len(t) == 2 and isinstance(t[0], (tuple, list)) and isinstance(t[1], dict):
+            continue
+        try:
+            packed = packer.pack([t, no_kwargs])
+        except Exception:
+            continue
+        if PyBytes_GET_SIZE(packed) <= max_size:
+            out[i] = packed
+    return out
 
 
 def pack_value(value):

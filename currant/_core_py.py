@@ -39,6 +39,7 @@ __all__ = [
     "unpack_payload",
     "unpack_value",
     "write_job_rows",
+    "pack_plain_args",
 ]
 
 #: 2000-01-01 00:00:00 UTC in Unix microseconds (PostgreSQL's timestamp epoch).
@@ -119,6 +120,26 @@ def pack_payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> bytes
             if not isinstance(key, str):
                 raise TypeError(f"kwargs key {key!r} is not a str")
     return _pack([args, kw])
+
+
+def pack_plain_args(items: Iterable[Any], max_size: int) -> list[bytes | None]:
+    """``pack_payload(item, None)`` for every item that is a plain args tuple
+    (not an ``(args, kwargs)`` pair) and encodes within ``max_size``; None for
+    every other item, which the caller encodes the careful way."""
+    out: list[bytes | None] = []
+    for item in items:
+        packed = None
+        if type(item) is tuple and not (
+            len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict)
+        ):
+            try:
+                packed = _pack([item, {}])
+            except Exception:  # noqa: BLE001 - the careful path reports it
+                packed = None
+            if packed is not None and len(packed) > max_size:
+                packed = None
+        out.append(packed)
+    return out
 
 
 def pack_value(value: Any) -> bytes:

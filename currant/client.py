@@ -218,29 +218,26 @@ def enqueue_many_plan(
     check_name("task", options.task)
     _check_priority(options.priority)
     _check_max_attempts(options.max_attempts)
-    pack = codec.pack_payload
-    payloads: list[bytes] = []
+    item_list = items if type(items) is list else list(items)
+    # The common case, plain args tuples, is encoded by the core in one call;
+    # any other shape (or an error) takes the careful path, which names the item.
+    encoded = codec.pack_plain_args(item_list, max_payload)
     special: dict[int, _Prepared] = {}  # items with their own options, by position
-    for index, item in enumerate(items):
-        # The common case, a plain args tuple, goes straight to the core; any
-        # other shape (or an error) takes the careful path, which names the item.
-        if type(item) is tuple and not _is_args_kwargs_pair(item):
-            try:
-                payload = pack(item, None)
-            except Exception:  # noqa: BLE001 - re-done below for the precise error
-                payload = b""
-            if payload and len(payload) <= max_payload:
-                payloads.append(payload)
-                continue
+    for index in _none_positions(encoded):
+        item = item_list[index]
         prepared = _prepare_item(index, item, options.priority, max_payload)
-        payloads.append(prepared.payload)
+        encoded[index] = prepared.payload
         if isinstance(item, Item):
             special[index] = prepared
-    return _enqueue_many_steps(sql, channel, options, payloads, special)
+    return _enqueue_many_steps(sql, channel, options, encoded, special)  # type: ignore[arg-type]  # no None left
 
 
-def _is_args_kwargs_pair(item: tuple[Any, ...]) -> bool:
-    return len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict)
+def _none_positions(values: list[Any]) -> Iterator[int]:
+    if None not in values:  # the common case, scanned at C speed
+        return
+    for index, value in enumerate(values):
+        if value is None:
+            yield index
 
 
 def _enqueue_many_steps(

@@ -28,6 +28,7 @@ pack_value = _typed_core.pack_value
 unpack_value = _typed_core.unpack_value
 unpack_payload = _typed_core.unpack_payload
 pack_payload = _typed_core.pack_payload  # raw: no size cap, no argument-level error (see encode_payload)
+pack_plain_args = _typed_core.pack_plain_args  # enqueue_many's fast path: None where the careful path must look
 pack_int8_array = _typed_core.pack_int8_array
 pack_int4_array = _typed_core.pack_int4_array
 

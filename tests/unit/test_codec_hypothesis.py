@@ -111,6 +111,37 @@ def test_pack_payload_identical_and_round_trips(core: types.ModuleType, args: An
     assert core.unpack_payload(data) == (tuple(args), dict(kwargs or {}))
 
 
+class _Unencodable:
+    pass
+
+
+enqueue_items = st.lists(
+    args_st.map(tuple)  # plain args tuples: the fast path
+    | st.tuples(args_st, st.dictionaries(st.text(max_size=4), values, max_size=2))  # (args, kwargs) pairs
+    | args_st.map(list)  # a list is not a plain args tuple
+    | st.tuples(st.just(_Unencodable()))  # does not encode
+    | st.tuples(st.binary(min_size=40, max_size=60)),  # over the cap below
+    max_size=12,
+)
+
+
+@SETTINGS
+@given(items=enqueue_items)
+def test_pack_plain_args_identical_and_matches_pack_payload(core: types.ModuleType, items: list[Any]) -> None:
+    cap = 48
+    packed = core.pack_plain_args(items, cap)
+    assert packed == PY.pack_plain_args(items, cap)
+    assert len(packed) == len(items)
+    for item, data in zip(items, packed):
+        plain = type(item) is tuple and not (
+            len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict))
+        expected = _outcome(PY.pack_payload, item, None) if plain else ("skip", None)
+        if expected[0] == "ok" and len(PY.pack_payload(item, None)) <= cap:
+            assert data == PY.pack_payload(item, None)
+        else:
+            assert data is None, (item, data)
+
+
 @SETTINGS
 @given(value=values)
 def test_pack_value_identical_and_round_trips(core: types.ModuleType, value: Any) -> None:
