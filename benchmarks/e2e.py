@@ -20,7 +20,8 @@ create databases, a fresh schema in the given one. Each run measures:
 * idle pickup latency: M single ``enqueue()`` calls at 20 jobs/s to that idle
   worker; latency is ``started_at - enqueued_at``, both stamped by the database
   clock, so no clock skew enters;
-* the floor (``benchmarks/floor.py``): psycopg alone, same N, same database.
+* the floor (``benchmarks/floor.py``): psycopg alone, same N, same database;
+  then the same floor with Currant's planner settings (the stronger reference).
 
 Progress goes to stderr, tables to stdout, everything to ``--json``.
 """
@@ -340,6 +341,12 @@ def run_once(base_dsn: str, run: int, args: argparse.Namespace) -> RunResult:
         result.metrics["enqueue_vs_floor"] = result.metrics["enqueue_jobs_per_s"] / floor["insert_jobs_per_s"]
         result.metrics["drain_vs_floor"] = result.metrics["drain_jobs_per_s"] / floor["drain_jobs_per_s"]
         result.metrics["drain_net_vs_floor"] = result.metrics["drain_net_jobs_per_s"] / floor["drain_jobs_per_s"]
+        log(f"run {run}: floor with Currant's planner guards, {n:,} jobs")
+        guarded = run_floor(dsn, n, guarded=True)
+        if not guarded["ok"]:
+            result.fail(f"guarded floor drained {guarded['drained']} of {n}")
+        result.metrics["floor_guarded_drain_jobs_per_s"] = guarded["drain_jobs_per_s"]
+        result.metrics["drain_net_vs_floor_guarded"] = result.metrics["drain_net_jobs_per_s"] / guarded["drain_jobs_per_s"]
     return result
 
 
@@ -472,6 +479,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("enqueue_vs_floor", "enqueue / floor insert", "{:.2f}x"),
     ("drain_vs_floor", "drain (incl. start-up) / floor drain", "{:.2f}x"),
     ("drain_net_vs_floor", "drain (net) / floor drain", "{:.2f}x"),
+    ("floor_guarded_drain_jobs_per_s", "floor, planner-guarded: drain jobs/s", "{:,.0f}"),
+    ("drain_net_vs_floor_guarded", "drain (net) / guarded floor drain", "{:.2f}x"),
 ]
 
 

@@ -682,14 +682,17 @@ def sustained(system: System, ledger: Ledger, rates: list[int], seconds: float, 
     return result
 
 
-def floor(pg_dsn: str, n: int) -> Result:
+FLOORS = ("floor", "floor_guarded")
+
+
+def floor(pg_dsn: str, n: int, guarded: bool) -> Result:
     from benchmarks.floor import run_floor
 
     result = Result()
     db = FreshDatabase(pg_dsn, "floor")
     try:
-        log(f"floor: COPY + SKIP LOCKED drain of {n:,} rows (psycopg alone)")
-        out = run_floor(db.dsn, n)
+        log(f"floor: COPY + SKIP LOCKED drain of {n:,} rows (psycopg alone{', planner-guarded' if guarded else ''})")
+        out = run_floor(db.dsn, n, guarded=guarded)
     finally:
         db.drop()
     if not out["ok"]:
@@ -703,7 +706,7 @@ def floor(pg_dsn: str, n: int) -> Result:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One system, one workload (run.py drives this).")
-    parser.add_argument("system", choices=[*SYSTEMS, "floor"])
+    parser.add_argument("system", choices=[*SYSTEMS, *FLOORS])
     parser.add_argument("workload", choices=["drain", "pickup", "sustained", "version"])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=50.0)
@@ -716,13 +719,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config(**json.loads(args.config))
 
-    if args.system == "floor":
+    if args.system in FLOORS:
         if args.workload == "version":
             import psycopg
 
             print(json.dumps({"version": f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__})"}))
             return 0
-        out = floor(cfg.pg_dsn, args.jobs)
+        out = floor(cfg.pg_dsn, args.jobs, guarded=args.system == "floor_guarded")
         print(json.dumps(asdict(out)))
         return 0 if out.ok else 1
 

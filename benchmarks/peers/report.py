@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ORDER = ["floor", "currant", "celery", "rq", "dramatiq", "pgqueuer", "procrastinate"]
-LABEL = {"floor": "raw-SQL floor", "currant": "Currant", "celery": "Celery (Redis)", "rq": "RQ",
+ORDER = ["floor", "floor_guarded", "currant", "celery", "rq", "dramatiq", "pgqueuer", "procrastinate"]
+LABEL = {"floor": "raw-SQL floor", "floor_guarded": "raw-SQL floor, planner-guarded", "currant": "Currant", "celery": "Celery (Redis)", "rq": "RQ",
          "dramatiq": "Dramatiq (Redis)", "pgqueuer": "pgqueuer", "procrastinate": "procrastinate"}
 
 Summary = dict[str, dict[str, float]]
@@ -120,7 +120,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", (f"Each level runs {a['sustained_seconds']:.0f} s; a level whose achieved rate is under 90 % of the"
                   " offered rate is saturation and ends the ladder. The producer shares the machine, so at 10,000/s its"
                   " own enqueue rate is part of the limit (see results.json: enqueue_rate_per_s)."),
-                  (f"Not measured here: {', '.join(LABEL[s] for s in systems if s not in sustained and s != 'floor') or 'none'}"
+                  (f"Not measured here: {', '.join(LABEL[s] for s in systems if s not in sustained and not s.startswith('floor')) or 'none'}"
                   " (`--sustained-systems` adds them)."), ""]
     else:
         lines += ["TODO: not run (`--sustained-systems` was empty).", ""]

@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:
 from benchmarks.peers.ledger import Resp
 
 PEERS = ["celery", "rq", "dramatiq", "pgqueuer", "procrastinate"]
+FLOORS = ("floor", "floor_guarded")  # psycopg alone; see benchmarks/floor.py
 VENV = HERE / ".venv-peers"
 REQUIREMENTS = HERE / "requirements.txt"
 IMPORT_CHECK = "import celery, rq, dramatiq, pgqueuer, procrastinate, asyncpg, psycopg, redis, matplotlib"
@@ -131,7 +132,7 @@ class Harness:
         self.logdir.mkdir(parents=True, exist_ok=True)
 
     def python_for(self, system: str) -> str:
-        return self.pythons["currant"] if system in ("currant", "floor") else self.pythons["peers"]
+        return self.pythons["currant"] if system in ("currant", *FLOORS) else self.pythons["peers"]
 
     def drive(self, system: str, workload: str, tag: str, *extra: str) -> dict[str, Any]:
         cmd = [self.python_for(system), "-m", "benchmarks.peers.driver", system, workload,
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 run, small N, short sustained levels (a smoke test)")
     parser.add_argument("--runs", type=int, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
-    parser.add_argument("--systems", default="currant,floor," + ",".join(PEERS), help="comma list to run")
+    parser.add_argument("--systems", default="currant,floor,floor_guarded," + ",".join(PEERS), help="comma list to run")
     parser.add_argument("--peer-jobs", type=int, help="N for peers' drain (default 20000; 2000 with --quick)")
     parser.add_argument("--currant-jobs", type=int, help="N for Currant and the floor (default 200000; 20000 with --quick)")
     parser.add_argument("--pickup-jobs", type=int, help="single jobs at 50/s for idle pickup (default 200; 50 with --quick)")
@@ -236,7 +237,7 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
     for run in range(1, args.runs + 1):
         # Systems interleaved within a run, so a noisy minute hits everyone, not one system's three runs.
         for system in systems:
-            n = args.currant_jobs if system in ("currant", "floor") else args.peer_jobs
+            n = args.currant_jobs if system in ("currant", *FLOORS) else args.peer_jobs
             log(f"run {run}/{args.runs}: {system} drain, N = {n:,}")
             timeout = max(300.0, n / 50)
             res = harness.drive(system, "drain", f"{system}-r{run}", "--jobs", str(n), "--timeout", str(timeout))
@@ -247,7 +248,7 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
                 + f"; enqueue {m.get('enqueue_jobs_per_s', 0):,.0f}/s, drain {m.get('drain_jobs_per_s', 0):,.0f}/s,"
                 f" e2e {m.get('e2e_jobs_per_s', 0):,.0f}/s")
         for system in systems:
-            if system == "floor":
+            if system in FLOORS:
                 continue
             log(f"run {run}/{args.runs}: {system} idle pickup")
             res = harness.drive(system, "pickup", f"{system}-r{run}", "--jobs", str(args.pickup_jobs), "--rate", "50")
