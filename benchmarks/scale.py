@@ -24,6 +24,7 @@ Cases: backlog 10,000 vs 1,000,000 no-op jobs (``--quick``: 10,000 vs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -116,7 +117,8 @@ def _next_xid(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ...], processes: int, run: int) -> CaseResult:
+def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ...], processes: int, run: int,
+             sample_cpu: bool = True) -> CaseResult:
     with fresh_target(base_dsn, run) as (dsn, schema):
         app = currant.App(dsn, schema=schema)
         app.migrate()
@@ -129,7 +131,7 @@ def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ..
         with psycopg.connect(dsn, autocommit=True) as conn:
             xid_before = _next_xid(conn)
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            with PostgresCpu() as postgres_cpu:
+            with PostgresCpu() if sample_cpu else contextlib.nullcontext() as postgres_cpu:
                 started = time.perf_counter()
                 proc = subprocess.run(worker_cmd(*extra), env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
                 seconds = time.perf_counter() - started
@@ -146,7 +148,7 @@ def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ..
         problem = f"worker exited {proc.returncode}: {proc.stderr[-300:]}"
     elif row is None or row[:2] != (jobs, jobs):
         problem = f"expected {jobs} jobs succeeded once, found {row}"
-    pg_seconds = postgres_cpu.seconds
+    pg_seconds = postgres_cpu.seconds if postgres_cpu is not None else None
     return CaseResult(
         case=case,
         jobs=jobs,
@@ -180,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, for a first look")
+    parser.add_argument("--cases", default="", help="only the cases whose name contains this (e.g. 'backlog')")
+    parser.add_argument("--no-cpu", action="store_true",
+                        help="do not sample PostgreSQL's CPU (the sampler walks every process each 50 ms: on"
+                             " 2 cores that costs the drain a few percent)")
     args = parser.parse_args(argv)
     if args.dsn:
         return bench(args.dsn, args)
@@ -189,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(dsn: str, args: argparse.Namespace) -> int:
     results: list[CaseResult] = []
-    plan = cases(args.quick)
+    plan = [case for case in cases(args.quick) if args.cases in case[0]]
     for run in range(1, args.runs + 1):
         for name, jobs, task, task_args, processes in plan:
             log(f"run {run}/{args.runs}: {name} ({jobs:,} jobs, {processes} process(es))")
-            result = run_case(dsn, name, jobs, task, task_args, processes, run)
+            result = run_case(dsn, name, jobs, task, task_args, processes, run, sample_cpu=not args.no_cpu)
             log(
                 f"  {result.drain_per_s:,.0f} jobs/s drain, {result.jobs_per_s:,.0f} with start-up"
                 f"{'' if result.ok else '  FAILED: ' + result.problem}"

@@ -156,7 +156,7 @@ def test_throughput_recovers_to_90_percent(pg_cluster: Any, cluster_app: currant
     completions reaches 90 % of the rate before the restart (the bigger backlog
     lasts through all ten buckets)."""
     result = measure_restart_recovery(pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema,
-                                      backlog=1_000_000, settle=3.0)
+                                      backlog=1_500_000, settle=3.0)
     print(f"\nrestart recovery (strict): before={result['before']:.0f} jobs/s; buckets={result['buckets']};"
           f" 90 % after {result['recovered_after']} s")
     assert result["alive"], result["log"][-3000:]
