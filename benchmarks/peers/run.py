@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-jobs", type=int, help="N for peers' drain (default 20000; 2000 with --quick)")
     parser.add_argument("--currant-jobs", type=int, help="N for Currant and the floor (default 200000; 20000 with --quick)")
     parser.add_argument("--pickup-jobs", type=int, help="single jobs at 50/s for idle pickup (default 200; 50 with --quick)")
-    parser.add_argument("--sustained-systems", default="currant,celery,pgqueuer", help="who gets workload 2 ('' for none)")
+    parser.add_argument("--sustained-systems", default="currant," + ",".join(PEERS),
+                        help="who gets workload 2 (default: every queue; '' for none)")
     parser.add_argument("--sustained-rates", default="100,1000,10000")
     parser.add_argument("--sustained-seconds", type=float, help="seconds per offered rate (default 5; 2 with --quick)")
     parser.add_argument("--pg-dsn", default=os.environ.get("CURRANT_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
