@@ -5,7 +5,8 @@ It is deliberately cheap and identical everywhere, so it costs each system the
 same per job and cannot tilt the comparison:
 
 * the id (and, for latency workloads, the pickup latency) is appended to a
-  process-local buffer (a list append, well under a microsecond);
+  process-local buffer (a lock and a list append, well under a microsecond;
+  no system call per job);
 * a daemon thread, started lazily in each process (so it also exists in the
   children of forking pools: Celery prefork, RQ, Dramatiq), sends the buffer
   to Redis with one ``RPUSH`` per batch, at most every ``FLUSH_INTERVAL``;
@@ -94,11 +95,20 @@ class _Recorder:
         threading.Thread(target=self._loop, name="ledger-flush", daemon=True).start()
 
     def record(self, entry: str) -> None:
+        # Per job: a lock and a list append. The pid is not re-read here (a
+        # syscall per job): a fork resets it instead (see _forget_after_fork),
+        # and the flusher is woken only when it sleeps.
         with self.lock:
-            if self.pid != os.getpid():
+            if self.pid < 0:
                 self._start()
             self.buffer.append(entry)
-        self.wake.set()
+        if not self.wake.is_set():
+            self.wake.set()
+
+    def _forget_after_fork(self) -> None:
+        # The child inherits the buffer and the socket but not the thread.
+        self.lock = threading.Lock()
+        self.pid = -1
 
     def _loop(self) -> None:
         while True:
@@ -121,6 +131,7 @@ class _Recorder:
 
 
 _recorder = _Recorder()
+os.register_at_fork(after_in_child=_recorder._forget_after_fork)
 atexit.register(_recorder.flush)
 
 
