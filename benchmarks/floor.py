@@ -67,13 +67,18 @@ def _q(template: str, schema: str) -> sql.Composed:
     return sql.SQL(template).format(schema=sql.Identifier(schema), batch=sql.Literal(BATCH))
 
 
+def create_floor_table(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
+    """(Re)create the floor's schema and its one table, ``<schema>.t``."""
+    conn.execute(_q(_DDL, schema))
+
+
 def run_floor(dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False) -> dict[str, Any]:
     """Insert ``n`` rows by binary COPY, then drain them; returns timings and rates.
 
     ``guarded``: the drain connection runs with :data:`PLANNER_GUARDS`.
     """
     with psycopg.connect(dsn, autocommit=True, **({"options": PLANNER_GUARDS} if guarded else {})) as conn:
-        conn.execute(_q(_DDL, schema))
+        create_floor_table(conn, schema)
         rows = [("default", "bench.noop", NOOP_PAYLOAD, 0, 0)] * n
 
         # Insert: one transaction, one COPY, binary rows, types declared up front

@@ -80,7 +80,8 @@ class Resp:
 class _Recorder:
     def __init__(self) -> None:
         self.pid = -1
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards buffer and pid
+        self.send_lock = threading.Lock()  # guards conn
         self.buffer: list[str] = []
         self.wake = threading.Event()
         self.conn: Resp | None = None
@@ -108,6 +109,7 @@ class _Recorder:
     def _forget_after_fork(self) -> None:
         # The child inherits the buffer and the socket but not the thread.
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self.pid = -1
 
     def _loop(self) -> None:
@@ -118,15 +120,19 @@ class _Recorder:
             self.flush()
 
     def flush(self) -> None:
+        # The buffer is swapped under the record lock, but sent outside it: at
+        # 100,000 jobs/s a batch takes milliseconds to encode and send, and the
+        # handlers must not wait for that.
         with self.lock:
             if self.pid != os.getpid():
                 return
             batch, self.buffer = self.buffer, []
-            if not batch:
-                return
+        if not batch:
+            return
+        # Flushes from the thread and from atexit must not interleave on one socket.
+        with self.send_lock:
             if self.conn is None:
                 self.conn = Resp(os.environ["PEERS_REDIS_URL"])
-            # Still under the lock: flushes from the thread and from atexit must not interleave on one socket.
             self.conn.call("RPUSH", LEDGER_KEY, *batch)
 
 
