@@ -46,9 +46,9 @@ from currant.sql import queries  # noqa: E402
 SCHEMA = "bench_profile"
 FLOOR_SCHEMA = "bench_profile_floor"
 FLOOR_COLUMNS = "(queue, task, payload, state, attempts)"
-# A row of "pg_waldump --stats=record": type, records, record bytes, FPI bytes
-# (each count followed by its share, "( 25.27)" or, on the Total row, "[84.35%]").
-_WALDUMP_ROW = re.compile(r"^(\S+)\s+(\d+)\s+[(\[][\s\d.%]*[)\]]\s+(\d+)\s+[(\[][\s\d.%]*[)\]]\s+(\d+)")
+# A record type's row of "pg_waldump --stats=record": type, records, record
+# bytes, FPI bytes, each count followed by its share, e.g. "( 25.27)".
+_WALDUMP_ROW = re.compile(r"^(\S+/\S+)\s+(\d+)\s+\([\s\d.]*\)\s+(\d+)\s+\([\s\d.]*\)\s+(\d+)")
 JOBS_COLUMNS = "(id, queue, task, payload, priority, max_attempts, run_at, state, unique_key)"
 
 
@@ -94,13 +94,17 @@ def profile_wal(args: argparse.Namespace) -> None:
     print(f"drain of {n:,} jobs in {seconds:.2f} s (with start-up); jobs table + indexes after: {size / 2**20:.0f} MiB;"
           f" fillfactor {args.fillfactor or 'as migrated'}")
     print(f"{'record type':<24} {'records/job':>12} {'bytes/job':>10} {'of which FPI':>13}")
+    total = [0, 0]
     for line in stats.splitlines():
         match = _WALDUMP_ROW.match(line)
         if match is None:
             continue
         kind, records, record_bytes, fpi_bytes = match.group(1), *map(int, match.group(2, 3, 4))
-        if records / n >= 0.005 or kind == "Total":
+        total[0] += record_bytes + fpi_bytes
+        total[1] += fpi_bytes
+        if records / n >= 0.005:
             print(f"{kind:<24} {records / n:>12.2f} {(record_bytes + fpi_bytes) / n:>10.0f} {fpi_bytes / n:>13.0f}")
+    print(f"{'all records':<24} {'':>12} {total[0] / n:>10.0f} {total[1] / n:>13.0f}")
 
 
 def _copy_out(conn: psycopg.Connection, statement: str) -> bytes:
