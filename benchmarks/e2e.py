@@ -382,19 +382,23 @@ def verify_drain(app: currant.App, n: int, result: RunResult) -> None:
         result.metrics["drain_db_span_jobs_per_s"] = n / float(db_span)
 
 
-def idle_and_pickup(
-    base_dsn: str,
-    dbname: str,
-    env: dict[str, str],
-    app: currant.App,
-    noop: Any,
-    args: argparse.Namespace,
-    result: RunResult,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+@dataclass
+class ServedWorker:
+    """A worker started by :func:`serving_worker`; returncode and stderr once it stopped."""
+
+    proc: subprocess.Popen[str]
+    returncode: int | None = None
+    stderr: str = ""
+
+
+@contextmanager
+def serving_worker(base_dsn: str, dbname: str, env: dict[str, str], app: currant.App) -> Iterator[ServedWorker]:
+    """A worker with default options, past its start-up (connections open,
+    registered, first claim and heartbeat done), so it is idle; SIGTERM at exit."""
     workers = sql.SQL("SELECT count(*) FROM {}.workers").format(sql.Identifier(app.schema))
-    proc = subprocess.Popen(
+    served = ServedWorker(subprocess.Popen(
         worker_cmd(), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    ))
     try:
         with psycopg.connect(base_dsn, autocommit=True) as conn:
 
@@ -410,7 +414,27 @@ def idle_and_pickup(
         with psycopg.connect(app.dsn, autocommit=True) as conn:
             wait_for(lambda: (conn.execute(workers).fetchone() or (0,))[0] >= 1, 60, "the worker to register")
         time.sleep(2.0)  # past the start-up claim and heartbeat: now it is idle
+        yield served
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        try:
+            _, served.stderr = served.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            served.proc.kill()
+            _, served.stderr = served.proc.communicate()
+        served.returncode = served.proc.returncode
 
+
+def idle_and_pickup(
+    base_dsn: str,
+    dbname: str,
+    env: dict[str, str],
+    app: currant.App,
+    noop: Any,
+    args: argparse.Namespace,
+    result: RunResult,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    with serving_worker(base_dsn, dbname, env, app) as served:
         idle = count_idle_statements(base_dsn, dbname, args.idle_seconds)
 
         ids: list[int] = []
@@ -435,15 +459,8 @@ def idle_and_pickup(
                 ).format(jobs),
                 (ids,),
             ).fetchall()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-    if proc.returncode != 0:
-        result.fail(f"idle worker exited {proc.returncode} after SIGTERM: {stderr.strip()[-500:]}")
+    if served.returncode != 0:
+        result.fail(f"idle worker exited {served.returncode} after SIGTERM: {served.stderr.strip()[-500:]}")
     latencies = sorted(float(r[0]) for r in rows)
     if len(latencies) != len(ids):
         result.fail(f"pickup: {len(latencies)} of {len(ids)} jobs started")

@@ -18,7 +18,9 @@ every job succeeded exactly once. Per case it also reports:
 
 Cases: backlog 10,000 vs 1,000,000 no-op jobs (``--quick``: 10,000 vs
 100,000); 1, 2, 4, 8 worker processes on 200,000 jobs; payloads of ~100 B and
-~10 KB (50,000 jobs each). Medians (min–max) over ``--runs``.
+~10 KB (50,000 jobs each). Medians (min–max) over ``--runs``. Then the idle
+case: statements per second sent by an idle worker with default options,
+counted as ``benchmarks/e2e.py`` counts them (``--idle-seconds``, default 10).
 """
 
 from __future__ import annotations
@@ -39,16 +41,19 @@ from typing import Any
 
 import psutil
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import currant  # noqa: E402
 from benchmarks.e2e import (  # noqa: E402
     REPO,
+    count_idle_statements,
     embedded_server,
     fresh_target,
     log,
     machine_info,
+    serving_worker,
     worker_cmd,
     worker_env,
 )
@@ -163,6 +168,23 @@ def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ..
     )
 
 
+IDLE_CASE = "idle worker"
+
+
+def idle_case(base_dsn: str, run: int, seconds: float) -> dict[str, Any]:
+    """Statements per second of an idle worker (default options) on an empty queue."""
+    with fresh_target(base_dsn, run) as (dsn, schema):
+        app = currant.App(dsn, schema=schema)
+        app.migrate()
+        dbname = conninfo_to_dict(dsn).get("dbname") or "postgres"
+        with serving_worker(base_dsn, str(dbname), worker_env(dsn, schema), app) as served:
+            idle = count_idle_statements(base_dsn, str(dbname), seconds)
+        app.close()
+    idle["ok"] = served.returncode == 0
+    idle["problem"] = "" if idle["ok"] else f"worker exited {served.returncode}: {served.stderr.strip()[-300:]}"
+    return idle
+
+
 def cases(quick: bool) -> list[tuple[str, int, str, tuple[Any, ...], int]]:
     big = 100_000 if quick else 1_000_000
     many = 50_000 if quick else 200_000
@@ -183,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, for a first look")
     parser.add_argument("--cases", default="", help="only the cases whose name contains this (e.g. 'backlog')")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="window of the idle case")
     parser.add_argument("--no-cpu", action="store_true",
                         help="do not sample PostgreSQL's CPU (the sampler walks every process each 50 ms: on"
                              " 2 cores that costs the drain a few percent)")
@@ -235,11 +258,24 @@ def bench(dsn: str, args: argparse.Namespace) -> int:
             f" {entry['with_startup_per_s']:>13,.0f} {entry['worker_cpu_per_1k']:>14.3f} {pg_text:>10}"
             f" {entry['xids_per_job']:>9.4f}"
         )
+    idle_runs: list[dict[str, Any]] = []
+    if args.cases in IDLE_CASE:
+        for run in range(1, args.runs + 1):
+            log(f"run {run}/{args.runs}: {IDLE_CASE}, {args.idle_seconds:.0f} s")
+            idle_runs.append(idle_case(dsn, run, args.idle_seconds))
+            log(f"  {idle_runs[-1]['statements_per_s']:.2f} statements/s"
+                f"{'' if idle_runs[-1]['ok'] else '  FAILED: ' + idle_runs[-1]['problem']}")
+        rates = [r["statements_per_s"] for r in idle_runs if r["ok"]]
+        if rates:
+            summary[IDLE_CASE] = {"statements_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+                                  "runs_passed": len(rates)}
+            print(f"{IDLE_CASE:<16} statements/s {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f})")
     if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine_info(dsn), "runs": [asdict(r) for r in results], "summary": summary}, indent=2)
-        )
-    return 0 if all(r.ok for r in results) else 1
+        args.json.write_text(json.dumps({
+            "machine": machine_info(dsn), "runs": [asdict(r) for r in results], "idle_runs": idle_runs,
+            "summary": summary,
+        }, indent=2))
+    return 0 if all(r.ok for r in results) and all(r["ok"] for r in idle_runs) else 1
 
 
 if __name__ == "__main__":

@@ -125,6 +125,8 @@ def markdown(data: dict[str, Any]) -> str:
     else:
         lines += ["TODO: not run (`--sustained-systems` was empty).", ""]
 
+    lines += scale_section(data.get("scale"))
+
     failures = [(s, w, r) for s in systems for w, rs in runs[s].items() for r in rs if not r["ok"]]
     if failures:
         lines += ["## Failed runs (left out of the medians)", ""]
@@ -132,6 +134,32 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(f"* {LABEL[s]} {w}: {'; '.join(r['problems'])[:400]}")
         lines.append("")
     return "\n".join(lines)
+
+
+def scale_section(scale: dict[str, Any] | None) -> list[str]:
+    """Workload 4 from benchmarks/scale.py's summary (Currant alone)."""
+    lines = ["## Workload 4: scale (Currant alone)", ""]
+    if not scale:
+        return lines + ["Not run (`--no-scale`, or Currant was not among `--systems`).", ""]
+    cases = {name: entry for name, entry in scale["summary"].items() if "jobs" in entry}
+    lines += [f"`{scale['command']}`" + ("" if scale["ok"] else " **(some runs FAILED; left out of the medians)**"), "",
+              "| case | jobs | drain jobs/s, DB clock | with start-up | worker CPU s / 1k jobs |"
+              " PostgreSQL CPU s / 1k jobs | xids / job |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, e in cases.items():
+        pg = "–" if e.get("postgres_cpu_per_1k") is None else f"{e['postgres_cpu_per_1k']:.3f}"
+        lines.append(f"| {name} | {e['jobs']:,} | {e['jobs_per_s']:,.0f} ({e['min']:,.0f}–{e['max']:,.0f})"
+                     f" | {e['with_startup_per_s']:,.0f} | {e['worker_cpu_per_1k']:.3f} | {pg} | {e['xids_per_job']:.4f} |")
+    backlogs = sorted((e["jobs"], e["jobs_per_s"]) for name, e in cases.items() if name.startswith("backlog"))
+    notes = []
+    if len(backlogs) >= 2:
+        (small, small_rate), (big, big_rate) = backlogs[0], backlogs[-1]
+        notes.append(f"{big:,} queued vs {small:,} queued: {big_rate / small_rate:.2f}× (ratio of the medians).")
+    idle = scale["summary"].get("idle worker")
+    if idle:
+        notes.append(f"Idle worker (default options, empty queue): {idle['statements_per_s']:.2f} statements/s"
+                     f" ({idle['min']:.2f}–{idle['max']:.2f}).")
+    return lines + ["", *notes, ""]
 
 
 def chart(data: dict[str, Any], path: Path) -> None:

@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="who gets workload 2 (default: every queue; '' for none)")
     parser.add_argument("--sustained-rates", default="100,1000,10000")
     parser.add_argument("--sustained-seconds", type=float, help="seconds per offered rate (default 5; 2 with --quick)")
+    parser.add_argument("--no-scale", action="store_true",
+                        help="skip workload 4, Currant's scale cases (benchmarks/scale.py: backlog size, worker"
+                             " processes, payload size, CPU per 1,000 jobs, idle statements/s)")
     parser.add_argument("--pg-dsn", default=os.environ.get("CURRANT_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="its database is FLUSHed")
     parser.add_argument("--currant-python", default=os.environ.get("CURRANT_PYTHON", sys.executable),
@@ -262,6 +265,7 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
             res = harness.drive(system, "sustained", f"{system}-r{run}", "--rates", args.sustained_rates,
                                 "--seconds", str(args.sustained_seconds))
             runs[system]["sustained"].append(res)
+    scale = None if args.no_scale or "currant" not in systems else run_scale(args, pg_dsn)
     log(f"measurements took {time.monotonic() - started:.0f} s")
 
     summary = {s: {w: summarise(rs) for w, rs in by_w.items() if rs} for s, by_w in runs.items()}
@@ -274,6 +278,7 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
         "versions": versions,
         "runs": runs,
         "summary": summary,
+        "scale": scale,
     }
     out_json = args.out / "results.json"
     out_json.write_text(json.dumps(payload, indent=2, default=str))
@@ -282,7 +287,21 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
                    check=True)
     sys.stdout.write((args.out / "results.md").read_text())
     failed = [(s, w) for s, by_w in runs.items() for w, rs in by_w.items() for r in rs if not r["ok"]]
-    return 1 if failed else 0
+    return 1 if failed or (scale is not None and not scale["ok"]) else 0
+
+
+def run_scale(args: argparse.Namespace, pg_dsn: str) -> dict[str, Any]:
+    """Workload 4, Currant alone: benchmarks/scale.py with this run's repetitions; its summary for the report."""
+    out = args.out / "scale.json"
+    command = [args.currant_python, "benchmarks/scale.py", "--dsn", pg_dsn, "--runs", str(args.runs),
+               "--json", str(out), *(["--quick"] if args.quick else [])]
+    out.unlink(missing_ok=True)  # never report an earlier run's numbers
+    log(f"workload 4 (scale): {' '.join(command[1:3])} --runs {args.runs}{' --quick' if args.quick else ''}")
+    # Its progress goes to stderr like ours; its table to our stderr too, so stdout stays the markdown.
+    done = subprocess.run(command, cwd=REPO, env=child_env(), stdout=sys.stderr, check=False)
+    summary = json.loads(out.read_text())["summary"] if out.exists() else {}
+    return {"command": " ".join(["python", *command[1:]]).replace(pg_dsn, "DSN"), "ok": done.returncode == 0,
+            "summary": summary}
 
 
 if __name__ == "__main__":
