@@ -154,7 +154,9 @@ def scale_section(scale: dict[str, Any] | None) -> list[str]:
     notes = []
     if len(backlogs) >= 2:
         (small, small_rate), (big, big_rate) = backlogs[0], backlogs[-1]
-        notes.append(f"{big:,} queued vs {small:,} queued: {big_rate / small_rate:.2f}× (ratio of the medians).")
+        notes.append(f"{big:,} queued vs {small:,} queued: {big_rate / small_rate:.2f}× (ratio of the medians; the"
+                     " PostgreSQL CPU sampler costs the long drain about 12 % on 2 cores, so `benchmarks/scale.py"
+                     " --cases backlog --no-cpu` is the fairer throughput ratio, see BENCHMARKS.md).")
     idle = scale["summary"].get("idle worker")
     if idle:
         notes.append(f"Idle worker (default options, empty queue): {idle['statements_per_s']:.2f} statements/s"
