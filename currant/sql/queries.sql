@@ -74,6 +74,12 @@ FROM STDIN (FORMAT BINARY)
 -- live jobs are skipped by the partial unique index, race-free. The bare
 -- ON CONFLICT also skips rows a previous pass already inserted (same id), so
 -- the caller may run it again after a holder of a key finished.
+-- Rows go in by unique_key, not by id: an insert that meets a key another
+-- uncommitted bulk enqueue just wrote waits for it, and two batches taking
+-- overlapping keys in different orders would wait for each other (a
+-- deadlock). In one global order, the one that waits never holds a key the
+-- other still needs. Ids were reserved up front, so this order changes
+-- neither the ids nor their FIFO order.
 INSERT INTO {schema}.jobs (id, queue, task, payload, priority, max_attempts, run_at, state, unique_key)
 SELECT id, queue, task, payload, priority, max_attempts, run_at, state::{schema}.job_state, unique_key
 FROM (
@@ -82,7 +88,7 @@ FROM (
     SELECT * FROM (SELECT DISTINCT ON (unique_key) * FROM currant_stage
                    WHERE unique_key IS NOT NULL ORDER BY unique_key, id) AS first_of_each_key
 ) AS s
-ORDER BY id
+ORDER BY unique_key NULLS FIRST, id
 ON CONFLICT DO NOTHING
 RETURNING id
 
