@@ -11,8 +11,10 @@ directory, so it needs a local server and the right to read its files.
 COPYed (binary, prebuilt streams, nothing encoded in Python while timing)
 into the floor's table (``benchmarks/floor.py``: id by ``nextval``, one
 partial index) and into Currant's ``jobs`` (ids sent, as ``enqueue_many``
-does), each into a fresh table after a CHECKPOINT; then the id reservation
-``enqueue_many`` runs first (``reserve_ids``) is timed on its own.
+does), each into a fresh table after a CHECKPOINT; then into ``jobs`` with
+one change to its shape at a time (what each index, CHECK and default
+costs); then the id reservation ``enqueue_many`` runs first
+(``reserve_ids``) is timed on its own.
 
     python benchmarks/profile_db.py wal --dsn postgresql://postgres@127.0.0.1:5432/postgres
     python benchmarks/profile_db.py copy --dsn ... --runs 5
@@ -50,6 +52,29 @@ FLOOR_COLUMNS = "(queue, task, payload, state, attempts)"
 # bytes, FPI bytes, each count followed by its share, e.g. "( 25.27)".
 _WALDUMP_ROW = re.compile(r"^(\S+/\S+)\s+(\d+)\s+\([\s\d.]*\)\s+(\d+)\s+\([\s\d.]*\)\s+(\d+)")
 JOBS_COLUMNS = "(id, queue, task, payload, priority, max_attempts, run_at, state, unique_key)"
+JOBS_COLUMNS_WITH_ENQUEUED_AT = JOBS_COLUMNS[:-1] + ", enqueued_at)"
+# What the jobs table's shape costs a COPY: one change at a time, on a fresh
+# table, same rows. (DDL run after the migration, COPY column list.)
+JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
+    "jobs, COPY (ids sent)": ([], JOBS_COLUMNS),
+    "  without jobs_claim_idx": ([f"DROP INDEX {SCHEMA}.jobs_claim_idx"], JOBS_COLUMNS),
+    "  claim index without priority": ([
+        f"DROP INDEX {SCHEMA}.jobs_claim_idx",
+        f"CREATE INDEX jobs_claim_idx ON {SCHEMA}.jobs (queue, id) WHERE state = 'queued'",
+    ], JOBS_COLUMNS),
+    "  without the 3 CHECKs": ([
+        f"ALTER TABLE {SCHEMA}.jobs DROP CONSTRAINT jobs_queue_name, DROP CONSTRAINT jobs_task_name,"
+        " DROP CONSTRAINT jobs_max_attempts",
+    ], JOBS_COLUMNS),
+    "  without the 4 other partial indexes": ([
+        f"DROP INDEX {SCHEMA}.{name}"
+        for name in ("jobs_suspect_idx", "jobs_due_idx", "jobs_unique_key_idx", "jobs_finished_idx")
+    ], JOBS_COLUMNS),
+    "  queue, task COLLATE \"C\"": ([
+        f'ALTER TABLE {SCHEMA}.jobs ALTER queue TYPE text COLLATE "C", ALTER task TYPE text COLLATE "C"',
+    ], JOBS_COLUMNS),
+    "  enqueued_at sent, not clock()": ([], JOBS_COLUMNS_WITH_ENQUEUED_AT),
+}
 
 
 def fresh_jobs_table(conn: psycopg.Connection, fillfactor: int | None = None) -> None:
@@ -125,10 +150,10 @@ def _timed_copy_in(conn: psycopg.Connection, statement: str, data: bytes) -> flo
 
 def profile_copy(args: argparse.Namespace) -> None:
     n = args.jobs
-    timings: dict[str, list[float]] = {"floor table, COPY (ids by nextval)": [], "jobs, COPY (ids sent)": [],
-                                       "jobs, reserve_ids": []}
+    floor_name, reserve_name = "floor table, COPY (ids by nextval)", "jobs, reserve_ids"
+    timings: dict[str, list[float]] = {floor_name: [], **{name: [] for name in JOBS_VARIANTS}, reserve_name: []}
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        # The two streams, made by the server itself from identical rows.
+        # The streams, made by the server itself from identical rows.
         create_floor_table(conn, FLOOR_SCHEMA)
         conn.execute(f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
                      " FROM generate_series(1, %s)", (NOOP_PAYLOAD, n))
@@ -136,31 +161,35 @@ def profile_copy(args: argparse.Namespace) -> None:
         fresh_jobs_table(conn)
         conn.execute(f"INSERT INTO {SCHEMA}.jobs {JOBS_COLUMNS} SELECT g, 'default', 'bench.noop', %s, 0, NULL,"
                      " now(), 'queued', NULL FROM generate_series(1, %s) g", (NOOP_PAYLOAD, n))
-        jobs_stream = _copy_out(conn, f"COPY {SCHEMA}.jobs {JOBS_COLUMNS} TO STDOUT (FORMAT BINARY)")
+        jobs_streams = {columns: _copy_out(conn, f"COPY {SCHEMA}.jobs {columns} TO STDOUT (FORMAT BINARY)")
+                        for columns in (JOBS_COLUMNS, JOBS_COLUMNS_WITH_ENQUEUED_AT)}
         reserve = queries(SCHEMA)["reserve_ids"]
         for run in range(args.runs):
             log(f"run {run + 1}/{args.runs}")
             create_floor_table(conn, FLOOR_SCHEMA)
             conn.execute("CHECKPOINT")
-            timings["floor table, COPY (ids by nextval)"].append(_timed_copy_in(
+            timings[floor_name].append(_timed_copy_in(
                 conn, f"COPY {FLOOR_SCHEMA}.t {FLOOR_COLUMNS} FROM STDIN (FORMAT BINARY)", floor_stream))
-            fresh_jobs_table(conn)
-            conn.execute("CHECKPOINT")
-            timings["jobs, COPY (ids sent)"].append(_timed_copy_in(
-                conn, f"COPY {SCHEMA}.jobs {JOBS_COLUMNS} FROM STDIN (FORMAT BINARY)", jobs_stream))
+            for name, (ddl, columns) in JOBS_VARIANTS.items():
+                fresh_jobs_table(conn)
+                for statement in ddl:
+                    conn.execute(statement)
+                conn.execute("CHECKPOINT")
+                timings[name].append(_timed_copy_in(
+                    conn, f"COPY {SCHEMA}.jobs {columns} FROM STDIN (FORMAT BINARY)", jobs_streams[columns]))
             began = time.perf_counter()
             for start in range(0, n, 50_000):  # as enqueue_many does (client.ENQUEUE_BATCH)
                 conn.execute(reserve, {"n": min(50_000, n - start)}).fetchone()
-            timings["jobs, reserve_ids"].append(time.perf_counter() - began)
+            timings[reserve_name].append(time.perf_counter() - began)
         conn.execute(f"DROP SCHEMA {FLOOR_SCHEMA} CASCADE")
         conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
-    floor_s = statistics.median(timings["floor table, COPY (ids by nextval)"])
+    floor_s = statistics.median(timings[floor_name])
     print(f"{n:,} rows, median of {args.runs} (min-max); rate = rows/s; ratio = floor table's time / this time")
     for name, values in timings.items():
         median = statistics.median(values)
         print(f"{name:<38} {median:.3f} s ({min(values):.3f}-{max(values):.3f})  {n / median:>10,.0f}/s"
               f"  {floor_s / median:.2f}x")
-    both = statistics.median(timings["jobs, COPY (ids sent)"]) + statistics.median(timings["jobs, reserve_ids"])
+    both = statistics.median(timings["jobs, COPY (ids sent)"]) + statistics.median(timings[reserve_name])
     print(f"{'jobs, reserve_ids + COPY':<38} {both:.3f} s  {n / both:>25,.0f}/s  {floor_s / both:.2f}x")
 
 

@@ -295,13 +295,13 @@ def run_scale(args: argparse.Namespace, pg_dsn: str) -> dict[str, Any]:
     out = args.out / "scale.json"
     command = [args.currant_python, "benchmarks/scale.py", "--dsn", pg_dsn, "--runs", str(args.runs),
                "--json", str(out), *(["--quick"] if args.quick else [])]
+    shown = " ".join(["python", *command[1:]]).replace(pg_dsn, "DSN")
     out.unlink(missing_ok=True)  # never report an earlier run's numbers
-    log(f"workload 4 (scale): {' '.join(command[1:3])} --runs {args.runs}{' --quick' if args.quick else ''}")
+    log(f"workload 4 (scale): {shown}")
     # Its progress goes to stderr like ours; its table to our stderr too, so stdout stays the markdown.
     done = subprocess.run(command, cwd=REPO, env=child_env(), stdout=sys.stderr, check=False)
     summary = json.loads(out.read_text())["summary"] if out.exists() else {}
-    return {"command": " ".join(["python", *command[1:]]).replace(pg_dsn, "DSN"), "ok": done.returncode == 0,
-            "summary": summary}
+    return {"command": shown, "ok": done.returncode == 0, "summary": summary}
 
 
 if __name__ == "__main__":

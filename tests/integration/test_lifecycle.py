@@ -303,7 +303,6 @@ def test_concurrent_enqueue_many_with_overlapping_keys(app: currant.App, db: Any
         assert ids == [owner[f"k{(n + i) % 10}"] for i in range(10)]
 
 
-
 def test_bulk_enqueues_taking_keys_in_different_orders_never_deadlock(app: currant.App, db: Any) -> None:
     # Each batch meets the same ten keys in a different order. Inserted by id,
     # two batches would wait on each other's uncommitted keys (PostgreSQL
