@@ -109,10 +109,20 @@ ORDER BY j.unique_key, j.id
 SELECT pg_notify(%(channel)s, %(payload)s)
 
 -- name: claim
--- The locking SELECT sits in a CTE so LIMIT bounds the rows locked (the
--- "id IN (subquery LIMIT n)" form can lock more than n). It walks
--- jobs_claim_idx (queue, priority DESC, id) in order: highest priority first,
--- FIFO within a priority. SKIP LOCKED lets concurrent claimers pass each other.
+-- The locking SELECTs sit in a CTE so LIMIT bounds the rows locked (the
+-- "id IN (subquery LIMIT n)" form can lock more than n). Highest priority
+-- first, FIFO within a priority, in three ordered parts, each an index walk
+-- that stops after LIMIT rows: priority > 0 from jobs_claim_priority_idx,
+-- priority 0 (almost every job) from jobs_claim_idx (queue, id), priority < 0
+-- from jobs_claim_priority_idx again. UNION ALL runs its parts in order and
+-- the outer LIMIT stops pulling once the batch is full, so a later part locks
+-- nothing it does not return; an empty part costs one index probe. The
+-- middle part names its queue as a range and orders by (queue, id): with
+-- "queue = x" the planner drops the constant from the ORDER BY, and then the
+-- primary key offers "ORDER BY id" as well, a walk that a stale estimate
+-- (every job still queued, as right after a bulk enqueue) can prefer, and
+-- that must step over every finished job before the first queued one. SKIP
+-- LOCKED lets concurrent claimers pass each other.
 -- The attempt is counted here, at claim time, and the lease (worker_id) is
 -- taken in the same write. The update finds its rows by primary key through
 -- "id = ANY(ARRAY(...))": joined to the CTE instead, an analyzed table with a
@@ -126,11 +136,27 @@ SELECT pg_notify(%(channel)s, %(payload)s)
 WITH owner AS (
     SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
 ), next AS (
-    SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s AND rescues = 0 AND EXISTS (SELECT 1 FROM owner)
-    ORDER BY priority DESC, id
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue = %(queue)s AND priority > 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS high
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue >= %(queue)s AND queue <= %(queue)s AND priority = 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY queue, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS normal
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue = %(queue)s AND priority < 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS low
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s

@@ -151,6 +151,27 @@ def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(app: curran
     print(f"dead tuples before ANALYZE: {dead}; analyzed generic plan:\n{plans[(True, True)]}")
 
 
+def test_claim_never_walks_the_primary_key_on_stale_statistics(app: currant.App, database_dsn: str,
+                                                               db: Any, schema_name: str) -> None:
+    """Analyzed right after a bulk enqueue, the statistics say every job is
+    queued; most are finished before the next ANALYZE (a fast drain). "ORDER
+    BY id" would then let the planner walk the primary key from the oldest,
+    finished, jobs on; the claim must stay on jobs_claim_idx."""
+    jobs = f'"{schema_name}".jobs'
+    db.execute(f"ALTER TABLE {jobs} SET (autovacuum_enabled = false)")
+    ids = app.enqueue_many("noop", [()] * 50_000)
+    db.execute(f"ANALYZE {jobs}")
+    db.execute(f"UPDATE {jobs} SET state = 'succeeded', finished_at = now() WHERE id < %s", (ids[45_000],))
+    _register_workers(db, schema_name, 1)
+    claim = app.sql["claim"]
+    with _connect(database_dsn) as conn:
+        for generic in (False, True):
+            plan = _claim_plan(conn, claim, generic)
+            assert "jobs_claim_idx" in plan and "Index Scan using jobs_pkey on jobs jobs_" not in plan, plan
+        rows = conn.execute(claim, {"queue": "default", "limit": 1000, "worker": 1}).fetchall()
+        assert [row[0] for row in rows] == ids[45_000:46_000]
+
+
 # -- a stateful model of the SQL (T30) ----------------------------------------------------------
 #
 # Time passes on the database side only: the machine moves the database clock

@@ -131,14 +131,17 @@ def test_enqueue_many_with_delays(app: currant.App, spawn_worker: Any) -> None:
 
 
 def test_priority_first_then_fifo(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    app.enqueue("record", ("negative",), priority=-1)
     for i in range(5):
         app.enqueue("record", (f"low{i}",))
     for i in range(5):
         app.enqueue("record", (f"high{i}",), priority=10)
     app.enqueue("record", ("mid",), priority=5)
+    app.enqueue_many("record", [("bulk-mid",), currant.Item(args=("bulk-negative",), priority=-5)], priority=5)
     assert spawn_worker("--burst", "--concurrency", "1").wait() == 0
     order = [key for key, _, _ in ledger(db, app.schema)]
-    assert order == [f"high{i}" for i in range(5)] + ["mid"] + [f"low{i}" for i in range(5)]
+    assert order == ([f"high{i}" for i in range(5)] + ["mid", "bulk-mid"] + [f"low{i}" for i in range(5)]
+                     + ["negative", "bulk-negative"])
 
 
 def test_queues_are_claimed_in_the_given_order(app: currant.App, spawn_worker: Any, db: Any) -> None:
