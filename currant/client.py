@@ -20,13 +20,16 @@ from .job import Item
 from .task import check_name
 
 # What a plan yields: (how to run it, statement, parameters or COPY chunks).
-Fetch = Literal["one", "all", "rowcount", "copy"]
+# "one_binary" fetches one row in binary format: no text formatting of long
+# arrays of numbers on either side.
+Fetch = Literal["one", "one_binary", "all", "rowcount", "copy"]
 Step = tuple[Fetch, str, Any]
 Plan = Generator[Step, Any, Any]
 
 # Bulk enqueue sends COPY data in chunks of about this size: big enough that
-# per-message overhead vanishes, small enough to bound memory for huge inputs.
-COPY_CHUNK_BYTES = 4 << 20
+# per-message overhead vanishes, small enough that the server starts inserting
+# early and the next chunk is built while it does.
+COPY_CHUNK_BYTES = 256 << 10
 # Ids are reserved and rows encoded this many at a time.
 ENQUEUE_BATCH = 50_000
 # A unique-key conflict with a row this snapshot cannot see yet is retried.
@@ -55,8 +58,8 @@ def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
                         copy.write(chunk)
                 result = None
                 continue
-            cur = conn.execute(statement, argument)
-            if fetch == "one":
+            cur = conn.execute(statement, argument, binary=fetch == "one_binary")
+            if fetch == "one" or fetch == "one_binary":
                 result = cur.fetchone()
             elif fetch == "all":
                 result = cur.fetchall()
@@ -78,8 +81,8 @@ async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
                         await copy.write(chunk)
                 result = None
                 continue
-            cur = await conn.execute(statement, argument)
-            if fetch == "one":
+            cur = await conn.execute(statement, argument, binary=fetch == "one_binary")
+            if fetch == "one" or fetch == "one_binary":
                 result = await cur.fetchone()
             elif fetch == "all":
                 result = await cur.fetchall()
@@ -260,11 +263,12 @@ def _enqueue_many_steps(
     copy_statement = sql["copy_stage"] if uses_keys else sql["copy_jobs"]
     for start in range(0, len(payloads), ENQUEUE_BATCH):
         batch = payloads[start : start + ENQUEUE_BATCH]
-        db_now, ids = yield ("one", sql["reserve_ids"], {"n": len(batch)})
+        db_now, ids = yield ("one_binary", sql["reserve_ids"], {"n": len(batch)})
         now_us = codec.pg_micros(db_now)
-        rows: list[tuple[Any, ...]] = [(job_id, queue, task, payload, priority, max_attempts, now_us, "queued", None)
-                for job_id, payload in zip(ids, batch)]
         any_ready = any_ready or len(special) < len(payloads)
+        # Items with their own options, as whole rows by position in the batch;
+        # the plain rows are made while the COPY streams (_copy_chunks).
+        overrides: dict[int, tuple[Any, ...]] = {}
         for index in range(start, start + len(batch)):
             p = special.get(index)
             if p is None:
@@ -282,10 +286,10 @@ def _enqueue_many_steps(
             else:
                 state = "queued"
                 any_ready = True
-            rows[index - start] = (
+            overrides[index - start] = (
                 ids[index - start], queue, task, p.payload, p.priority, max_attempts, run_at_us, state, p.unique_key
             )
-        yield ("copy", copy_statement, _copy_chunks(rows))
+        yield ("copy", copy_statement, _copy_chunks(ids, batch, (queue, task, priority, max_attempts, now_us), overrides))
         all_ids.extend(ids)
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
@@ -319,12 +323,27 @@ def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared | None], res
     raise CurrantError(f"unique keys {sorted(set(pending.values()))[:5]}: {_LIVE_KEY_CONFLICT_RETRY}")
 
 
-def _copy_chunks(rows: list[tuple[Any, ...]]) -> Iterator[bytes]:
-    """The binary COPY stream: header, rows in ~4 MiB chunks, trailer."""
+def _copy_chunks(
+    ids: list[int], payloads: list[bytes], plain: tuple[Any, ...], overrides: dict[int, tuple[Any, ...]]
+) -> Iterator[bytes]:
+    """The binary COPY stream: header, rows, trailer, in chunks of ~COPY_CHUNK_BYTES.
+
+    Rows are made and encoded a step at a time while the COPY runs, so the
+    server inserts one chunk while the next is being built. ``plain`` is
+    (queue, task, priority, max_attempts, run_at) of every row not in
+    ``overrides`` (whole rows by position)."""
+    queue, task, priority, max_attempts, run_at = plain
     out = bytearray(codec.COPY_HEADER)
     step = 2_000
-    for start in range(0, len(rows), step):
-        codec.write_job_rows(out, rows[start : start + step])
+    for start in range(0, len(ids), step):
+        rows = [(job_id, queue, task, payload, priority, max_attempts, run_at, "queued", None)
+                for job_id, payload in zip(ids[start : start + step], payloads[start : start + step])]
+        if overrides:
+            for offset in range(len(rows)):
+                row = overrides.get(start + offset)
+                if row is not None:
+                    rows[offset] = row
+        codec.write_job_rows(out, rows)
         if len(out) >= COPY_CHUNK_BYTES:
             yield bytes(out)
             out.clear()

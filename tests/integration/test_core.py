@@ -15,6 +15,8 @@ import psycopg
 import pytest
 
 import currant
+from currant import client, codec
+from currant.sql import migrations, queries
 from tests.conftest import ROOT, ledger, state_counts, wait_for
 
 
@@ -52,6 +54,31 @@ def test_enqueue_many_100k_all_run(app: currant.App, spawn_worker: Any, db: psyc
         f'SELECT count(*), count(*) FILTER (WHERE state = \'succeeded\' AND attempts = 1) FROM "{app.schema}".jobs'
     ).fetchone()
     assert row == (100_000, 100_000)
+
+
+def test_enqueue_many_rows_across_batches_and_chunks(app: currant.App, db: psycopg.Connection[Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are made a step at a time while each batch's COPY streams, and items
+    with their own options are swapped in by position: every row must still
+    land with its own id, arguments and options, in order."""
+    monkeypatch.setattr(client, "ENQUEUE_BATCH", 4_999)  # batches that end inside a row-building step
+    monkeypatch.setattr(client, "COPY_CHUNK_BYTES", 4_096)
+    special = {0, 1_999, 2_000, 4_998, 4_999, 5_001, 9_998, 11_999}
+    items: list[Any] = [
+        currant.Item(args=(i,), priority=i % 5 + 1, delay=60 if i % 2 else None) if i in special else (i,)
+        for i in range(12_000)
+    ]
+    ids = app.enqueue_many("echo", items)
+    assert len(ids) == len(set(ids)) == 12_000 and ids == sorted(ids)
+    rows = db.execute(
+        f'SELECT id, payload, priority, state::text FROM "{app.schema}".jobs WHERE id = ANY(%s) ORDER BY id', (ids,)
+    ).fetchall()
+    got = [(job_id, codec.unpack_payload(payload)[0], priority, state) for job_id, payload, priority, state in rows]
+    want = [
+        (job_id, (i,), i % 5 + 1 if i in special else 0, "scheduled" if i in special and i % 2 else "queued")
+        for i, job_id in enumerate(ids)
+    ]
+    assert got == want
 
 
 def test_enqueue_many_item_forms(app: currant.App, spawn_worker: Any) -> None:
@@ -186,11 +213,54 @@ def test_migrate_twice_and_concurrently(database_dsn: str, schema_name: str) -> 
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     applied = sorted(out.strip() for out, _ in outputs)
-    assert applied == ["[1]", "[]", "[]"]
+    assert applied == [str([m.version for m in migrations(schema_name)]), "[]", "[]"]
     again = currant.App(database_dsn, schema=schema_name)
     assert again.migrate() == []
     assert again.enqueue("noop") > 0
     again.close()
+
+
+def test_upgrade_from_0001_keeps_queued_jobs_claimable_in_order(database_dsn: str, schema_name: str) -> None:
+    """A schema left at migration 0001 with jobs waiting: migrating rebuilds the
+    claim indexes, and the claim still takes them by priority, then FIFO."""
+    sql = queries(schema_name)
+    first = migrations(schema_name)[0]
+    jobs = f'"{schema_name}".jobs'
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(f'CREATE SCHEMA "{schema_name}"')
+            conn.execute(sql["migrations_table"])
+            conn.execute(first.text.encode())
+            conn.execute(sql["migration_record"], {"version": first.version, "name": first.name})
+        # Enqueued by a Currant of that schema: low, three plain ones, high.
+        ids = [row[0] for row in conn.execute(
+            f"INSERT INTO {jobs} (queue, task, payload, priority) SELECT 'default', 'noop', %s, p"
+            " FROM unnest(ARRAY[-1, 0, 0, 0, 3]) WITH ORDINALITY AS t(p, n) ORDER BY n RETURNING id",
+            (codec.encode_payload((), None, 1 << 20),),
+        )]
+    app = currant.App(database_dsn, schema=schema_name)
+    try:
+        assert app.migrate() == [m.version for m in migrations(schema_name)][1:]
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            (worker,) = conn.execute(sql["register_worker"], {"hostname": "test", "pid": 1, "queues": ["default"]}).fetchone()  # type: ignore[misc]
+            claimed = conn.execute(sql["claim"], {"worker": worker, "queue": "default", "limit": 10}).fetchall()
+        assert [row[0] for row in claimed] == [ids[4], *ids[1:4], ids[0]]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("column", ["queue", "task"])
+def test_the_database_refuses_names_the_client_would(app: currant.App, db: psycopg.Connection[Any],
+                                                      column: str) -> None:
+    """Rows written by other means than Currant's client meet the same rule:
+    1-200 characters, counted as characters, not bytes."""
+    jobs = f'"{app.schema}".jobs'
+    insert = f"INSERT INTO {jobs} (queue, task, payload) VALUES (%(queue)s, %(task)s, '\\x929080')"
+    for name in ("q" * 200, "é" * 200, "𝄞" * 200):  # 200, 400 and 800 bytes
+        db.execute(insert, {"queue": "default", "task": "noop", column: name})
+    for name in ("", "q" * 201, "é" * 201):
+        with pytest.raises(psycopg.errors.CheckViolation, match=f"jobs_{column}_name"):
+            db.execute(insert, {"queue": "default", "task": "noop", column: name})
 
 
 def test_unknown_task_is_retried_not_lost(app: currant.App, spawn_worker: Any) -> None:

@@ -44,7 +44,9 @@ def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spaw
     for attempt, base in ((1, 0.2), (2, 0.4)):
         assert spawn_worker("--burst").wait() == 0
         job = _job(app, job_id)
-        assert (job.state, job.attempts) == ("retrying", attempt)
+        # A burst worker slower to exit than the backoff (a loaded machine) may
+        # promote the job as it stops: queued again, its run_at unchanged.
+        assert job.state in ("retrying", "queued") and job.attempts == attempt, job
         delay = _seconds(job.run_at, job.errors[-1]["at"])  # type: ignore[arg-type]
         assert base * 0.74 <= delay <= base * 1.26, delay
         wait_for(lambda: _job(app, job_id).run_at <= datetime.now(timezone.utc), message="backoff over")  # type: ignore[operator]
