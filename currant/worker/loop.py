@@ -467,7 +467,8 @@ class Worker:
                 claimed.extend(await cur.fetchall())
             return claimed
 
-        return await self._with_reconnect(claim)
+        claimed: list[Any] = await self._with_reconnect(claim)
+        return claimed
 
     async def _complete(self, finished: list[Any]) -> None:
         """Record finished attempts; retry through connection loss.

@@ -1,6 +1,6 @@
 -- 0002_cheaper_enqueue: what a bulk enqueue pays per row, made smaller without
 -- giving up any feature. Measured by counting the server's instructions in
--- COPY (callgrind, `benchmarks/profile_db.py copy`, BENCHMARKS.md); index
+-- COPY (callgrind, `benchmarks/instructions.py copy`, BENCHMARKS.md); index
 -- maintenance was 70 % of them and jobs_claim_idx the largest single part.
 
 -- The claim index loses its priority column. A key of (queue text, priority,
