@@ -95,6 +95,15 @@ class Cluster:
         finally:
             self._run(["pg_ctl", "-D", self.data, "-w", "stop"])
 
+    def snapshot(self) -> None:
+        """Keep a copy of the (stopped) data directory for :meth:`restore`."""
+        subprocess.run(["cp", "-a", self.data, self.data + ".saved"], check=True)
+
+    def restore(self) -> None:
+        """Back to the snapshot: a measured script changes the data it ran on."""
+        shutil.rmtree(self.data)
+        subprocess.run(["cp", "-a", self.data + ".saved", self.data], check=True)
+
     def count(self, script: str, collect: list[str]) -> int:
         """Instructions executed inside the ``collect`` functions while a
         single-user backend runs ``script`` (one statement per line)."""
@@ -158,7 +167,7 @@ def profile_drain(cluster: Cluster) -> None:
     with cluster.server() as conn:
         fresh_jobs_table(conn)
         conn.execute(f"INSERT INTO {SCHEMA}.jobs (queue, task, payload) SELECT 'default', 'bench.noop', %s"
-                     " FROM generate_series(1, %s)", (NOOP_PAYLOAD, CLAIMS * CLAIM_BATCH * 2))
+                     " FROM generate_series(1, %s)", (NOOP_PAYLOAD, CLAIMS * CLAIM_BATCH))
         (worker,) = conn.execute(f"INSERT INTO {SCHEMA}.workers (hostname, pid, queues)"
                                  " VALUES ('bench', 1, '{default}') RETURNING id").fetchone()  # type: ignore[misc]
         ids = [row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.jobs ORDER BY id")]
@@ -179,8 +188,11 @@ def profile_drain(cluster: Cluster) -> None:
             completions.append(literal(sql["complete_succeeded"], worker=worker, ids=batch, attempts=[1] * len(batch)))
     guards = "".join(f"SET {setting}\n" for setting in PLANNER_GUARDS.replace("-c ", "").split())
     collect = ["PortalRun", "pg_plan_queries"]
+    cluster.snapshot()
     claim = cluster.count(guards + "".join(c + "\n" for c in claims), collect)
-    # The claims again, now followed by their completions: the difference is the completions.
+    # From the same data, the claims again, each followed by its completion:
+    # the difference is the completions.
+    cluster.restore()
     both = cluster.count(guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions)), collect)
     jobs = CLAIMS * CLAIM_BATCH
     print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind)")
