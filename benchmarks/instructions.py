@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def profile_copy(cluster: Cluster, n: int) -> None:
     stream = os.path.join(cluster.root, "rows.bin")
     print(f"server instructions per row of a binary COPY of {n:,} rows (callgrind, inside CopyFrom)")
 
-    def measure_copy(prepare: Any, target: str) -> int:
+    def measure_copy(prepare: Callable[[psycopg.Connection[Any]], None], target: str) -> int:
         with cluster.server() as conn:
             prepare(conn)
             conn.execute(f"COPY {target} TO '{stream}' (FORMAT BINARY)")

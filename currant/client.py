@@ -255,7 +255,7 @@ def _enqueue_many_steps(
     uses_keys = any(p.unique_key is not None for p in special.values())
     all_ids: list[int] = []
     earliest_scheduled: float | None = None
-    any_ready = False
+    any_ready = len(special) < len(payloads)  # a plain item is always ready now
     queue, task, priority, max_attempts = options.queue, options.task, options.priority, options.max_attempts
     if uses_keys:
         yield ("rowcount", sql["create_stage"], None)
@@ -265,7 +265,6 @@ def _enqueue_many_steps(
         batch = payloads[start : start + ENQUEUE_BATCH]
         db_now, ids = yield ("one_binary", sql["reserve_ids"], {"n": len(batch)})
         now_us = codec.pg_micros(db_now)
-        any_ready = any_ready or len(special) < len(payloads)
         # Items with their own options, as whole rows by position in the batch;
         # the plain rows are made while the COPY streams (_copy_chunks).
         overrides: dict[int, tuple[Any, ...]] = {}
