@@ -24,7 +24,7 @@ from psycopg import sql
 
 SCHEMA = "bench_floor"
 BATCH = 1000
-# The planner settings of Currant's work connection (currant.worker.loop,
+# The planner settings of Currant's work connection (currant.worker.links,
 # WORK_CONNECTION_OPTIONS), repeated here so the floor stays psycopg alone.
 # Without them this floor's claim sorts the whole remaining backlog for every
 # batch once the table is big enough (BENCHMARKS.md, "About the floor"); the

@@ -43,6 +43,7 @@ import currant  # noqa: E402
 from benchmarks.e2e import REPO, log, worker_cmd, worker_env  # noqa: E402
 from benchmarks.floor import NOOP_PAYLOAD, create_floor_table  # noqa: E402
 from currant import schema as currant_schema  # noqa: E402
+from currant.plans import run_plan  # noqa: E402
 from currant.sql import queries  # noqa: E402
 
 SCHEMA = "bench_profile"
@@ -87,7 +88,8 @@ JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
 
 def fresh_jobs_table(conn: psycopg.Connection, fillfactor: int | None = None) -> None:
     conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    currant_schema.migrate(conn, SCHEMA)
+    with conn.transaction():
+        run_plan(conn, currant_schema.migrate(SCHEMA))
     if fillfactor is not None:
         conn.execute(f"ALTER TABLE {SCHEMA}.jobs SET (fillfactor = {int(fillfactor)})")
 

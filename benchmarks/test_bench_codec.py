@@ -1,4 +1,5 @@
-"""Codec benchmarks: compiled ``currant._core`` vs the pure twin ``currant._core_py``.
+"""Codec benchmarks: compiled ``currant._core`` vs the pure twin ``currant._core_py``,
+and the msgpack rules of ``currant.payload`` (one implementation, used by both).
 
 Run: ``python -m pytest benchmarks/test_bench_codec.py -p no:cacheprovider --benchmark-only``.
 Each operation/size is its own benchmark group, so the table shows c vs python
@@ -12,6 +13,8 @@ import types
 from typing import Any
 
 import pytest
+
+from currant import payload
 
 PY = importlib.import_module("currant._core_py")
 try:
@@ -33,7 +36,8 @@ def _impl(name: str) -> types.ModuleType:
 # Inputs are built once at import time so the timings measure only the codec.
 ARGS = [(i, f"user-{i}@example.com", {"template": "welcome", "retry": i % 3 == 0}) for i in range(1000)]
 KWARGS = [{"priority": "high", "tags": ["a", "b"], "blob": b"\x00" * 16} for _ in range(1000)]
-PAYLOADS = [PY.pack_payload(a, k) for a, k in zip(ARGS, KWARGS)]
+PAYLOADS = [payload.pack_payload(a, k) for a, k in zip(ARGS, KWARGS)]
+PLAIN_ITEMS = [(i, "x" * 32) for i in range(1000)]
 JOB_ROWS = [
     (
         i,
@@ -54,9 +58,8 @@ IDS = list(range(10_000_000, 10_001_000))
 
 @pytest.mark.benchmark
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("impl", IMPLS)
-def test_pack_payload(benchmark: Any, impl: str, n: int) -> None:
-    pack = _impl(impl).pack_payload
+def test_pack_payload(benchmark: Any, n: int) -> None:
+    pack = payload.pack_payload
     pairs = list(zip(ARGS[:n], KWARGS[:n]))
     benchmark.group = f"pack_payload x{n}"
 
@@ -64,6 +67,17 @@ def test_pack_payload(benchmark: Any, impl: str, n: int) -> None:
         return [pack(a, k) for a, k in pairs]
 
     assert benchmark(run) == PAYLOADS[:n]
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pack_plain_args(benchmark: Any, impl: str, n: int) -> None:
+    """enqueue_many's encoding of plain args tuples (the compiled core writes msgpack in C)."""
+    pack = _impl(impl).pack_plain_args
+    items = PLAIN_ITEMS[:n]
+    benchmark.group = f"pack_plain_args x{n}"
+    assert benchmark(pack, items, 1 << 20) == [payload.pack_payload(item, None) for item in items]
 
 
 @pytest.mark.benchmark
@@ -87,9 +101,8 @@ def test_write_job_rows(benchmark: Any, impl: str, n: int) -> None:
 
 @pytest.mark.benchmark
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("impl", IMPLS)
-def test_decode_claimed(benchmark: Any, impl: str, n: int) -> None:
-    decode = _impl(impl).decode_claimed
+def test_decode_claimed(benchmark: Any, n: int) -> None:
+    decode = payload.decode_claimed
     rows = CLAIMED[:n]
     benchmark.group = f"decode_claimed x{n}"
     out = benchmark(decode, rows)

@@ -5,7 +5,7 @@ Run: ``CURRANT_TEST_DSN=postgresql://... python -m pytest benchmarks/test_bench_
 
 One round = ``claim`` (limit 1000) then ``complete_succeeded`` for every
 claimed id, each its own autocommit transaction and prepared, exactly as
-``currant.worker.loop`` sends them without the pipeline. Enqueueing the 1,000
+``currant.worker.completer`` sends them without the pipeline. Enqueueing the 1,000
 jobs is the round's untimed setup, so the backlog stays constant. Table states:
 
 * ``fresh``: an empty schema, never analyzed (the first minute of a queue);
@@ -30,7 +30,8 @@ from psycopg import sql
 
 import currant
 from currant.sql import queries
-from currant.worker.completions import completion_params, register_array_dumpers
+from currant.worker.arrays import register_array_dumpers
+from currant.worker.completer import completion_params
 
 BATCH = 1000
 

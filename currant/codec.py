@@ -1,4 +1,5 @@
-"""Payload encoding with argument-level errors, bound to the chosen core.
+"""The one import point for encoding and decoding: the chosen core's byte
+writers, :mod:`currant.payload`'s msgpack rules, and the policy callers see.
 
 The core (compiled or twin, see :mod:`currant._impl`) does the bytes; this
 module adds the policy: the size cap, and an error that names the argument
@@ -11,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ._core_py import PayloadError  # the compiled core raises this same class
+from . import payload
 from ._impl import core
 from .errors import PayloadTooLarge
+from .payload import PayloadError
 
 if TYPE_CHECKING:  # type checkers read the twin, the readable spec of the core
     from . import _core_py as _typed_core
@@ -23,16 +25,16 @@ else:
 COPY_HEADER: bytes = _typed_core.COPY_HEADER
 COPY_TRAILER: bytes = _typed_core.COPY_TRAILER
 write_job_rows = _typed_core.write_job_rows
-decode_claimed = _typed_core.decode_claimed
-pack_value = _typed_core.pack_value
-unpack_value = _typed_core.unpack_value
-unpack_payload = _typed_core.unpack_payload
-pack_payload = _typed_core.pack_payload  # raw: no size cap, no argument-level error (see encode_payload)
 pack_plain_args = _typed_core.pack_plain_args  # enqueue_many's fast path: None where the careful path must look
 pack_int8_array = _typed_core.pack_int8_array
 pack_int4_array = _typed_core.pack_int4_array
+decode_claimed = payload.decode_claimed
+pack_value = payload.pack_value
+unpack_value = payload.unpack_value
+unpack_payload = payload.unpack_payload
+pack_payload = payload.pack_payload  # raw: no size cap, no argument-level error (see encode_payload)
 
-DEFAULT_MAX_PAYLOAD = 1 << 20
+DEFAULT_MAX_PAYLOAD = payload.DEFAULT_MAX_SIZE
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 __all__ = [
@@ -55,21 +57,21 @@ def encode_payload(
 ) -> bytes:
     """msgpack ``[args, kwargs]``; TypeError names the argument that cannot be encoded."""
     try:
-        payload = _typed_core.pack_payload(args, kwargs)
+        encoded = payload.pack_payload(args, kwargs)
     except (TypeError, ValueError, OverflowError) as exc:
         raise _name_bad_argument(args, kwargs, exc) from exc
-    if len(payload) > max_size:
+    if len(encoded) > max_size:
         raise PayloadTooLarge(
-            f"payload is {len(payload)} bytes, over the {max_size}-byte cap"
+            f"payload is {len(encoded)} bytes, over the {max_size}-byte cap"
             " (raise App(max_payload_size=...) or pass a reference to the data instead)"
         )
-    return payload
+    return encoded
 
 
 def encode_result(value: Any) -> bytes:
     """msgpack of a task's return value; TypeError says so in plain words."""
     try:
-        return _typed_core.pack_value(value)
+        return payload.pack_value(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(
             f"task returned a {type(value).__name__}, which msgpack cannot encode: {exc}"
@@ -91,7 +93,7 @@ def _name_bad_argument(
         return TypeError(f"args must be a tuple or list, not {type(args).__name__}")
     for index, value in enumerate(args):
         try:
-            _typed_core.pack_value(value)
+            payload.pack_value(value)
         except Exception as exc:  # noqa: BLE001 - any failure pinpoints the argument
             return TypeError(
                 f"argument {index} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"
@@ -102,7 +104,7 @@ def _name_bad_argument(
         if not isinstance(key, str):
             return TypeError(f"keyword argument names must be str, got {key!r}")
         try:
-            _typed_core.pack_value(value)
+            payload.pack_value(value)
         except Exception as exc:  # noqa: BLE001
             return TypeError(
                 f"keyword argument {key!r} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"

@@ -1,21 +1,34 @@
-"""Task declarations and their retry policy."""
+"""Task declarations, their retry policy, and periodic schedules."""
 
 from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .app import App
+from croniter import croniter
+
+from . import codec
+from .names import check_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 BackoffPolicy = Callable[[int], float]
 
-MAX_NAME_LENGTH = 200
+
+class Producer(Protocol):
+    """What a task needs of its App: the enqueue API (see ``App.enqueue``)."""
+
+    @property
+    def enqueue(self) -> Callable[..., int]: ...
+    @property
+    def aenqueue(self) -> Callable[..., Awaitable[int]]: ...
+    @property
+    def enqueue_many(self) -> Callable[..., list[int]]: ...
+    @property
+    def aenqueue_many(self) -> Callable[..., Awaitable[list[int]]]: ...
 
 
 def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy:
@@ -32,24 +45,12 @@ def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy
     return delay
 
 
-def check_name(kind: str, name: Any) -> str:
-    """Task and queue names are stored verbatim (always bound, never spliced into
-    SQL), but must be non-empty text without NUL and at most 200 characters."""
-    if not isinstance(name, str):
-        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}")
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"{kind} name must be 1-{MAX_NAME_LENGTH} characters, got {len(name)}")
-    if "\x00" in name:
-        raise ValueError(f"{kind} name {name!r} contains a NUL character")
-    return name
-
-
 class Task(Generic[P, R]):
     """A registered task: call it to run it here, ``enqueue`` it to run it on a worker."""
 
     def __init__(
         self,
-        app: App,
+        app: Producer,
         fn: Callable[P, R],
         *,
         name: str,
@@ -119,3 +120,15 @@ class _BoundOptions:
         return await self.task.app.aenqueue(self.task, args, kwargs, **self.options_)
 
 
+class Periodic:
+    """A cron schedule attached to a task (see ``App.periodic``)."""
+
+    def __init__(self, name: str, schedule: str, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        if not croniter.is_valid(schedule):
+            raise ValueError(f"periodic {name!r}: invalid cron expression {schedule!r}")
+        codec.encode_payload(args, kwargs)  # arguments that cannot be encoded fail here, not at every tick
+        self.name = check_name("periodic", name)
+        self.schedule = schedule
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs

@@ -1,5 +1,6 @@
 """The worker process: ``python -m currant.worker MODULE:APP``."""
 
-from .loop import Worker, WorkerConfig
+from .config import WorkerConfig
+from .worker import Worker
 
 __all__ = ["Worker", "WorkerConfig"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from croniter import croniter
 
-from ..client import arun_plan
+from ..plans import arun_plan
 
 if TYPE_CHECKING:
     from ..app import App
@@ -72,10 +72,7 @@ class CronScheduler:
                 cur = await conn.execute(self.app.sql["periodic_take"], {"name": name, "tick": due})
                 won = await cur.fetchone() is not None
                 if won:
-                    plan = self.app._enqueue_plan(
-                        periodic.task, periodic.args, periodic.kwargs, None, None, None, None, None, None
-                    )
-                    job_id = await arun_plan(conn, plan)
+                    job_id = await arun_plan(conn, self.app.enqueue_plan(periodic.task, periodic.args, periodic.kwargs))
                     log.info("periodic %s: enqueued job %s for tick %s", name, job_id, due.isoformat())
                     taken += 1
             self.last_tick[name] = due

@@ -1,4 +1,4 @@
-"""Execution lanes: the threads that run jobs, and what an attempt's outcome is.
+"""Execution lanes: the threads that run jobs.
 
 Each lane is a thread that takes claimed jobs from the local prefetch queue
 and runs them one after another. Sync handlers run right on the lane; async
@@ -7,9 +7,13 @@ handlers are handed to the event loop and the lane waits for them, so
 a sync handler and never waits for one.
 
 A lane reports each finished attempt by appending ``(id, attempt, outcome)``
-to a deque; ``outcome`` is None for the common case (returned None), else an
-:class:`Outcome`. It wakes the loop only when no wake-up is already pending,
-so a busy worker crosses threads once per batch, not once per job.
+to a deque (see :mod:`currant.worker.outcomes`; ``outcome`` is None for the
+common case, a handler that returned None). It wakes the loop only when no
+wake-up is already pending, so a busy worker crosses threads once per batch,
+not once per job.
+
+Hooks (:mod:`currant.hooks`) run around each attempt in the job's own
+context: on the lane for a sync task, in the coroutine for an async one.
 """
 
 from __future__ import annotations
@@ -17,89 +21,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from concurrent import futures
 import queue
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import faults
-from ..codec import encode_result
-from ..errors import Discard, JobCancelled, JobTimeout, Retry
+from ..errors import JobTimeout
+from ..hooks import Hooks, JobOutcome
 from ..job import JobContext, _set_current
 from ..task import Task
+from . import outcomes
+from .outcomes import CANCELLED, Finished, Outcome
 
 log = logging.getLogger("currant.worker")
 
 # A claimed job as decode_claimed returns it: (id, attempt, task, args, kwargs, payload_error).
 Claimed = tuple[int, int, str, Any, Any, Any]
-
-# Outcome kinds, as complete_outcomes reads them.
-SUCCEEDED = "s"
-RETRY = "r"
-FAILED = "f"
-CANCELLED = "c"
-
-# A job whose task this worker does not know is retried after this long: the
-# usual cause is a rolling deploy, and a worker that knows it will come along.
-UNKNOWN_TASK_RETRY_DELAY = 60.0
-
-
-# A job enqueued without max_attempts, whose task this worker does not know.
-DEFAULT_MAX_ATTEMPTS = 25
-
-
-class Outcome(NamedTuple):
-    kind: str
-    result: bytes | None = None
-    error: str | None = None
-    traceback: str | None = None
-    delay: float | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # the task's; the job's own setting wins in SQL
-
-
-def _describe(exc: BaseException) -> str:
-    text = _storable(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _storable(text: str) -> str:
-    """Text PostgreSQL can store: an error message must never block its own completion.
-
-    NUL cannot be stored at all, and lone surrogates (file names decoded with
-    surrogateescape) cannot be encoded as UTF-8: both are escaped.
-    """
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-# Retry delays are clamped to this (and NaN or negative to 0): a delay the
-# database cannot add to now() would make the whole completion batch fail.
-MAX_RETRY_DELAY = 365 * 24 * 3600.0
-
-
-def _delay(value: Any) -> float:
-    seconds = float(value)
-    if not seconds > 0:  # NaN and negatives
-        return 0.0
-    return min(seconds, MAX_RETRY_DELAY)
-
-
-def _guarded(build: Callable[[], Outcome | None]) -> Outcome | None:
-    """Build an outcome; if that runs into an error (user backoff code, an odd
-    exception), the attempt fails for good instead of the lane dying."""
-    try:
-        return build()
-    except Exception as exc:  # noqa: BLE001
-        return Outcome(FAILED, error=_storable(f"OutcomeError: could not record the attempt's outcome: {exc!r}"))
 
 
 class Lanes:
@@ -111,12 +51,14 @@ class Lanes:
         loop: asyncio.AbstractEventLoop,
         concurrency: int,
         wake: Callable[[], None],
+        hooks: Hooks | None = None,
     ) -> None:
         self.tasks = tasks
+        self.hooks = hooks or Hooks()
         self.loop = loop
         self.concurrency = concurrency
         self.local: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
-        self.outcomes: deque[tuple[int, int, Outcome | None]] = deque()
+        self.outcomes: deque[Finished] = deque()
         self.active: dict[int, JobContext] = {}
         self.async_runs: dict[int, asyncio.Task[Any]] = {}
         self.cancelled: set[int] = set()
@@ -188,15 +130,9 @@ class Lanes:
 
     def _run_one(self, job: Claimed) -> Outcome | None | object:
         job_id, attempt, name, args, kwargs, payload_error = job
-        if payload_error is not None:
-            return Outcome(FAILED, error=f"PayloadError: {payload_error}")
         task = self.tasks.get(name)
-        if task is None:
-            return Outcome(
-                RETRY,
-                error=f"UnknownTask: task {name!r} is not registered in this worker",
-                delay=UNKNOWN_TASK_RETRY_DELAY,
-            )
+        if task is None or payload_error is not None:
+            return outcomes.unrunnable(name, task, payload_error)
         if job_id in self.cancelled:
             self.cancelled.discard(job_id)
             return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
@@ -206,18 +142,21 @@ class Lanes:
         if task.timeout is not None and not task.is_async:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
+        hooks = self.hooks if self.hooks and not task.is_async else None  # async tasks run theirs on the loop
         outcome: Outcome | None
         try:
             faults.point("before_handler")
             if task.is_async:
                 value = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop).result()
-            else:
+            elif hooks is None:
                 value = task.fn(*args, **kwargs)
+            else:
+                value = _with_hooks(hooks, task, args, kwargs, context)
             faults.point("after_handler")
         except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
-            outcome = _guarded(functools.partial(self._failure, task, context, exc))
+            outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
         else:
-            outcome = None if value is None else _guarded(lambda: self._success(value))
+            outcome = None if value is None else outcomes.guarded(functools.partial(outcomes.success, value))
         finally:
             # Only this attempt's entries: an abandoned (timed-out) attempt that
             # ends late must not remove those of the retry running meanwhile.
@@ -237,44 +176,32 @@ class Lanes:
         current = asyncio.current_task()
         assert current is not None
         self.async_runs[context.id] = current
+        hooks = self.hooks if self.hooks else None
+        started = time.perf_counter()
         try:
+            if hooks is not None:
+                await hooks.abefore_job(context)
             if context.cancel_requested:  # asked before the task existed to be cancelled
                 raise asyncio.CancelledError
             if task.timeout is None:
-                return await task.fn(*args, **kwargs)
-            try:
-                return await asyncio.wait_for(task.fn(*args, **kwargs), task.timeout)
-            except asyncio.TimeoutError:
-                context.timed_out = True
-                raise JobTimeout(f"timed out after {task.timeout:g} s") from None
+                value = await task.fn(*args, **kwargs)
+            else:
+                try:
+                    value = await asyncio.wait_for(task.fn(*args, **kwargs), task.timeout)
+                except asyncio.TimeoutError:
+                    context.timed_out = True
+                    raise JobTimeout(f"timed out after {task.timeout:g} s") from None
+        except BaseException as exc:
+            if hooks is not None:
+                await hooks.aafter_job(context, _hook_outcome(context, started, exc=exc))
+            raise
+        else:
+            if hooks is not None:
+                await hooks.aafter_job(context, _hook_outcome(context, started, value=value))
+            return value
         finally:
             if self.async_runs.get(context.id) is current:
                 del self.async_runs[context.id]
-
-    @staticmethod
-    def _success(value: Any) -> Outcome:
-        try:
-            return Outcome(SUCCEEDED, result=encode_result(value))
-        except TypeError as exc:
-            return Outcome(FAILED, error=f"ResultError: {exc}")
-
-    @staticmethod
-    def _failure(task: Task[Any, Any], context: JobContext, exc: BaseException) -> Outcome:
-        if isinstance(exc, Retry):
-            delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
-            return Outcome(
-                RETRY, error=_storable(f"Retry: {exc.reason}"), delay=_delay(delay), max_attempts=task.max_attempts
-            )
-        if isinstance(exc, Discard):
-            return Outcome(FAILED, error=_storable(f"Discard: {exc.reason}"))
-        # An async task cancelled on the loop reaches its lane as concurrent.futures.CancelledError.
-        if isinstance(exc, (JobCancelled, asyncio.CancelledError, futures.CancelledError)) and context.cancel_requested:
-            return Outcome(CANCELLED, error="JobCancelled: cancelled while running")
-        tb = _storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        return Outcome(
-            RETRY, error=_describe(exc), traceback=tb, delay=_delay(task.backoff(context.attempt)),
-            max_attempts=task.max_attempts,
-        )
 
     # -- called from the event loop ------------------------------------------
 
@@ -290,14 +217,14 @@ class Lanes:
             run.cancel()
         return True
 
-    def expire_deadlines(self) -> list[tuple[int, int, Outcome | None]]:
+    def expire_deadlines(self) -> list[Finished]:
         """Sync jobs past their timeout: report them failed and replace their lane.
 
         A Python thread cannot be killed; the lane is abandoned to finish in the
         background (its late result is dropped) and a fresh lane takes its slot.
         """
         now = time.monotonic()
-        expired: list[tuple[int, int, Outcome | None]] = []
+        expired: list[Finished] = []
         with self._deadline_lock:
             for job_id, (deadline, context, task, thread) in list(self.deadlines.items()):
                 if deadline <= now:
@@ -306,10 +233,7 @@ class Lanes:
                     context.timed_out = True
                     context.cancel_requested = True
                     expired.append(
-                        (job_id, context.attempt,
-                         _guarded(lambda: Outcome(RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
-                                                  delay=_delay(task.backoff(context.attempt)),
-                                                  max_attempts=task.max_attempts)))
+                        (job_id, context.attempt, outcomes.guarded(functools.partial(outcomes.timed_out, task, context)))
                     )
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1
@@ -320,5 +244,35 @@ class Lanes:
             self._spawn()
         return expired
 
+    async def watch_deadlines(self) -> None:
+        """The watchdog of sync tasks with a timeout (runs on the loop)."""
+        while True:
+            await asyncio.sleep(0.05)
+            expired = self.expire_deadlines()
+            if expired:
+                self.outcomes.extend(expired)
+                self._wake()
+
 
 _ABANDONED = object()
+
+
+def _with_hooks(hooks: Hooks, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Any:
+    """A sync handler with the hooks around it, on the lane (the handler's own thread)."""
+    started = time.perf_counter()
+    hooks.before_job(context)
+    try:
+        value = task.fn(*args, **kwargs)
+    except BaseException as exc:
+        hooks.after_job(context, _hook_outcome(context, started, exc=exc))
+        raise
+    hooks.after_job(context, _hook_outcome(context, started, value=value))
+    return value
+
+
+def _hook_outcome(context: JobContext, started: float, value: Any = None, exc: BaseException | None = None) -> JobOutcome:
+    duration = time.perf_counter() - started
+    if exc is None:
+        return JobOutcome("succeeded", duration, result=value)
+    cancelled = context.cancel_requested and not context.timed_out
+    return JobOutcome("cancelled" if cancelled else "error", duration, error=outcomes.describe(exc), exception=exc)

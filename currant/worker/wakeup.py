@@ -17,77 +17,67 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
 from .. import faults
+from ..backoff import Backoff
+from .links import Link
 
 log = logging.getLogger("currant.worker")
 
-# Silence longer than this makes the listener check its connection with a
-# query, so a half-open TCP connection is found and replaced.
-HEALTH_CHECK_AFTER = 30.0
-
-
 class Listener:
+    """LISTENs on the app's channel and turns notifications into calls.
+
+    Silence longer than the link's round-trip timeout makes it check its
+    connection with ``health_check``, so a half-open TCP connection is found
+    and replaced; the query also says whether jobs are ready, and so doubles
+    as that moment's fallback poll.
+    """
+
     def __init__(
         self,
-        dsn: str,
+        link: Link,
         channel: str,
-        connect_kwargs: dict[str, Any],
         on_ready: Callable[[str], None],
         on_due: Callable[[str, float], None],
         on_cancel: Callable[[int], None],
         on_connected: Callable[[], None],
         health_check: tuple[str, dict[str, Any]] = ("SELECT false", {}),
         on_health: Callable[[bool], None] = lambda ready: None,
-        health_check_after: float = HEALTH_CHECK_AFTER,
     ) -> None:
-        self.health_check = health_check
-        self.on_health = on_health
-        self.health_check_after = health_check_after
-        self.dsn = dsn
+        self.link = link
         self.channel = channel
-        self.connect_kwargs = connect_kwargs
         self.on_ready = on_ready
         self.on_due = on_due
         self.on_cancel = on_cancel
         self.on_connected = on_connected
+        self.health_check = health_check
+        self.on_health = on_health
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
+            conn = await self.link.connection()
             try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **self.connect_kwargs)
-            except (psycopg.OperationalError, OSError) as exc:
-                log.warning("listener: cannot connect (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            try:
-                async with conn:
-                    faults.point("listener_reconnect")
-                    await conn.execute(f'LISTEN "{self.channel}"')
-                    backoff = 0.05
-                    self.connected.set()
-                    self.on_connected()
-                    while True:
-                        async for notify in conn.notifies(timeout=self.health_check_after):
-                            self._dispatch(notify.payload)
-                        # No notification for a while: prove the connection is alive
-                        # (the query also tells whether work is waiting).
-                        cur = await asyncio.wait_for(
-                            conn.execute(*self.health_check), timeout=min(5.0, self.health_check_after)
-                        )
-                        row = await cur.fetchone()
-                        self.on_health(bool(row and row[0]))
+                faults.point("listener_reconnect")
+                await conn.execute(f'LISTEN "{self.channel}"')
+                backoff.reset()
+                self.connected.set()
+                self.on_connected()
+                while True:
+                    async for notify in conn.notifies(timeout=self.link.timeout):
+                        self._dispatch(notify.payload)
+                    # No notification for a while: prove the connection is alive
+                    # (the query also tells whether work is waiting).
+                    cur = await asyncio.wait_for(conn.execute(*self.health_check), timeout=min(5.0, self.link.timeout))
+                    row = await cur.fetchone()
+                    self.on_health(bool(row and row[0]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 self.connected.clear()
-                log.warning("listener: connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("listener: connection lost (%s); reconnecting", str(exc).strip() or type(exc).__name__)
+                await self.link.drop(siblings=False)
+                await backoff.wait()
 
     def _dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")

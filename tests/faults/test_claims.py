@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import currant
 from currant import codec
-from currant.worker.completions import id_arrays, register_array_dumpers
-from currant.worker.loop import WORK_CONNECTION_OPTIONS
+from currant.worker.arrays import id_arrays, register_array_dumpers
+from currant.worker.links import WORK_CONNECTION_OPTIONS
 from tests.conftest import wait_for
 
 PAYLOAD = codec.encode_payload((), None)

@@ -157,7 +157,7 @@ def test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table(app: currant.A
     the claim must still walk jobs_claim_idx in order and stop after LIMIT rows.
     (Autovacuum is switched off on this test's table so that an autoanalyze
     landing mid-test cannot change the plan.)"""
-    from currant.worker.loop import WORK_CONNECTION_OPTIONS
+    from currant.worker.links import WORK_CONNECTION_OPTIONS
 
     db.execute(f'ALTER TABLE "{schema_name}".jobs SET (autovacuum_enabled = false)')
     app.enqueue_many("noop", [()] * 400_000)
@@ -239,7 +239,7 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
         "the early worker was declared dead while it kept heartbeating"
     # The producer side: a fresh App cannot get a connection.
     producer = currant.App(pg_cluster.dsn, schema=schema, auto_migrate=False)
-    pool = producer._sync_pool()  # opens in the background; the default wait for a connection is 30 s
+    pool = producer._sync.pool()  # opens in the background; the default wait for a connection is 30 s
     default_timeout = pool.timeout
     pool.timeout = 2.0  # only to keep the test short
     started = time.monotonic()
@@ -687,6 +687,6 @@ def test_many_threads_enqueue_through_one_pool(app: currant.App, db: Any, schema
     flat = [job_id for chunk in ids for job_id in chunk]
     assert len(flat) == 32 * (40 + 4 * 5) == len(set(flat))
     assert db.execute(f'SELECT count(*) FROM "{schema_name}".jobs').fetchone()[0] == len(flat)
-    pool = app._pool
+    pool = app._sync._pool
     assert pool is not None and pool.max_size == 8
     print(f"\n32 threads, {len(flat)} jobs through a pool of 8 in {elapsed:.2f} s; pool stats {pool.get_stats()}")

@@ -37,7 +37,7 @@ def test_importing_the_worker_loads_no_pickle_module() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, currant, currant.worker.loop, currant.cli, currant.admin;"
+    code = ("import sys, currant, currant.worker.worker, currant.cli, currant.admin;"
             "print(sorted(m for m in sys.modules if 'pickle' in m))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

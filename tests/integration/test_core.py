@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import currant
-from currant import client, codec
+from currant import codec, enqueue
 from currant.sql import migrations, queries
 from tests.conftest import ROOT, ledger, state_counts, wait_for
 
@@ -61,8 +61,8 @@ def test_enqueue_many_rows_across_batches_and_chunks(app: currant.App, db: psyco
     """Rows are made a step at a time while each batch's COPY streams, and items
     with their own options are swapped in by position: every row must still
     land with its own id, arguments and options, in order."""
-    monkeypatch.setattr(client, "ENQUEUE_BATCH", 4_999)  # batches that end inside a row-building step
-    monkeypatch.setattr(client, "COPY_CHUNK_BYTES", 4_096)
+    monkeypatch.setattr(enqueue, "ENQUEUE_BATCH", 4_999)  # batches that end inside a row-building step
+    monkeypatch.setattr(enqueue, "COPY_CHUNK_BYTES", 4_096)
     special = {0, 1_999, 2_000, 4_998, 4_999, 5_001, 9_998, 11_999}
     items: list[Any] = [
         currant.Item(args=(i,), priority=i % 5 + 1, delay=60 if i % 2 else None) if i in special else (i,)

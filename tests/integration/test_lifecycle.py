@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 import currant
-from currant.worker.completions import completion_params, register_array_dumpers
+from currant.worker.arrays import register_array_dumpers
+from currant.worker.completer import completion_params
 from tests.conftest import ROOT, ledger, state_counts, wait_for
 
 # Short lease timings for the tests (production defaults: 5 s / 30 s).
@@ -225,7 +226,7 @@ def test_stale_completion_is_fenced(app: currant.App, database_dsn: str) -> None
         # The zombie's success, failure and release all change nothing.
         fast, _ = completion_params([(job_id, 1, None)], old_owner)
         assert conn.execute(sql["complete_succeeded"], fast).rowcount == 0
-        from currant.worker.lanes import FAILED, Outcome
+        from currant.worker.outcomes import FAILED, Outcome
 
         _, general = completion_params([(job_id, 1, Outcome(FAILED, error="zombie"))], old_owner)
         assert conn.execute(sql["complete_outcomes"], general).rowcount == 0

@@ -1,30 +1,21 @@
-"""The producer side: enqueue one job, enqueue many by binary COPY, and the admin reads.
+"""Enqueue plans: one job in one round trip, many by binary COPY.
 
-Each operation is a *plan*: a generator that yields the statements to run and
-receives their results. The same plan runs on a sync connection
-(:func:`run_plan`) or an async one (:func:`arun_plan`), so the sync and async
-APIs share every line of logic and differ only in how they wait for I/O.
+Every argument is validated and encoded when the plan is made, before any
+I/O; a bad item of a bulk enqueue is named and nothing is inserted. The plans
+run on either driver (:mod:`currant.plans`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple
-
-import psycopg
+from typing import Any, NamedTuple
 
 from . import codec
 from .errors import CurrantError
 from .job import Item
-from .task import check_name
-
-# What a plan yields: (how to run it, statement, parameters or COPY chunks).
-# "one_binary" fetches one row in binary format: no text formatting of long
-# arrays of numbers on either side.
-Fetch = Literal["one", "one_binary", "all", "rowcount", "copy"]
-Step = tuple[Fetch, str, Any]
-Plan = Generator[Step, Any, Any]
+from .names import check_name
+from .plans import Plan
 
 # Bulk enqueue sends COPY data in chunks of about this size: big enough that
 # per-message overhead vanishes, small enough that the server starts inserting
@@ -44,52 +35,6 @@ class JobOptions(NamedTuple):
     queue: str
     priority: int
     max_attempts: int | None  # None: the worker's task setting decides
-
-
-def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
-    """Drive a plan on a sync connection; returns the plan's return value."""
-    result: Any = None
-    try:
-        while True:
-            fetch, statement, argument = plan.send(result)
-            if fetch == "copy":
-                with conn.cursor() as cur, cur.copy(statement) as copy:
-                    for chunk in argument:
-                        copy.write(chunk)
-                result = None
-                continue
-            cur = conn.execute(statement, argument, binary=fetch == "one_binary")
-            if fetch == "one" or fetch == "one_binary":
-                result = cur.fetchone()
-            elif fetch == "all":
-                result = cur.fetchall()
-            else:
-                result = cur.rowcount
-    except StopIteration as done:
-        return done.value
-
-
-async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
-    """Drive a plan on an async connection; returns the plan's return value."""
-    result: Any = None
-    try:
-        while True:
-            fetch, statement, argument = plan.send(result)
-            if fetch == "copy":
-                async with conn.cursor() as cur, cur.copy(statement) as copy:
-                    for chunk in argument:
-                        await copy.write(chunk)
-                result = None
-                continue
-            cur = await conn.execute(statement, argument, binary=fetch == "one_binary")
-            if fetch == "one" or fetch == "one_binary":
-                result = await cur.fetchone()
-            elif fetch == "all":
-                result = await cur.fetchall()
-            else:
-                result = cur.rowcount
-    except StopIteration as done:
-        return done.value
 
 
 def _delay_seconds(delay: float | timedelta | None) -> float:
@@ -129,7 +74,7 @@ def _check_priority(priority: int) -> int:
     return priority
 
 
-def enqueue_plan(
+def plan_enqueue(
     sql: Mapping[str, str],
     channel: str,
     options: JobOptions,
@@ -207,7 +152,7 @@ def _prepare_item(index: int, item: Any, default_priority: int, max_payload: int
     return _Prepared(payload, default_priority, None, None, None)
 
 
-def enqueue_many_plan(
+def plan_enqueue_many(
     sql: Mapping[str, str],
     channel: str,
     options: JobOptions,

@@ -1,0 +1,240 @@
+"""msgpack payloads and results: the one definition of what Currant writes and accepts.
+
+Both core implementations use this module: the msgpack rules live here once.
+msgpack's own C extension does the bytes; what is Currant's is the policy:
+
+* a job payload is the 2-array ``[args, kwargs]`` with str keywords; a result
+  is any single value;
+* written with ``use_bin_type=True`` and no ExtTypes or timestamps;
+* read strictly: ExtTypes (timestamps included) are refused, every length
+  limit is bounded by the payload's own size (so a header claiming a 4 GiB
+  container fails before anything is allocated), and every failure is one
+  :class:`PayloadError` whose text can be stored on the job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgpack  # msgpack ships no type information
+from msgpack.exceptions import ExtraData, FormatError, StackError
+
+DEFAULT_MAX_SIZE: int = 1 << 20
+
+# What the decoders accept (psycopg may hand bytea over as memoryview).
+BytesLike = bytes | bytearray | memoryview
+
+# A claimed job, decoded: (id, attempt, task, args, kwargs, payload_error);
+# args and kwargs are None when payload_error says why the payload is unusable.
+Decoded = tuple[int, int, str, "tuple[Any, ...] | None", "dict[str, Any] | None", "str | None"]
+
+
+class PayloadError(ValueError):
+    """A stored payload or result is not a well-formed Currant msgpack value.
+
+    ``str(exc)`` is a human-readable reason, suitable for recording on the job.
+    """
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+# One Packer per thread: reusing one avoids allocating its buffer on every
+# call, but a Packer is not safe to share between threads (its buffer is
+# mutable state, and packing a dict subclass runs Python code mid-pack).
+_tls = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        return _tls.packer
+    except AttributeError:
+        packer = _tls.packer = msgpack.Packer(autoreset=True, use_bin_type=True, strict_types=False, datetime=False)
+        return packer
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        return _packer().pack(obj)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError) as exc:
+        # msgpack reports ints beyond 64 bits as OverflowError and cycles or
+        # over-deep nesting as ValueError; to callers they are all "this value
+        # cannot be encoded", which is TypeError (like unsupported types).
+        raise TypeError(f"cannot encode as msgpack: {exc}") from exc
+
+
+def pack_payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> bytes:
+    """msgpack of ``[list(args), dict(kwargs or {})]``; TypeError if it cannot be encoded."""
+    if type(args) is not list and type(args) is not tuple:
+        if isinstance(args, (str, bytes, bytearray)):
+            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
+        args = list(args)
+    if kwargs is None:
+        kw: dict[str, Any] = {}
+    else:
+        kw = kwargs if type(kwargs) is dict else dict(kwargs)
+        for key in kw:
+            if not isinstance(key, str):
+                raise TypeError(f"kwargs key {key!r} is not a str")
+    return _pack([args, kw])
+
+
+def is_plain_args(item: Any) -> bool:
+    """An ``enqueue_many`` item that is an args tuple, not an ``(args, kwargs)`` pair."""
+    return type(item) is tuple and not (
+        len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict)
+    )
+
+
+def pack_plain_args(items: Iterable[Any], max_size: int) -> list[bytes | None]:
+    """``pack_payload(item, None)`` for every plain args tuple that encodes
+    within ``max_size``; None for every other item, which the caller encodes
+    the careful way (and which names the item if it is bad)."""
+    out: list[bytes | None] = []
+    append = out.append
+    no_kwargs: dict[str, Any] = {}
+    for item in items:
+        packed = None
+        if is_plain_args(item):
+            try:
+                packed = _pack([item, no_kwargs])
+            except Exception:  # noqa: BLE001 - the careful path reports it
+                packed = None
+            if packed is not None and len(packed) > max_size:
+                packed = None
+        append(packed)
+    return out
+
+
+def pack_value(value: Any) -> bytes:
+    """msgpack of a single value (a task's result); TypeError if it cannot be encoded."""
+    return _pack(value)
+
+
+# --------------------------------------------------------------------------
+# reading (strict)
+# --------------------------------------------------------------------------
+
+# A msgpack timestamp is ExtType -1, which msgpack decodes itself without
+# calling ext_hook. Every encoding of it holds one of these byte pairs
+# (fixext4/fixext8/ext8-of-12 followed by type 0xff), and all of them hold
+# 0xff: data without that byte (one memchr) needs no closer look.
+_TIMESTAMP_MARKERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise PayloadError(f"msgpack ExtType {code} is not allowed")
+
+
+def _failure(exc: BaseException) -> PayloadError:
+    """Translate an exception from ``msgpack.unpackb`` into a PayloadError."""
+    if isinstance(exc, PayloadError):
+        return exc
+    if isinstance(exc, ExtraData):
+        return PayloadError(f"{len(exc.extra)} bytes of trailing data after the msgpack value")
+    if isinstance(exc, (StackError, RecursionError)):
+        return PayloadError("nesting deeper than msgpack allows")
+    if isinstance(exc, FormatError):
+        return PayloadError("invalid msgpack: reserved or malformed type byte")
+    if isinstance(exc, UnicodeDecodeError):
+        return PayloadError(f"invalid UTF-8 in a string at byte {exc.start}: {exc.reason}")
+    msg = str(exc)
+    if "incomplete input" in msg:
+        return PayloadError("truncated msgpack data")
+    if "exceeds max_" in msg:
+        # The limits are the payload's own length, so a header claiming more
+        # items or bytes than that is truncated data or a size bomb.
+        return PayloadError(f"truncated msgpack data: a length header claims more than the payload holds ({msg})")
+    return PayloadError(f"invalid msgpack: {msg}")
+
+
+def _has_timestamp(value: Any) -> bool:
+    """Whether a decoded value contains a msgpack Timestamp (iterative walk)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())  # keys are str or bytes (strict_map_key)
+        elif type(item) is msgpack.Timestamp:
+            return True
+    return False
+
+
+def _may_hold_timestamp(data: bytes) -> bool:
+    return b"\xff" in data and any(marker in data for marker in _TIMESTAMP_MARKERS)
+
+
+def _unpack(data: Any, max_size: int) -> Any:
+    if type(data) is not bytes:
+        if not isinstance(data, (bytearray, memoryview)):
+            raise PayloadError(f"payload must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+    n = len(data)
+    if n > max_size:
+        raise PayloadError(f"payload is {n} bytes, over the {max_size}-byte cap")
+    try:
+        # An element takes at least one byte and a map entry two, so no
+        # honest payload exceeds these limits.
+        value = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
+            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n // 2, max_ext_len=n,
+        )
+    except (ValueError, RecursionError, msgpack.UnpackException) as exc:
+        raise _failure(exc) from None
+    if _may_hold_timestamp(data) and _has_timestamp(value):
+        raise PayloadError("msgpack ExtType -1 (timestamp) is not allowed")
+    return value
+
+
+def _shape_failure(value: Any) -> PayloadError | None:
+    """Why a decoded value is not ``[args: list, kwargs: dict[str, Any]]`` (None if it is)."""
+    if type(value) is not list:
+        return PayloadError(f"top level must be a 2-element array [args, kwargs], not {type(value).__name__}")
+    if len(value) != 2:
+        return PayloadError(f"top level must be a 2-element array [args, kwargs], not an array of {len(value)}")
+    args, kwargs = value
+    if type(args) is not list:
+        return PayloadError(f"args must be an array, not {type(args).__name__}")
+    if type(kwargs) is not dict:
+        return PayloadError(f"kwargs must be a map, not {type(kwargs).__name__}")
+    for key in kwargs:
+        if type(key) is not str:
+            return PayloadError(f"kwargs keys must be str, not {type(key).__name__} ({key!r})")
+    return None
+
+
+def unpack_payload(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Strictly decode a job payload into ``(args, kwargs)``; PayloadError (only) if malformed."""
+    value = _unpack(data, max_size)
+    failure = _shape_failure(value)
+    if failure is not None:
+        raise failure
+    return tuple(value[0]), value[1]
+
+
+def unpack_value(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Any:
+    """Strictly decode a single value (a result): as strict as a payload, without the shape rule."""
+    return _unpack(data, max_size)
+
+
+def decode_claimed(rows: Iterable[tuple[int, int, str, BytesLike]], max_size: int = DEFAULT_MAX_SIZE) -> list[Decoded]:
+    """Decode claimed ``(id, attempt, task, payload)`` rows.
+
+    A malformed payload never raises and never affects the other rows: its
+    row comes back as ``(id, attempt, task, None, None, reason)``.
+    """
+    out: list[Decoded] = []
+    append = out.append
+    for job_id, attempt, task, payload in rows:
+        try:
+            args, kwargs = unpack_payload(payload, max_size)
+        except PayloadError as exc:
+            append((job_id, attempt, task, None, None, str(exc)))
+        else:
+            append((job_id, attempt, task, args, kwargs, None))
+    return out

@@ -1,0 +1,162 @@
+"""The claimer: keeps the lanes' local queue filled, on the claims connection.
+
+When the local queue is at or below its low-water mark (half a batch) and
+jobs may be ready, it claims up to a batch; several queues strictly in the
+order given, the next only when those before it could not fill the batch.
+Rescued jobs ("suspects") are never claimed in a batch: once the worker holds
+nothing, it claims one and lets it run alone.
+
+When nothing is ready it waits for a wake-up (a notification, a lane making
+room) or for the fallback poll, which it lines up with the heartbeat: the
+heartbeat reports ready work too, so an idle worker sends one statement per
+interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import codec, faults
+from .arrays import id_arrays
+from .config import WorkerConfig
+from .lanes import Claimed, Lanes
+from .links import Connection, Link
+from .state import WorkerState
+
+log = logging.getLogger("currant.worker")
+
+
+class Claimer:
+    def __init__(
+        self,
+        state: WorkerState,
+        config: WorkerConfig,
+        lanes: Lanes,
+        link: Link,
+        sql: dict[str, str],
+        channel: str,
+        burst_check: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self.state = state
+        self.config = config
+        self.lanes = lanes
+        self.link = link
+        self.sql = sql
+        self.channel = channel
+        self.low_water = max(1, config.batch_size // 2)
+        self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
+        link.on_fresh = self._release_unknown
+
+    async def run(self, completer: asyncio.Task[None]) -> None:
+        """Claim until stopping (or, in burst mode, until nothing is left)."""
+        state, config, lanes = self.state, self.config, self.lanes
+        while True:
+            if completer.done():
+                completer.result()  # the completer died: raise what killed it
+                raise RuntimeError("the completer stopped while the worker runs")
+            # Rescued jobs run alone: drain what we hold first, then take one.
+            suspects_wait = state.suspects and not state.stopping
+            if suspects_wait and not state.held:
+                await self._claim_suspect()
+                continue
+            room = lanes.local.qsize() <= self.low_water
+            if not state.stopping and not suspects_wait and state.claim_ready and room:
+                limit = config.batch_size - lanes.local.qsize()
+                seq = state.wake_seq
+                claimed = await self.link.run(lambda conn: self._claim(conn, limit))
+                state.last_poll = time.monotonic()
+                if claimed:
+                    self._dispatch(claimed)
+                if len(claimed) < limit and seq == state.wake_seq:
+                    state.claim_ready = False  # the queue is empty: wait for a notification or the poll
+                continue
+            if state.stopping:
+                return
+            if config.burst and not state.held and await self._burst_check():
+                state.stopping = True
+                return
+            await self._wait(room, suspects_wait)
+
+    async def _wait(self, room: bool, suspects_wait: bool) -> None:
+        state, config = self.state, self.config
+        due = state.last_poll + config.poll_interval
+        if abs(due - state.next_beat) < config.poll_interval / 2:
+            # The heartbeat about then checks for ready jobs too: let it be
+            # this poll, so an idle worker sends one statement per interval.
+            due = state.next_beat + config.poll_interval
+        timeout = due - time.monotonic()
+        if timeout <= 0:
+            state.claim_ready = True  # the fallback poll is due
+            if room and not suspects_wait:
+                return
+            # Nowhere to put a claim yet: wait for the lanes to make room or
+            # the completer to clear what we hold (both wake us).
+            timeout = config.poll_interval
+        state.wake.clear()
+        self.lanes.request_wake()  # the next finished job wakes us: the local queue shrank
+        try:
+            await asyncio.wait_for(state.wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            state.claim_ready = True  # the fallback poll
+
+    async def _claim(self, conn: Connection, limit: int) -> list[Any]:
+        claimed: list[Any] = []
+        for queue in self.config.queues:
+            if len(claimed) >= limit:
+                break
+            params = {"queue": queue, "limit": limit - len(claimed), "worker": self.state.worker_id}
+            cur = await conn.execute(self.sql["claim"], params, prepare=True)
+            claimed.extend(await cur.fetchall())
+        return claimed
+
+    async def _claim_suspect(self) -> None:
+        """Claim one rescued job and let it run alone (nothing else is held)."""
+        for queue in self.config.queues:
+            params = {"queue": queue, "worker": self.state.worker_id}
+
+            async def claim_one(conn: Connection, params: dict[str, Any] = params) -> list[Any]:
+                cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True)
+                return list(await cur.fetchall())
+
+            rows = await self.link.run(claim_one)
+            if rows:
+                log.warning("running rescued job %s alone", rows[0][0])
+                self._dispatch(rows)
+                return
+        self.state.suspects = False
+
+    def _dispatch(self, rows: list[Any]) -> None:
+        held = self.state.held
+        put = self.lanes.local.put
+        for job in codec.decode_claimed(rows):
+            held[job[0]] = job[1]
+            put(job)
+        faults.point("after_claim_commit")
+
+    async def _release_unknown(self, conn: Connection) -> None:
+        """After a failed round trip a claim may have committed without us
+        seeing its rows: hand back whatever is leased to us that we do not hold."""
+        cur = await conn.execute(
+            self.sql["release_unknown"], {"worker": self.state.worker_id, "held": list(self.state.held)}
+        )
+        if cur.rowcount:
+            log.warning("returned %d jobs claimed by a round trip whose answer was lost", cur.rowcount)
+
+    async def release(self, jobs: list[Claimed]) -> None:
+        """Hand back claimed jobs that never started, their attempt refunded."""
+        ids, attempts = id_arrays((job[0], job[1]) for job in jobs)
+        params = {"ids": ids, "attempts": attempts, "worker": self.state.worker_id}
+
+        async def hand_back(conn: Connection) -> None:
+            cur = await conn.execute(self.sql["release"], params)
+            for queue in {row[0] for row in await cur.fetchall()}:
+                await conn.execute(self.sql["notify"], {"channel": self.channel, "payload": f"r:{queue}"})
+
+        await self.link.run(hand_back)
+        for job in jobs:
+            self.state.held.pop(job[0], None)
+        log.info("returned %d prefetched jobs to the queue", len(jobs))

@@ -1,0 +1,172 @@
+"""The completer: records finished attempts, in batches, on the completions connection.
+
+Outcomes arrive from the lanes; whatever is there is flushed at once, so at
+low load a lone job is completed right away and under load the outcomes that
+pile up while a flush is in flight go together in the next one. On its own
+connection, the database records one batch while the claimer claims the next.
+
+Every completion is fenced on (id, attempt, owner, state = running), so
+resending a batch whose first try may have committed is safe, and a worker
+that lost its lease changes nothing (those rows count as "fenced").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import psycopg
+
+from .. import faults
+from .arrays import id_arrays
+from .lanes import Lanes
+from .links import Connection, Link
+from .outcomes import Finished, Outcome, as_failure
+from .state import WorkerState
+
+log = logging.getLogger("currant.worker")
+
+
+class Completer:
+    def __init__(self, state: WorkerState, lanes: Lanes, link: Link, sql: dict[str, str], max_flush: int) -> None:
+        self.state = state
+        self.lanes = lanes
+        self.link = link
+        self.sql = sql
+        self.max_flush = max_flush
+        self._outcome_ready = asyncio.Event()
+        self._closed = False
+
+    def wake(self) -> None:
+        """A lane reported an outcome."""
+        self._outcome_ready.set()
+
+    def close(self) -> None:
+        """Flush what is left, then return from :meth:`run`."""
+        self._closed = True
+        self._outcome_ready.set()
+
+    async def run(self) -> None:
+        lanes = self.lanes
+        while True:
+            if lanes.outcomes:
+                lanes.request_wake()
+                await self.complete(_take(lanes.outcomes, self.max_flush))
+                self.state.wake.set()  # the claimer may be waiting for held jobs to clear
+                continue
+            if self._closed:
+                return
+            self._outcome_ready.clear()
+            lanes.request_wake()
+            if not lanes.outcomes:
+                await self._outcome_ready.wait()
+
+    async def complete(self, finished: list[Finished]) -> None:
+        """Record finished attempts, through any connection loss."""
+        batch = completion_params(finished, self.state.worker_id)
+
+        def store_plainly(exc: psycopg.Error) -> None:
+            # A batch the database refuses (a value it cannot store) must not
+            # block every later completion: its special outcomes are resent as
+            # plain failures, which always store.
+            nonlocal batch
+            if batch[1] is not None:
+                log.error("storing %d outcomes failed (%s); recording them as failed", len(finished), exc)
+                plain = [(job_id, attempt, as_failure(outcome, exc)) for job_id, attempt, outcome in finished]
+                batch = completion_params(plain, self.state.worker_id)
+
+        async def flush(conn: Connection) -> tuple[float | None, int]:
+            faults.point("before_flush")
+            result = await self._send(conn, *batch)
+            faults.point("after_flush")
+            return result
+
+        retry_due, updated = await self.link.run(flush, on_error=store_plainly)
+        held = self.state.held
+        for job_id, _attempt, _outcome in finished:
+            held.pop(job_id, None)
+        self.state.processed += len(finished)
+        self.state.fenced += len(finished) - updated
+        if retry_due is not None:
+            self.state.due_at(retry_due)
+
+    async def _send(
+        self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None
+    ) -> tuple[float | None, int]:
+        """Send the batch; returns (earliest retry due, rows updated)."""
+        if fast and general:
+            # Both kinds in one network round trip, each its own transaction.
+            async with conn.pipeline() as pipeline:
+                fast_cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+                _sync_point(pipeline)
+                general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
+            outcome_rows = await general_cur.fetchall()
+            return _earliest_retry(outcome_rows), fast_cur.rowcount + len(outcome_rows)
+        if fast:
+            cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+            return None, cur.rowcount
+        if general:
+            cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
+            outcome_rows = await cur.fetchall()
+            return _earliest_retry(outcome_rows), len(outcome_rows)
+        return None, 0
+
+
+def completion_params(
+    finished: list[Finished], worker: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(params of complete_succeeded or None, params of complete_outcomes or None).
+
+    The common case, a job that returned None, goes to ``complete_succeeded``
+    as two binary arrays (ids and attempts). Everything else goes to
+    ``complete_outcomes`` with one array per column.
+    """
+    plain: list[tuple[int, int]] = []
+    other: list[tuple[int, int, Outcome]] = []
+    for job_id, attempt, outcome in finished:
+        if outcome is None:
+            plain.append((job_id, attempt))
+        else:
+            other.append((job_id, attempt, outcome))
+    fast = None
+    if plain:
+        ids, attempts = id_arrays(plain)
+        fast = {"ids": ids, "attempts": attempts, "worker": worker}
+    general = None
+    if other:
+        ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in other)
+        general = {
+            "ids": ids,
+            "attempts": attempts,
+            "kinds": [o.kind for _, _, o in other],
+            "results": [o.result for _, _, o in other],
+            "errors": [o.error for _, _, o in other],
+            "tracebacks": [o.traceback for _, _, o in other],
+            "delays": [o.delay for _, _, o in other],
+            "max_attempts": [o.max_attempts for _, _, o in other],
+            "worker": worker,
+        }
+    return fast, general
+
+
+def _take(outcomes: deque[Finished], limit: int) -> list[Finished]:
+    popleft = outcomes.popleft
+    return [popleft() for _ in range(min(limit, len(outcomes)))]
+
+
+def _earliest_retry(rows: list[Any]) -> float | None:
+    due = [run_at for _id, state, _queue, run_at in rows if state == "retrying"]
+    return min(due).timestamp() if due else None
+
+
+def _sync_point(pipeline: Any) -> None:
+    """End the implicit transaction here without waiting for results.
+
+    psycopg's public ``Pipeline.sync()`` also waits for the results, which
+    would cost the round trip we are saving; its internal queueing of a Sync
+    message is what we need. (Issue: psycopg has no public way to do this;
+    pyproject pins psycopg below its next major version for it.)
+    """
+    pipeline._enqueue_sync()

@@ -1,0 +1,81 @@
+"""What a worker's parts share: the lease bookkeeping and the wake-up signals.
+
+Everything here is touched only on the event loop's thread, so there are no
+locks. The claimer waits on ``wake``; anything that may mean "jobs are ready"
+(a notification, LISTEN coming back, a heartbeat that saw work, a lane that
+made room) sets it. The upkeep loop waits on ``due_changed`` to re-arm its
+timer when a job becomes due earlier than it knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from .links import GaveUp
+
+
+class WorkerState:
+    def __init__(self, queues: list[str]) -> None:
+        self.queues = queues
+        self.worker_id = 0
+        self.held: dict[int, int] = {}  # job id -> attempt, for every job leased to us
+        self.stopping = False
+        self.stop_deadline = math.inf
+        # The claimer's wake-up, and whether a claim may find something.
+        self.wake = asyncio.Event()
+        self.claim_ready = True
+        self.wake_seq = 0  # bumped by every "jobs ready" signal: a claim that raced one must not conclude "empty"
+        self.suspects = False  # rescued jobs wait to be run one at a time
+        self.last_poll = 0.0  # monotonic time the database last said what is ready
+        self.next_beat = 0.0  # monotonic time of the next heartbeat
+        # The upkeep loop's timer: the earliest known due job, on the database clock.
+        self.next_due: float | None = None
+        self.due_changed = asyncio.Event()
+        self.clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
+        # What happened, for the exit summary.
+        self.processed = 0
+        self.fenced = 0
+
+    def jobs_ready(self) -> None:
+        """Something may be claimable now."""
+        self.claim_ready = True
+        self.wake_seq += 1
+        self.wake.set()
+
+    def queue_ready(self, queue: str) -> None:
+        if queue in self.queues:
+            self.jobs_ready()
+
+    def polled(self, ready: bool) -> None:
+        """The database just said whether jobs are ready: as good as a poll."""
+        self.last_poll = time.monotonic()
+        if ready:
+            self.claim_ready = True
+            self.wake_seq += 1
+        self.wake.set()
+
+    def due_at(self, when: float) -> None:
+        """A job becomes due at ``when`` (database clock, epoch seconds)."""
+        if self.next_due is None or when < self.next_due:
+            self.next_due = when
+            self.due_changed.set()
+
+    def queue_due(self, queue: str, when: float) -> None:
+        if queue in self.queues:
+            self.due_at(when)
+
+    def db_now(self) -> float:
+        """The database clock as of now, from the offset the last heartbeat measured."""
+        return time.time() + self.clock_offset
+
+    def begin_stop(self, grace: float) -> None:
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + grace
+        self.wake.set()
+
+    def give_up(self, what: str) -> None:
+        """Raise GaveUp if the worker is stopping and its grace period is over."""
+        if self.stopping and time.monotonic() > self.stop_deadline:
+            raise GaveUp(f"{what}: the database stayed unreachable through the shutdown grace period")

@@ -1,0 +1,229 @@
+"""Example-based tests of the msgpack rules (:mod:`currant.payload`).
+
+Every msgpack rule lives once, in currant.payload; both core implementations
+use it, so these run once. What the compiled core adds (bulk enqueue's C
+encoding of plain args) is held to these same bytes in test_codec_hypothesis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import types
+from typing import Any
+
+import msgpack
+import pytest
+
+from currant import codec
+from currant import payload as P
+
+
+def test_payload_error_is_one_class() -> None:
+    assert codec.PayloadError is P.PayloadError
+    assert issubclass(P.PayloadError, ValueError)
+
+
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    float("inf"),
+    "",
+    "héllo ✓",
+    b"",
+    b"\x00\xff",
+    [],
+    [1, [2, [3, {}]]],
+    {"a": {"b": [None, b"x"]}},
+]
+
+
+@pytest.mark.parametrize("args", [(), (1, "a"), [1, "a"], tuple(VALUES)], ids=["empty", "tuple", "list", "all"])
+@pytest.mark.parametrize("kwargs", [None, {}, {"x": 1, "nested": {"k": VALUES}}], ids=["none", "empty", "nested"])
+def test_payload_round_trip(args: Any, kwargs: Any) -> None:
+    data = P.pack_payload(args, kwargs)
+    expected = msgpack.packb([list(args), dict(kwargs or {})], use_bin_type=True)
+    assert data == expected
+    assert P.unpack_payload(data) == (tuple(args), dict(kwargs or {}))
+
+
+def test_pack_payload_accepts_mapping_and_iterables() -> None:
+    data = P.pack_payload(iter([1, 2]), types.MappingProxyType({"a": 1}))
+    assert P.unpack_payload(data) == ((1, 2), {"a": 1})
+
+
+def test_pack_payload_rejects_str_args() -> None:
+    with pytest.raises(TypeError, match="args"):
+        P.pack_payload("abc", None)
+
+
+@pytest.mark.parametrize("key", [1, b"k", None, ("t",)])
+def test_pack_payload_non_str_key(key: Any) -> None:
+    with pytest.raises(TypeError, match="key") as info:
+        P.pack_payload((), {key: 1})
+    assert repr(key) in str(info.value)
+
+
+def _cyclic() -> list[Any]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return cycle
+
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), dt.datetime(2024, 1, 1), 2**64, -(2**63) - 1, {1, 2}, _cyclic()],
+    ids=["object", "datetime", "uint64+1", "int64-1", "set", "cycle"],
+)
+def test_pack_unencodable_is_type_error(value: Any) -> None:
+    with pytest.raises(TypeError):
+        P.pack_payload((value,), None)
+    with pytest.raises(TypeError):
+        P.pack_payload((), {"v": value})
+    with pytest.raises(TypeError):
+        P.pack_value(value)
+    # the per-thread Packer is left clean after a failure
+    assert P.pack_value(1) == b"\x01"
+
+
+def test_pack_from_many_threads() -> None:
+    # The reusable Packer is per thread; a shared one would interleave output.
+    payloads = [((i, "x" * i), {"k": list(range(i))}) for i in range(100)]
+    expected = [P.pack_payload(a, k) for a, k in payloads]
+    mismatches: list[int] = []
+
+    def work() -> None:
+        for _ in range(20):
+            mismatches.extend(i for i, (a, k) in enumerate(payloads) if P.pack_payload(a, k) != expected[i])
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("value", VALUES + [VALUES], ids=lambda v: type(v).__name__)
+def test_value_round_trip(value: Any) -> None:
+    data = P.pack_value(value)
+    assert data == msgpack.packb(value, use_bin_type=True)
+    assert P.unpack_value(data) == value
+
+
+def test_unpack_accepts_buffers() -> None:
+    data = P.pack_payload((1,), {"a": b"b"})
+    for buf in (bytearray(data), memoryview(data)):
+        assert P.unpack_payload(buf) == ((1,), {"a": b"b"})
+        assert P.unpack_value(buf) == [[1], {"a": b"b"}]
+
+
+def _pk(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _deep(depth: int) -> bytes:
+    return b"\x91" * depth + b"\xc0"
+
+
+# (data, word that must appear in the reason); all of them must raise PayloadError.
+MALFORMED_ANY: list[tuple[str, bytes, str]] = [
+    ("empty", b"", "truncated"),
+    ("invalid-byte", b"\xc1", "invalid msgpack"),
+    ("invalid-byte-nested", b"\x92\x90\xc1", "invalid msgpack"),
+    ("truncated", _pk([[1, 2], {"a": "bcd"}])[:-2], "truncated"),
+    ("trailing", _pk([[], {}]) + b"\x01\x02\x03", "3 bytes of trailing data"),
+    ("bad-utf8", b"\x92\x91\xa2\xc3\x28\x80", "UTF-8"),
+    ("bad-utf8-key", b"\x92\x90\x81\xa1\xff\x01", "UTF-8"),
+    ("ext", _pk([[msgpack.ExtType(5, b"x")], {}]), "ExtType"),
+    ("ext-in-kwargs", b"\x92\x90\x81\xa1k\x81\xa1z\xd4\xf9\x00", "ExtType"),  # reserved type -7
+    ("timestamp32", _pk([[msgpack.Timestamp(1, 0)], {}]), "ExtType"),
+    ("timestamp64", _pk([[], {"t": [msgpack.Timestamp(1, 5)]}]), "ExtType"),
+    ("timestamp96", _pk([[msgpack.Timestamp(-(2**40), 5)], {}]), "ExtType"),
+    ("too-deep", _deep(5000), "nesting"),
+    ("array-bomb", b"\xdd\xff\xff\xff\xff", "truncated"),
+    ("map-bomb", b"\xdf\xff\xff\xff\xff", "truncated"),
+    ("str-bomb", b"\xdb\xff\xff\xff\xff", "truncated"),
+    ("bin-bomb", b"\xc6\xff\xff\xff\xff", "truncated"),
+    ("ext-bomb", b"\xc9\xff\xff\xff\xff\x01", "truncated"),
+    ("int-map-key", b"\x92\x90\x81\x01\x01", "map key"),
+    ("array-map-key", b"\x81\x90\x01", "map key"),
+]
+
+MALFORMED_SHAPE: list[tuple[str, bytes, str]] = [
+    ("top-map", _pk({"args": []}), "top level"),
+    ("top-int", _pk(1), "top level"),
+    ("top-1-array", _pk([[]]), "top level"),
+    ("top-3-array", _pk([[], {}, None]), "top level"),
+    ("args-map", _pk([{}, {}]), "args"),
+    ("args-nil", _pk([None, {}]), "args"),
+    ("kwargs-array", _pk([[], []]), "kwargs"),
+    ("kwargs-nil", _pk([[], None]), "kwargs"),
+    ("bytes-kwargs-key", _pk([[], {b"k": 1}]), "keys must be str"),
+]
+
+
+@pytest.mark.parametrize("data,word", [c[1:] for c in MALFORMED_ANY + MALFORMED_SHAPE], ids=[c[0] for c in MALFORMED_ANY + MALFORMED_SHAPE])
+def test_unpack_payload_malformed(data: bytes, word: str) -> None:
+    with pytest.raises(P.PayloadError, match=word):
+        P.unpack_payload(data)
+
+
+@pytest.mark.parametrize("data,word", [c[1:] for c in MALFORMED_ANY], ids=[c[0] for c in MALFORMED_ANY])
+def test_unpack_value_malformed(data: bytes, word: str) -> None:
+    with pytest.raises(P.PayloadError, match=word):
+        P.unpack_value(data)
+
+
+def test_unpack_size_cap() -> None:
+    data = P.pack_payload(("x" * 100,), None)
+    assert P.unpack_payload(data, len(data)) == (("x" * 100,), {})
+    with pytest.raises(P.PayloadError, match=rf"payload is {len(data)} bytes, over the {len(data) - 1}-byte cap"):
+        P.unpack_payload(data, len(data) - 1)
+    with pytest.raises(P.PayloadError, match="cap"):
+        P.unpack_value(data, 10)
+    with pytest.raises(P.PayloadError, match="cap"):
+        P.unpack_payload(b"\x00" * ((1 << 20) + 1))
+
+
+def test_unpack_timestamp_marker_false_positive() -> None:
+    # The bytes d7 ff inside a bin value are not a timestamp: must decode.
+    args = (b"\xd7\xff\xd6\xff\xc7\x0c\xff", "\xff")
+    assert P.unpack_payload(P.pack_payload(args, None)) == (args, {})
+
+
+@pytest.mark.parametrize("data", [None, "text", 123, [1]], ids=["none", "str", "int", "list"])
+def test_unpack_non_bytes(data: Any) -> None:
+    with pytest.raises(P.PayloadError, match="must be bytes"):
+        P.unpack_payload(data)
+
+
+def test_decode_claimed_isolates_bad_rows() -> None:
+    good1 = P.pack_payload((1, "a"), {"k": [1]})
+    good2 = P.pack_payload((), None)
+    rows = [
+        (10, 1, "t.ok", good1),
+        (11, 2, "t.bad", b"\xc1"),
+        (12, 1, "t.ok2", memoryview(good2)),
+        (13, 3, "t.trunc", good1[:-1]),
+        (14, 1, "t.shape", _pk([1, 2])),
+        (15, 1, "t.null", None),
+        (16, 1, "t.big", _pk([["x" * 50], {}])),
+    ]
+    out = P.decode_claimed(rows, 40)
+    assert out[0] == (10, 1, "t.ok", (1, "a"), {"k": [1]}, None)
+    assert out[1][:5] == (11, 2, "t.bad", None, None) and "invalid" in out[1][5]
+    assert out[2] == (12, 1, "t.ok2", (), {}, None)
+    assert out[3][:5] == (13, 3, "t.trunc", None, None) and "truncated" in out[3][5]
+    assert out[4][:5] == (14, 1, "t.shape", None, None) and "args" in out[4][5]
+    assert out[5][:5] == (15, 1, "t.null", None, None) and "bytes" in out[5][5]
+    assert out[6][:5] == (16, 1, "t.big", None, None) and "cap" in out[6][5]
+    assert out == P.decode_claimed(rows, 40)
+    assert P.decode_claimed([]) == []
