@@ -27,11 +27,10 @@ elif _requested:
     raise ImportError(f"CURRANT_IMPL={_requested!r} is not one of 'c', 'python'")
 else:
     try:
-        from . import _core as core
+        from . import _core as core  # noqa: F401 - published as currant._impl.core
 
         __impl__ = "c"
     except ImportError:
-        from . import _core_py as core
 
         __impl__ = "python"
         warnings.warn(

@@ -114,7 +114,7 @@ def load_app(spec: str) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - report any import failure in one line
+    except Exception as exc:
         raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
     app = getattr(module, attribute, None)
     if not isinstance(app, App):

@@ -67,7 +67,7 @@ def list_jobs(sql: Mapping[str, str], state: str, queue: str | None, limit: int)
 def _list_jobs(statement: str, params: dict[str, Any]) -> Plan:
     rows = yield ("all", statement, params)
     keys = ("id", "task", "queue", "state", "attempts", "max_attempts", "enqueued_at", "finished_at", "last_error")
-    return [dict(zip(keys, row)) for row in rows]
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def purge(sql: Mapping[str, str], state: str, queue: str | None, older_than: float | None) -> Plan:

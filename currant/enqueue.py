@@ -233,7 +233,8 @@ def _enqueue_many_steps(
             overrides[index - start] = (
                 ids[index - start], queue, task, p.payload, p.priority, max_attempts, run_at_us, state, p.unique_key
             )
-        yield ("copy", copy_statement, _copy_chunks(ids, batch, (queue, task, priority, max_attempts, now_us), overrides))
+        plain = (queue, task, priority, max_attempts, now_us)
+        yield ("copy", copy_statement, _copy_chunks(ids, batch, plain, overrides))
         all_ids.extend(ids)
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
@@ -248,7 +249,9 @@ def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared | None], res
     """Move staged rows into jobs; a duplicate key resolves to the live job's id."""
     answer = list(reserved)
     pending = {
-        job_id: p.unique_key for job_id, p in zip(reserved, prepared) if p is not None and p.unique_key is not None
+        job_id: p.unique_key
+        for job_id, p in zip(reserved, prepared, strict=True)
+        if p is not None and p.unique_key is not None
     }
     for _ in range(UNIQUE_RETRIES):
         inserted = {row[0] for row in (yield ("all", sql["insert_from_stage"], None))}
@@ -281,7 +284,7 @@ def _copy_chunks(
     step = 2_000
     for start in range(0, len(ids), step):
         rows = [(job_id, queue, task, payload, priority, max_attempts, run_at, "queued", None)
-                for job_id, payload in zip(ids[start : start + step], payloads[start : start + step])]
+                for job_id, payload in zip(ids[start : start + step], payloads[start : start + step], strict=True)]
         if overrides:
             for offset in range(len(rows)):
                 row = overrides.get(start + offset)

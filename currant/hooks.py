@@ -111,7 +111,7 @@ def _call(method: Any, *args: Any) -> None:
         if hasattr(value, "__await__"):
             value.close()
             raise TypeError("an async hook method cannot run around a sync task or an enqueue")
-    except Exception:  # noqa: BLE001 - a hook never fails the job
+    except Exception:
         log.exception("hook %s failed; ignored", _name(method))
 
 
@@ -120,7 +120,7 @@ async def _acall(method: Any, *args: Any) -> None:
         value = method(*args)
         if hasattr(value, "__await__"):
             await value
-    except Exception:  # noqa: BLE001 - a hook never fails the job
+    except Exception:
         log.exception("hook %s failed; ignored", _name(method))
 
 

@@ -44,7 +44,7 @@ def _raw_queries() -> dict[str, str]:
     parts = _STATEMENT_HEADER.split(text)
     queries: dict[str, str] = {}
     # parts = [preamble, name1, body1, name2, body2, ...]
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip()
     return queries

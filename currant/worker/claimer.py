@@ -15,6 +15,7 @@ interval.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,7 +68,7 @@ class Claimer:
             if not state.stopping and not suspects_wait and state.claim_ready and room:
                 limit = config.batch_size - lanes.local.qsize()
                 seq = state.wake_seq
-                claimed = await self.link.run(lambda conn: self._claim(conn, limit))
+                claimed = await self.link.run(functools.partial(self._claim, limit=limit))
                 state.last_poll = time.monotonic()
                 if claimed:
                     self._dispatch(claimed)
@@ -116,18 +117,17 @@ class Claimer:
     async def _claim_suspect(self) -> None:
         """Claim one rescued job and let it run alone (nothing else is held)."""
         for queue in self.config.queues:
-            params = {"queue": queue, "worker": self.state.worker_id}
-
-            async def claim_one(conn: Connection, params: dict[str, Any] = params) -> list[Any]:
-                cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True)
-                return list(await cur.fetchall())
-
-            rows = await self.link.run(claim_one)
+            rows = await self.link.run(functools.partial(self._claim_one_suspect, queue=queue))
             if rows:
                 log.warning("running rescued job %s alone", rows[0][0])
                 self._dispatch(rows)
                 return
         self.state.suspects = False
+
+    async def _claim_one_suspect(self, conn: Connection, queue: str) -> list[Any]:
+        params = {"queue": queue, "worker": self.state.worker_id}
+        cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True)
+        return list(await cur.fetchall())
 
     def _dispatch(self, rows: list[Any]) -> None:
         held = self.state.held

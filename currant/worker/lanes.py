@@ -147,7 +147,8 @@ class Lanes:
         try:
             faults.point("before_handler")
             if task.is_async:
-                value = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop).result()
+                running = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop)
+                value = running.result()
             elif hooks is None:
                 value = task.fn(*args, **kwargs)
             else:
@@ -232,9 +233,8 @@ class Lanes:
                     self._abandoned_threads.add(thread)
                     context.timed_out = True
                     context.cancel_requested = True
-                    expired.append(
-                        (job_id, context.attempt, outcomes.guarded(functools.partial(outcomes.timed_out, task, context)))
-                    )
+                    outcome = outcomes.guarded(functools.partial(outcomes.timed_out, task, context))
+                    expired.append((job_id, context.attempt, outcome))
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1
             log.warning(
@@ -270,7 +270,9 @@ def _with_hooks(hooks: Hooks, task: Task[Any, Any], args: Any, kwargs: Any, cont
     return value
 
 
-def _hook_outcome(context: JobContext, started: float, value: Any = None, exc: BaseException | None = None) -> JobOutcome:
+def _hook_outcome(
+    context: JobContext, started: float, value: Any = None, exc: BaseException | None = None
+) -> JobOutcome:
     duration = time.perf_counter() - started
     if exc is None:
         return JobOutcome("succeeded", duration, result=value)

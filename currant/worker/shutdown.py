@@ -48,7 +48,8 @@ async def shut_down(
         for job_id, attempt in list(state.held.items()):
             context = lanes.active.get(job_id)
             task = tasks.get(context.task) if context is not None else None
-            stuck.append((job_id, attempt, interrupted(task.max_attempts if task is not None else DEFAULT_MAX_ATTEMPTS)))
+            limit = task.max_attempts if task is not None else DEFAULT_MAX_ATTEMPTS
+            stuck.append((job_id, attempt, interrupted(limit)))
         log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
         if stuck:
             await completer.complete(stuck)

@@ -96,7 +96,7 @@ class Upkeep:
                     await asyncio.wait_for(cron.fire_due(state.clock_offset), self.link.timeout)
             except GaveUp:
                 raise
-            except Exception:  # noqa: BLE001 - the heartbeat must go on
+            except Exception:
                 log.exception("maintenance failed; will retry at the next heartbeat")
             state.next_beat = last_beat + self.config.heartbeat
 
@@ -120,7 +120,7 @@ class Upkeep:
             cur = await conn.execute(self.sql["maintain"], params, prepare=True)
             values = await cur.fetchone()
             assert values is not None and cur.description is not None
-            return dict(zip((column.name for column in cur.description), values))
+            return dict(zip((column.name for column in cur.description), values, strict=True))
 
         try:
             row = await self.link.once(maintain)
