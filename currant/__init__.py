@@ -6,6 +6,7 @@ from .app import App
 from .errors import (
     ConfigurationError,
     CurrantError,
+    DatabaseUnavailable,
     Discard,
     EnqueueOutcomeUnknown,
     JobCancelled,
@@ -21,6 +22,7 @@ __all__ = [
     "App",
     "ConfigurationError",
     "CurrantError",
+    "DatabaseUnavailable",
     "Discard",
     "EnqueueOutcomeUnknown",
     "Item",

@@ -1,21 +1,32 @@
-"""``python -m currant``: the admin CLI (migrate, stats, failed, retry, cancel, purge).
+"""``python -m currant``: the admin CLI.
 
-Human-readable tables by default, ``--json`` for scripts. It needs no app
-module: only the DSN (``--dsn`` or ``$CURRANT_DSN``, else the embedded server)
-and the schema.
+It needs no app module: only the DSN (``--dsn`` or ``$CURRANT_DSN``, else the
+embedded server) and the schema. Human-readable output by default, ``--json``
+(before or after the command) for scripts. Every failure is one line on
+stderr and a non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, NoReturn
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, NoReturn, TextIO
 
+import psycopg
+
+from . import console, embedded
 from .app import App
+from .control import LIVE_STATES, PURGEABLE_STATES
+from .drivers import DEFAULT_CONNECT_TIMEOUT
+from .errors import CurrantError
 from .job import STATES
+
+PROG = "python -m currant"
+TOP_INTERVAL = 1.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,118 +34,173 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m currant", description="Administer a Currant queue.")
+    # --json may come before or after the command: both parsers know it, and a
+    # command's own default never overwrites what the top level saw.
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    parser = _Parser(prog=PROG, allow_abbrev=False, parents=[common], description="Administer a Currant queue.")
     parser.add_argument("--dsn", help="PostgreSQL connection string (default: $CURRANT_DSN, else the embedded server)")
     parser.add_argument("--schema", help="schema of Currant's tables (default: $CURRANT_SCHEMA or 'currant')")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("migrate", help="create or upgrade the schema")
-    commands.add_parser("stats", help="jobs per queue and state, and the oldest ready job's age")
-    listing = commands.add_parser("failed", help="list the newest failed jobs")
-    listing.add_argument("--queue")
-    listing.add_argument("--limit", type=int, default=50)
-    jobs = commands.add_parser("list", help="list the newest jobs in a state")
-    jobs.add_argument("state", choices=STATES)
-    jobs.add_argument("--queue")
-    jobs.add_argument("--limit", type=int, default=50)
-    retry = commands.add_parser("retry", help="queue failed or cancelled jobs again")
-    retry.add_argument("ids", type=int, nargs="+", metavar="JOB_ID")
-    cancel = commands.add_parser("cancel", help="cancel jobs (running ones are asked to stop)")
-    cancel.add_argument("ids", type=int, nargs="+", metavar="JOB_ID")
-    purge = commands.add_parser("purge", help="delete jobs in a state")
-    purge.add_argument("state", choices=["succeeded", "failed", "cancelled", "queued", "scheduled", "retrying"])
-    purge.add_argument("--queue")
-    purge.add_argument("--older-than", type=float, metavar="SECONDS", help="only jobs finished (or enqueued) this long ago")
-    show = commands.add_parser("show", help="show one job")
+    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on the database after this long (default: {DEFAULT_CONNECT_TIMEOUT:g})")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common], allow_abbrev=False)
+
+    command("migrate", "create or upgrade the schema")
+    command("stats", "jobs per queue and state, and the oldest ready job's age")
+    for name, help in (("failed", "the newest failed jobs"), ("list", "the newest jobs in a state")):
+        listing = command(name, help)
+        if name == "list":
+            listing.add_argument("state", choices=STATES)
+        listing.add_argument("--queue", help="only jobs of this queue")
+        listing.add_argument("--task", help="only jobs of this task")
+        listing.add_argument("--limit", type=_positive_int, default=50, help="at most this many jobs (default: 50)")
+    show = command("show", "one job in full: arguments, result, every attempt's error and traceback")
     show.add_argument("id", type=int, metavar="JOB_ID")
+    for name, help in (("retry", "queue failed or cancelled jobs again"),
+                       ("cancel", "cancel jobs (running ones are asked to stop)")):
+        command(name, help).add_argument("ids", type=int, nargs="+", metavar="JOB_ID")
+    purge = command("purge", "delete jobs in a state")
+    purge.add_argument("state", choices=PURGEABLE_STATES)
+    purge.add_argument("--queue", help="only jobs of this queue")
+    purge.add_argument("--older-than", type=float, metavar="SECONDS",
+                       help="only jobs finished (or enqueued) this long ago")
+    purge.add_argument("--yes", action="store_true",
+                       help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})")
+    command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
+    command("top", "a live view of queues and workers, refreshed every second until Ctrl-C")
+    emb = command("embedded", "the embedded PostgreSQL used when no DSN is given")
+    emb.add_argument("action", choices=["status", "path", "stop", "destroy"])
+    emb.add_argument("--yes", action="store_true", help="needed by destroy, which deletes every job it holds")
     return parser
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(widths[i]) for i, column in enumerate(columns))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(value.ljust(widths[i]) for i, value in enumerate(line)) for line in cells]
-    return "\n".join(lines)
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    as_json = getattr(args, "json", False)
 
+    def emit(data: Any, text: str) -> None:
+        print(console.to_json(data) if as_json else text, file=out)
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (bytes, memoryview)):
-        return bytes(value).hex()
-    return str(value)
-
-
-def run(args: argparse.Namespace, out: Any) -> int:
-    app = App(args.dsn, schema=args.schema, auto_migrate=False)
-    as_json = args.json
-    status = 0
-
-    def emit(data: Any, rows: Sequence[dict[str, Any]] | None = None, columns: Sequence[str] = ()) -> None:
-        if as_json:
-            print(json.dumps(data, default=_json_default, indent=2), file=out)
-        elif rows is not None:
-            print(_table(rows, columns), file=out)
-        else:
-            print(data, file=out)
-
+    if args.command == "embedded":
+        return _embedded(args, emit)
+    app = App(args.dsn, schema=args.schema, auto_migrate=False, connect_timeout=args.connect_timeout)
     try:
-        if args.command == "migrate":
-            applied = app.migrate()
-            emit({"applied": applied}, [{"applied": ", ".join(map(str, applied)) or "nothing: up to date"}], ["applied"])
-        elif args.command == "stats":
-            stats = app.stats()
-            rows = [
-                {"queue": queue, **entry["states"], "oldest_queued_s": entry["oldest_queued_age"]}
-                for queue, entry in stats["queues"].items()
-            ]
-            emit(stats, rows, ["queue", *STATES, "oldest_queued_s"])
-        elif args.command in ("failed", "list"):
-            state = "failed" if args.command == "failed" else args.state
-            jobs = app.list_jobs(state, queue=args.queue, limit=args.limit)
-            emit(jobs, jobs, ["id", "task", "queue", "state", "attempts", "finished_at", "last_error"])
-        elif args.command == "retry":
-            results = [{"id": job_id, "retried": app.retry(job_id)} for job_id in args.ids]
-            status = 0 if all(r["retried"] for r in results) else 1
-            emit(results, results, ["id", "retried"])
-        elif args.command == "cancel":
-            results = [{"id": job_id, "outcome": app.cancel(job_id)} for job_id in args.ids]
-            emit(results, results, ["id", "outcome"])
-        elif args.command == "purge":
-            deleted = app.purge(args.state, queue=args.queue, older_than=args.older_than)
-            emit({"deleted": deleted}, [{"deleted": deleted}], ["deleted"])
-        elif args.command == "show":
-            job = app.get_job(args.id)
-            if job is None:
-                print(f"python -m currant: job {args.id} not found", file=sys.stderr)
-                return 1
-            data = {name: getattr(job, name) for name in job.__dataclass_fields__}
-            emit(data, [{"field": k, "value": v} for k, v in data.items()], ["field", "value"])
+        if args.command == "top":
+            return _top(app, out)
+        return _command(app, args, emit)
     finally:
         app.close()
-    return status
+
+
+def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
+    name = args.command
+    if name == "migrate":
+        applied = app.migrate()
+        emit({"applied": applied}, f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
+    elif name == "stats":
+        stats = app.stats()
+        rows = [{"queue": queue, **entry["states"], "oldest_ready_s": entry["oldest_queued_age"]}
+                for queue, entry in stats["queues"].items()]
+        emit(stats, console.table(rows, ["queue", *STATES, "oldest_ready_s"]))
+    elif name in ("failed", "list"):
+        state = "failed" if name == "failed" else args.state
+        jobs = app.list_jobs(state, queue=args.queue, task=args.task, limit=args.limit)
+        emit(jobs, console.table(jobs, console.list_columns(state)))
+    elif name == "show":
+        job = app.get_job(args.id)
+        if job is None:
+            return _fail(f"job {args.id} not found")
+        emit(job, console.job_detail(job))
+    elif name == "retry":
+        results = [_retry(app, job_id) for job_id in args.ids]
+        emit(results, console.table(results, ["id", "outcome"]))
+        return 0 if all(r["outcome"] == "retried" for r in results) else 1
+    elif name == "cancel":
+        results = [{"id": job_id, "outcome": app.cancel(job_id).replace("_", " ")} for job_id in args.ids]
+        emit(results, console.table(results, ["id", "outcome"]))
+        return 1 if any(r["outcome"] == "not found" for r in results) else 0
+    elif name == "purge":
+        if args.state in LIVE_STATES and not args.yes:
+            return _fail(f"{args.state} jobs have not run yet; purging deletes them for good (add --yes to do it)")
+        deleted = app.purge(args.state, queue=args.queue, older_than=args.older_than)
+        emit({"deleted": deleted}, f"deleted {deleted} {args.state} jobs")
+    elif name == "workers":
+        workers = app.workers()
+        emit(workers, console.table(workers, ["id", "hostname", "pid", "queues", "concurrency", "running",
+                                              "started_at", "last_seen"]))
+    return 0
+
+
+def _retry(app: App, job_id: int) -> dict[str, Any]:
+    if app.retry(job_id):
+        return {"id": job_id, "outcome": "retried"}
+    job = app.get_job(job_id)
+    if job is None:
+        return {"id": job_id, "outcome": "not found"}
+    return {"id": job_id, "outcome": f"not retried: it is {job.state} (only failed or cancelled jobs are)"}
+
+
+def _top(app: App, out: TextIO) -> int:
+    before, then = app.stats(), time.monotonic()
+    try:
+        while True:
+            time.sleep(TOP_INTERVAL)
+            stats, now = app.stats(), time.monotonic()
+            screen = console.top_screen(stats, app.workers(), console.rates_between(before, stats, now - then),
+                                        datetime.now(timezone.utc))
+            print("\x1b[H\x1b[2J" + screen if out.isatty() else screen + "\n", file=out, flush=True)
+            before, then = stats, now
+    except KeyboardInterrupt:
+        return 0
+
+
+def _embedded(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
+    path = embedded.data_dir()
+    if args.action == "path":
+        emit({"path": str(path)}, str(path))
+    elif args.action == "status":
+        info = embedded.status(path)
+        state = f"running (pid {info['pid']})" if info["running"] else "not running"
+        emit(info, f"{path}: {state}, {info['bytes'] / 2**20:.1f} MiB" if info["exists"] else f"{path}: none")
+    elif args.action == "stop":
+        stopped = embedded.stop(path)
+        emit({"stopped": stopped}, "stopped" if stopped else "not running")
+    elif args.action == "destroy":
+        if not args.yes:
+            return _fail(f"this deletes {path} and every job in it (add --yes to do it)")
+        removed = embedded.destroy(path)
+        emit({"removed": removed}, f"removed {path}" if removed else f"nothing at {path}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args, sys.stdout)
+    except (CurrantError, ValueError, TimeoutError) as exc:
+        return _fail(f"error: {exc}")
+    except psycopg.errors.UndefinedTable:
+        schema = args.schema or os.environ.get("CURRANT_SCHEMA") or "currant"
+        return _fail(f"error: Currant is not installed in schema {schema!r} of this database"
+                     " (python -m currant migrate installs it; --schema names another)")
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-        print(f"python -m currant: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        first_line = str(exc).strip().split("\n", 1)[0]
+        return _fail(f"error: {type(exc).__name__}: {first_line}")

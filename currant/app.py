@@ -9,16 +9,19 @@ transaction policy.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import psycopg
 
 from . import codec, control, schema
-from .drivers import AsyncDriver, SyncDriver
+from . import dsn as dsns
+from .drivers import DEFAULT_CONNECT_TIMEOUT, AsyncDriver, SyncDriver
 from .enqueue import JobOptions, plan_enqueue, plan_enqueue_many
-from .errors import UnknownTask
+from .errors import ConfigurationError, UnknownTask
 from .hooks import Hooks
 from .job import Job
 from .names import check_name
@@ -27,6 +30,32 @@ from .sql import queries, quote_schema
 from .task import BackoffPolicy, Periodic, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_task_name(function: Callable[..., Any]) -> str:
+    """``module.qualname``, with the module named as a worker imports it.
+
+    A function in a file run as a script lives in ``__main__``, but the
+    worker imports that file under its own name (``python quickstart.py`` and
+    ``python -m currant.worker quickstart:app``): the task is named after the
+    file, so both sides agree.
+    """
+    module = function.__module__
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        path = getattr(main, "__file__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name  # python -m package.module
+        elif path and Path(path).stem.isidentifier():
+            module = Path(path).stem  # python quickstart.py
+        else:
+            where = f"file {path!r}" if path else "an interactive session"
+            raise ConfigurationError(
+                f"task {function.__qualname__!r} is defined in {where}, which a worker cannot import under any"
+                " name: pass a name (@app.task(name=...))"
+            )
+    return f"{module}.{function.__qualname__}"
 
 DEFAULT_SCHEMA = "currant"
 DEFAULT_QUEUE = "default"
@@ -49,20 +78,36 @@ class App:
         default_queue: str = DEFAULT_QUEUE,
         max_payload_size: int = codec.DEFAULT_MAX_PAYLOAD,
         auto_migrate: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
-        self._dsn = dsn
-        self.schema = schema or os.environ.get("CURRANT_SCHEMA") or DEFAULT_SCHEMA
-        quote_schema(self.schema)  # validate now, not at first use
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
         self.default_queue = check_name("queue", default_queue)
         self.max_payload_size = max_payload_size
         self.auto_migrate = auto_migrate
-        self.sql = queries(self.schema)
-        self.channel = f"currant_{self.schema}"
+        self.connect_timeout = connect_timeout
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodics: dict[str, Periodic] = {}
         self.hooks = Hooks()
-        self._sync = SyncDriver(lambda: self.dsn, self.schema, auto_migrate)
-        self._async = AsyncDriver(lambda: self.dsn, self.schema, auto_migrate)
+        self._dsn = dsns.check(dsn) if dsn is not None else None
+        self._bind(schema or os.environ.get("CURRANT_SCHEMA") or DEFAULT_SCHEMA)
+
+    def _bind(self, schema: str) -> None:
+        quote_schema(schema)  # validate now, not at first use
+        self.schema = schema
+        self.sql = queries(schema)
+        self.channel = f"currant_{schema}"
+        self._sync = SyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout)
+        self._async = AsyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout)
+
+    def configure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
+        """Point the app at another database or schema (the worker's ``--dsn`` and
+        ``--schema`` do this). Meant for before first use: open pools are closed."""
+        self._sync.close()
+        if dsn is not None:
+            self._dsn = dsns.check(dsn)
+        self._async.close_from_sync()
+        self._bind(schema or self.schema)
 
     # -- configuration -------------------------------------------------------
 
@@ -70,7 +115,8 @@ class App:
     def dsn(self) -> str:
         """The connection string, resolved (and the embedded server started) on first use."""
         if self._dsn is None:
-            self._dsn = os.environ.get("CURRANT_DSN")
+            from_env = os.environ.get("CURRANT_DSN")
+            self._dsn = dsns.check(from_env) if from_env else None
         if not self._dsn:
             from .embedded import embedded_dsn
 
@@ -107,7 +153,7 @@ class App:
         """Register a function as a task (``@app.task`` or ``@app.task(name=..., ...)``)."""
 
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
-            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            task_name = name or default_task_name(function)
             if task_name in self.tasks:
                 raise ValueError(f"task {task_name!r} is already registered")
             registered: Task[Any, Any] = Task(
@@ -193,19 +239,21 @@ class App:
 
     def migrate(self) -> list[int]:
         """Create or upgrade the schema; idempotent and safe to run concurrently."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self._sync.direct() as conn:
             applied: list[int] = self._sync.run_on(conn, schema.migrate(self.schema), transaction=True)
         self._sync.schema_checked = self._async.schema_checked = True
         return applied
 
     async def amigrate(self) -> list[int]:
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+        async with self._async.direct() as conn:
             applied: list[int] = await self._async.run_on(conn, schema.migrate(self.schema), transaction=True)
         self._sync.schema_checked = self._async.schema_checked = True
         return applied
 
     def close(self) -> None:
+        """Close the app's connection pools (sync and async)."""
         self._sync.close()
+        self._async.close_from_sync()
 
     async def aclose(self) -> None:
         await self._async.close()
@@ -366,9 +414,16 @@ class App:
         result: dict[str, Any] = await self._async.run(control.stats(self.sql))
         return result
 
-    def list_jobs(self, state: str, *, queue: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Newest jobs in a state (the admin CLI's listings)."""
-        rows: list[dict[str, Any]] = self._sync.run(control.list_jobs(self.sql, state, queue, limit))
+    def list_jobs(
+        self, state: str, *, queue: str | None = None, task: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The newest jobs in a state, optionally of one queue and task."""
+        rows: list[dict[str, Any]] = self._sync.run(control.list_jobs(self.sql, state, queue, task, limit))
+        return rows
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The live workers: host, pid, queues, concurrency, jobs held at the last heartbeat, when that was."""
+        rows: list[dict[str, Any]] = self._sync.run(control.list_workers(self.sql))
         return rows
 
     def purge(self, state: str, *, queue: str | None = None, older_than: float | None = None) -> int:

@@ -9,11 +9,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from . import logs
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
+
+T = TypeVar("T")
+PROG = "python -m currant.worker"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,57 +55,42 @@ def _queue_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: "--proc 2" must not pass for "--processes 2".
     parser = _Parser(
-        prog="python -m currant.worker",
-        description="Run a Currant worker: claim jobs from PostgreSQL and run them.",
+        prog=PROG, allow_abbrev=False, description="Run a Currant worker: claim jobs from PostgreSQL and run them."
     )
-    parser.add_argument("app", metavar="MODULE:APP", help="where the currant.App lives, e.g. myproject.tasks:app")
-    parser.add_argument(
-        "--dsn",
-        help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded server)",
-    )
-    parser.add_argument("--schema", help="schema holding Currant's tables (default: the app's, $CURRANT_SCHEMA or 'currant')")
-    parser.add_argument(
-        "--queues", type=_queue_list, help="comma-separated queues, claimed strictly in this order (default: the app's default queue)"
-    )
-    parser.add_argument("--concurrency", type=_positive_int, default=4, help="jobs run at once, one thread each (default: 4)")
-    parser.add_argument("--burst", action="store_true", help="run until no job is ready, then exit 0")
-    parser.add_argument(
-        "--poll-interval", type=_positive_float, default=1.0, metavar="SECONDS",
-        help="fallback poll when no notification arrives (default: 1)",
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=1000,
-        help="most jobs claimed per round trip; also the prefetch size (default: 1000)",
-    )
-    parser.add_argument("--heartbeat", type=_positive_float, default=5.0, metavar="SECONDS", help="heartbeat period (default: 5)")
-    parser.add_argument(
-        "--dead-after", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="a worker silent this long is dead and its jobs are rescued (default: 30)",
-    )
-    parser.add_argument(
-        "--shutdown-grace", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long running jobs may finish (default: 30)",
-    )
-    parser.add_argument(
-        "--db-timeout", type=_positive_float, metavar="SECONDS",
-        help="abandon and retry on a new connection any database round trip slower than this"
-        " (finds half-open connections; default: --dead-after)",
-    )
-    parser.add_argument("--max-rescues", type=_positive_int, default=3, help="rescues after which a job is failed as poison (default: 3)")
-    parser.add_argument(
-        "--keep-succeeded", type=_positive_float, default=24 * 3600.0, metavar="SECONDS",
-        help="retention of succeeded jobs (default: 86400)",
-    )
-    parser.add_argument(
-        "--keep-failed", type=_positive_float, default=7 * 24 * 3600.0, metavar="SECONDS",
-        help="retention of failed and cancelled jobs (default: 604800)",
-    )
-    parser.add_argument(
-        "--processes", type=_positive_int, default=1,
-        help="run this many worker processes under one supervisor that restarts any that dies (default: 1)",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add = parser.add_argument
+    add("app", metavar="MODULE:APP", help="where the currant.App lives, e.g. myproject.tasks:app")
+    add("--dsn", help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
+        " server); prefer $CURRANT_DSN for one with a password: a command line is visible to every user")
+    add("--schema", help="schema holding Currant's tables (default: the app's, $CURRANT_SCHEMA or 'currant')")
+    add("--queues", type=_queue_list,
+        help="comma-separated queues, claimed strictly in this order (default: the app's default queue, then every"
+        " queue its tasks declare)")
+    add("--concurrency", type=_positive_int, default=4, help="jobs run at once, one thread each (default: 4)")
+    add("--burst", action="store_true", help="run until no job is ready, then exit 0")
+    add("--poll-interval", type=_positive_float, default=1.0, metavar="SECONDS",
+        help="fallback poll when no notification arrives (default: 1)")
+    add("--batch-size", type=_positive_int, default=1000,
+        help="most jobs claimed per round trip; also the prefetch size (default: 1000)")
+    add("--heartbeat", type=_positive_float, default=5.0, metavar="SECONDS", help="heartbeat period (default: 5)")
+    add("--dead-after", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="a worker silent this long is dead and its jobs are rescued (default: 30)")
+    add("--shutdown-grace", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running jobs may finish (default: 30)")
+    add("--db-timeout", type=_positive_float, metavar="SECONDS",
+        help="abandon and retry on a new connection any database round trip slower than this (finds half-open"
+        " connections); with --burst, also how long the database may stay unreachable (default: --dead-after)")
+    add("--max-rescues", type=_positive_int, default=3,
+        help="rescues after which a job is failed as poison (default: 3)")
+    add("--keep-succeeded", type=_positive_float, default=24 * 3600.0, metavar="SECONDS",
+        help="retention of succeeded jobs (default: 86400)")
+    add("--keep-failed", type=_positive_float, default=7 * 24 * 3600.0, metavar="SECONDS",
+        help="retention of failed and cancelled jobs (default: 604800)")
+    add("--processes", type=_positive_int, default=1,
+        help="run this many worker processes under one supervisor that restarts any that dies (default: 1)")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add("--log-format", default="text", choices=["text", "json"], help="json: one JSON object per line")
     return parser
 
 
@@ -109,35 +100,65 @@ def load_app(spec: str) -> App:
 
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"expected MODULE:APP, got {spec!r}")
+        raise ConfigurationError(f"expected MODULE:APP, got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+        raise ConfigurationError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         found = "nothing" if app is None else f"a {type(app).__name__}"
-        raise ValueError(f"{spec!r} is {found}, not a currant.App")
+        raise ConfigurationError(f"{spec!r} is {found}, not a currant.App")
     return app
 
 
+def served_queues(app: App) -> list[str]:
+    """The default queue first, then every other queue the app's tasks declare."""
+    queues = [app.default_queue]
+    for task in app.tasks.values():
+        if task.queue not in queues:
+            queues.append(task.queue)
+    return queues
+
+
+def event_loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop the worker runs on. psycopg's async mode needs a selector loop,
+    and Windows' default (the Proactor loop) is not one."""
+    if platform == "win32":
+        return asyncio.SelectorEventLoop
+    return None
+
+
+def run_async(main: Coroutine[Any, Any, T], platform: str = sys.platform) -> T:
+    factory = event_loop_factory(platform)
+    if factory is None:
+        return asyncio.run(main)
+    loop = factory()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .supervisor import CHILD_MARKER
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.schema:
-        os.environ["CURRANT_SCHEMA"] = args.schema
-    if args.dsn:
-        os.environ["CURRANT_DSN"] = args.dsn
+    logs.configure(args.log_level, args.log_format)
     from .worker import Worker, WorkerConfig
 
     try:
         app = load_app(args.app)
-        if args.dsn:
-            app._dsn = args.dsn
+        if args.dsn or args.schema:
+            # The command line wins over what the app module says.
+            app.configure(dsn=args.dsn, schema=args.schema)
         config = WorkerConfig(
-            queues=args.queues or [app.default_queue],
+            queues=args.queues or served_queues(app),
             concurrency=args.concurrency,
             burst=args.burst,
             poll_interval=args.poll_interval,
@@ -149,24 +170,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_succeeded=args.keep_succeeded,
             keep_failed=args.keep_failed,
             db_timeout=args.db_timeout,
+            label=args.app,
         )
-    except ValueError as exc:
-        print(f"python -m currant.worker: error: {exc}", file=sys.stderr)
+        app.dsn  # noqa: B018 - a malformed $CURRANT_DSN is reported here, in one line
+    except (ConfigurationError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    if args.processes > 1:
+    if args.processes > 1 and not os.environ.get(CHILD_MARKER):
         from .supervisor import supervise
 
+        logging.getLogger("currant.supervisor").info("supervising %d worker processes", args.processes)
         return supervise(sys.argv[1:] if argv is None else list(argv), args.processes, args.burst)
     worker = Worker(app, config)
     started = time.monotonic()
     try:
-        code = asyncio.run(worker.run())
+        code = run_async(worker.run())
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch this
         code = 130
     elapsed = time.monotonic() - started
     rate = worker.processed / elapsed if elapsed > 0 else 0.0
     print(
-        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s)",
+        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s):"
+        f" {worker.state.tally.summary()}",
         file=sys.stderr,
     )
     return code

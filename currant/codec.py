@@ -35,6 +35,11 @@ unpack_payload = payload.unpack_payload
 pack_payload = payload.pack_payload  # raw: no size cap, no argument-level error (see encode_payload)
 
 DEFAULT_MAX_PAYLOAD = payload.DEFAULT_MAX_SIZE
+
+
+def core_name() -> str:
+    """Which core encodes: "compiled" or "pure Python" (see currant._impl)."""
+    return "compiled" if core.__name__ == "currant._core" else "pure Python"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 __all__ = [

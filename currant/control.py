@@ -58,16 +58,22 @@ def stats(sql: Mapping[str, str]) -> Plan:
     return stats_from_rows(rows)
 
 
-def list_jobs(sql: Mapping[str, str], state: str, queue: str | None, limit: int) -> Plan:
+def list_jobs(sql: Mapping[str, str], state: str, queue: str | None, task: str | None, limit: int) -> Plan:
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
-    return _list_jobs(sql["list_jobs"], {"state": state, "queue": queue, "limit": limit})
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a whole number of at least 1, got {limit!r}")
+    return _rows(sql["list_jobs"], {"state": state, "queue": queue, "task": task, "limit": limit})
 
 
-def _list_jobs(statement: str, params: dict[str, Any]) -> Plan:
-    rows = yield ("all", statement, params)
-    keys = ("id", "task", "queue", "state", "attempts", "max_attempts", "enqueued_at", "finished_at", "last_error")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+def list_workers(sql: Mapping[str, str]) -> Plan:
+    return _rows(sql["list_workers"], None)
+
+
+def _rows(statement: str, params: dict[str, Any] | None) -> Plan:
+    """All rows, each a dict by column name."""
+    cursor_rows, names = yield ("all_named", statement, params)
+    return [dict(zip(names, row, strict=True)) for row in cursor_rows]
 
 
 def purge(sql: Mapping[str, str], state: str, queue: str | None, older_than: float | None) -> Plan:
@@ -84,7 +90,7 @@ def job_from_row(row: Sequence[Any] | None) -> Job | None:
     if row is None:
         return None
     (job_id, task, queue, state, attempts, max_attempts, priority, result, errors, enqueued_at,
-     started_at, finished_at, run_at, cancel_requested, unique_key, rescues, _worker, db_now) = row
+     started_at, finished_at, run_at, cancel_requested, unique_key, rescues, worker_id, db_now, payload) = row
     if state == "queued" and run_at > db_now:
         state = "scheduled"
     errors = errors or []
@@ -112,7 +118,17 @@ def job_from_row(row: Sequence[Any] | None) -> Job | None:
         cancel_requested=cancel_requested,
         unique_key=unique_key,
         rescues=rescues,
+        worker_id=worker_id,
+        **_arguments(payload),
     )
+
+
+def _arguments(payload: Any) -> dict[str, Any]:
+    try:
+        args, kwargs = codec.unpack_payload(bytes(payload))
+    except codec.PayloadError as exc:
+        return {"payload_error": str(exc)}
+    return {"args": args, "kwargs": kwargs}
 
 
 def stats_from_rows(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:

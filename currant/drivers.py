@@ -17,19 +17,36 @@ The two classes mirror each other line for line; only the waiting differs.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from . import dsn as dsns
 from . import schema as schema_plans
-from .errors import EnqueueOutcomeUnknown
+from .errors import DatabaseUnavailable, EnqueueOutcomeUnknown
 from .plans import Plan, arun_plan, run_plan
 
 POOL_MAX_SIZE = 8
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def _libpq_timeout(seconds: float) -> int:
+    return max(2, math.ceil(seconds))  # libpq takes whole seconds, and treats 1 as 2
+
+
+def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsns.describe(dsn)}: {dsns.reason(exc)}")
+
+
+def _pool_timeout(dsn: str, seconds: float) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"no connection to PostgreSQL at {dsns.describe(dsn)} within {seconds:g} s")
 
 
 def outcome_unknown(
@@ -45,10 +62,11 @@ def outcome_unknown(
 
 
 class SyncDriver:
-    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool) -> None:
+    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float) -> None:
         self._dsn = dsn
         self._schema = schema
         self._auto_migrate = auto_migrate
+        self._timeout = connect_timeout
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
         self.schema_checked = False
@@ -56,16 +74,46 @@ class SyncDriver:
     def pool(self) -> ConnectionPool[Any]:
         with self._lock:
             if self._pool is None:
+                # One plain connection first: a wrong DSN or a server that is
+                # not there is reported at once, in one line, instead of by a
+                # pool retrying in the background until its timeout.
+                with self.direct():
+                    pass
                 self._pool = ConnectionPool(
-                    self._dsn(), min_size=1, max_size=POOL_MAX_SIZE, kwargs={"autocommit": True}, open=True,
-                    name="currant",
+                    self._dsn(), min_size=1, max_size=POOL_MAX_SIZE, kwargs=self._kwargs(), timeout=self._timeout,
+                    open=True, name="currant",
                 )
             pool = self._pool
         if self._auto_migrate and not self.schema_checked:
-            with pool.connection() as conn:
+            with self._checkout(pool) as conn:
                 self.run_on(conn, schema_plans.ensure(self._schema), transaction=True)
             self.schema_checked = True
         return pool
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": _libpq_timeout(self._timeout)}
+
+    @contextmanager
+    def direct(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own (not pooled), in autocommit, closed after use."""
+        dsn = self._dsn()
+        try:
+            conn = psycopg.connect(dsn, **self._kwargs())
+        except psycopg.Error as exc:
+            raise _unavailable(dsn, exc) from None
+        with conn:
+            yield conn
+
+    @contextmanager
+    def _checkout(self, pool: ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            raise _pool_timeout(self._dsn(), self._timeout) from None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
 
     def run(self, plan: Plan, connection: Any = None, *, transaction: bool = False, write: bool = False) -> Any:
         if connection is not None:
@@ -73,7 +121,7 @@ class SyncDriver:
                 plan.close()
                 raise TypeError("an AsyncConnection needs the async API (aenqueue, aenqueue_many, ...)")
             return self.run_on(connection, plan, transaction=transaction)
-        with self.pool().connection() as conn:
+        with self._checkout(self.pool()) as conn:
             if not transaction:
                 try:
                     return run_plan(conn, plan)
@@ -113,12 +161,16 @@ class SyncDriver:
 
 
 class AsyncDriver:
-    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool) -> None:
+    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float) -> None:
         self._dsn = dsn
         self._schema = schema
         self._auto_migrate = auto_migrate
+        self._timeout = connect_timeout
         self._lock: asyncio.Lock | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool lives on
+        self._connections: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+        self._closing: set[asyncio.Task[None]] = set()
         self.schema_checked = False
 
     async def pool(self) -> AsyncConnectionPool[Any]:
@@ -126,18 +178,45 @@ class AsyncDriver:
             self._lock = asyncio.Lock()
         async with self._lock:  # two first calls at once must not open two pools
             if self._pool is None:
-                dsn = await asyncio.to_thread(self._dsn)  # may start the embedded server
+                async with self.direct():  # reports a bad DSN or no server at once (see SyncDriver.pool)
+                    pass
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    dsn, min_size=1, max_size=POOL_MAX_SIZE, kwargs={"autocommit": True}, open=False,
-                    name="currant-async",
+                    await asyncio.to_thread(self._dsn), min_size=1, max_size=POOL_MAX_SIZE,
+                    kwargs=self._kwargs(), timeout=self._timeout, open=False, name="currant-async",
+                    configure=self._track,
                 )
                 await pool.open()
-                self._pool = pool
+                self._pool, self._loop = pool, asyncio.get_running_loop()
             if self._auto_migrate and not self.schema_checked:
-                async with self._pool.connection() as conn:
+                async with self._checkout(self._pool) as conn:
                     await self.run_on(conn, schema_plans.ensure(self._schema), transaction=True)
                 self.schema_checked = True
             return self._pool
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": _libpq_timeout(self._timeout)}
+
+    @asynccontextmanager
+    async def direct(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of its own (not pooled), in autocommit, closed after use."""
+        dsn = await asyncio.to_thread(self._dsn)  # may start the embedded server
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, **self._kwargs())
+        except psycopg.Error as exc:
+            raise _unavailable(dsn, exc) from None
+        async with conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _checkout(self, pool: AsyncConnectionPool[Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            conn = await pool.getconn()
+        except PoolTimeout:
+            raise _pool_timeout(await asyncio.to_thread(self._dsn), self._timeout) from None
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
 
     async def run(self, plan: Plan, connection: Any = None, *, transaction: bool = False, write: bool = False) -> Any:
         if connection is not None:
@@ -145,7 +224,7 @@ class AsyncDriver:
                 plan.close()
                 raise TypeError("a sync Connection needs the sync API (enqueue, enqueue_many, ...)")
             return await self.run_on(connection, plan, transaction=transaction)
-        async with (await self.pool()).connection() as conn:
+        async with self._checkout(await self.pool()) as conn:
             if not transaction:
                 try:
                     return await arun_plan(conn, plan)
@@ -177,7 +256,34 @@ class AsyncDriver:
                 return await arun_plan(conn, plan)
         return await arun_plan(conn, plan)
 
+    async def _track(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._connections.add(conn)
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    def close_from_sync(self) -> None:
+        """Close the pool from sync code (``App.close()``), wherever its loop is now."""
+        pool, loop, self._pool = self._pool, self._loop, None
+        if pool is None or loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # a sync call inside the pool's own loop: close in the background
+            task = loop.create_task(pool.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif loop.is_running():  # the loop runs in another thread
+            asyncio.run_coroutine_threadsafe(pool.close(), loop).result(10)
+        elif not loop.is_closed():
+            loop.run_until_complete(pool.close())
+        else:
+            # The loop that opened the pool is gone (asyncio.run returned):
+            # its connections can still be closed, synchronously.
+            for conn in list(self._connections):
+                if not conn.closed:
+                    conn.pgconn.finish()

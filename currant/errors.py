@@ -23,6 +23,13 @@ class EnqueueOutcomeUnknown(CurrantError):
     """
 
 
+class DatabaseUnavailable(CurrantError, ConnectionError):
+    """PostgreSQL could not be reached within the connect timeout, or refused us.
+
+    Nothing was sent: whatever the call was about to do did not happen.
+    """
+
+
 class UnknownTask(CurrantError, LookupError):
     """A task name that this app does not know."""
 

@@ -47,6 +47,10 @@ class Job:
     cancel_requested: bool = False
     unique_key: str | None = None
     rescues: int = 0
+    args: tuple[Any, ...] | None = None  # None if the stored payload does not decode (payload_error says why)
+    kwargs: dict[str, Any] | None = None
+    payload_error: str | None = None
+    worker_id: int | None = None  # the worker that runs (or last ran) it
 
     @property
     def finished(self) -> bool:

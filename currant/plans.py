@@ -15,9 +15,10 @@ from typing import Any, Literal
 import psycopg
 
 # How a step runs: fetch one row, one row in binary format (no text
-# formatting of long arrays of numbers on either side), all rows, the row
-# count, or feed COPY data (the step's argument is an iterable of chunks).
-Fetch = Literal["one", "one_binary", "all", "rowcount", "copy"]
+# formatting of long arrays of numbers on either side), all rows, all rows
+# with the column names, the row count, or feed COPY data (the step's
+# argument is an iterable of chunks).
+Fetch = Literal["one", "one_binary", "all", "all_named", "rowcount", "copy"]
 Step = tuple[Fetch, Any, Any]
 Plan = Generator[Step, Any, Any]
 
@@ -39,6 +40,8 @@ def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
                 result = cur.fetchone()
             elif fetch == "all":
                 result = cur.fetchall()
+            elif fetch == "all_named":
+                result = (cur.fetchall(), [column.name for column in cur.description or ()])
             else:
                 result = cur.rowcount
     except StopIteration as done:
@@ -62,6 +65,8 @@ async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
                 result = await cur.fetchone()
             elif fetch == "all":
                 result = await cur.fetchall()
+            elif fetch == "all_named":
+                result = (await cur.fetchall(), [column.name for column in cur.description or ()])
             else:
                 result = cur.rowcount
     except StopIteration as done:

@@ -4,13 +4,19 @@ Python runs one thread of Python at a time, so a worker process keeps about
 one core busy; N processes use N cores. The supervisor starts N copies of the
 same worker command, forwards SIGTERM/SIGINT to them (a second signal is
 forwarded too, so it still means "exit at once"), and restarts any child that
-dies while it is not stopping. With ``--burst`` it exits when every child has
-exited 0.
+dies while it is not stopping, with the one backoff policy per slot (reset
+once a child has run for a while). With ``--burst`` it exits when every child
+has exited 0.
+
+Children get the DSN through their environment, never their command line
+(which ``ps`` shows to every user of the host), and are marked as children so
+that no argument spelling can make one a supervisor in turn.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -18,42 +24,56 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from .backoff import Backoff
+
 log = logging.getLogger("currant.supervisor")
 
+# Set in every child's environment ("2 of 4"): a child never supervises.
+CHILD_MARKER = "CURRANT_SUPERVISED_CHILD"
 # A child that keeps dying right after start is restarted no faster than this.
-RESTART_BACKOFF = (0.5, 10.0)
+RESTART_FIRST, RESTART_CAP = 0.5, 10.0
+# A child that ran this long before dying starts the backoff afresh.
+HEALTHY_AFTER = 30.0
+# Options whose value the children get another way (or not at all).
+_STRIPPED = {"--processes": "processes", "--dsn": "dsn"}
 
 
-def child_argv(argv: Sequence[str]) -> list[str]:
-    """The worker command for one child: the same arguments without --processes."""
+def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """The worker command for one child (no --processes, no --dsn) and the DSN given, if any."""
     out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--processes":
-            skip = True
-            continue
-        if arg.startswith("--processes="):
+    dsn = None
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in _STRIPPED:
+            given = value if eq else next(args, None)
+            if _STRIPPED[name] == "dsn":
+                dsn = given
             continue
         out.append(arg)
-    return [sys.executable, "-m", "currant.worker", *out]
+    return [sys.executable, "-m", "currant.worker", *out], dsn
 
 
 def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
-    command = child_argv(argv)
+    command, dsn = child_command(argv)
+    env = dict(os.environ)
+    if dsn:
+        env["CURRANT_DSN"] = dsn
     children: dict[int, subprocess.Popen[bytes]] = {}
-    backoff: dict[int, float] = {}
+    started_at: dict[int, float] = {}
+    backoff = {slot: Backoff(RESTART_FIRST, RESTART_CAP) for slot in range(processes)}
+    restart_at: dict[int, float] = {}
     stopping = False
 
     def start(slot: int) -> None:
-        children[slot] = subprocess.Popen(command)
+        children[slot] = subprocess.Popen(command, env={**env, CHILD_MARKER: f"{slot + 1} of {processes}"})
+        started_at[slot] = time.monotonic()
         log.info("started worker process %d (pid %d)", slot, children[slot].pid)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        restart_at.clear()
         for child in children.values():
             if child.poll() is None:
                 child.send_signal(signum)
@@ -66,8 +86,17 @@ def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
     failures = 0
     while len(finished) < processes:
         time.sleep(0.1)
+        now = time.monotonic()
         for slot, child in list(children.items()):
             if slot in finished:
+                continue
+            if slot in restart_at:
+                if stopping:
+                    restart_at.pop(slot)
+                    finished.add(slot)
+                elif now >= restart_at[slot]:
+                    del restart_at[slot]
+                    start(slot)
                 continue
             code = child.poll()
             if code is None:
@@ -78,12 +107,9 @@ def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
                 finished.add(slot)
                 failures += code != 0 and not stopping
                 continue
-            delay = backoff.get(slot, RESTART_BACKOFF[0])
+            if now - started_at[slot] >= HEALTHY_AFTER:
+                backoff[slot].reset()
+            delay = backoff[slot].next_delay()
             log.warning("worker process %d (pid %d) exited with %s; restarting in %.1f s", slot, child.pid, code, delay)
-            time.sleep(delay)
-            backoff[slot] = min(delay * 2, RESTART_BACKOFF[1])
-            if stopping:  # a signal came during the pause: nothing to restart
-                finished.add(slot)
-                continue
-            start(slot)
+            restart_at[slot] = now + delay
     return 1 if failures else 0

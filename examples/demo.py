@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,15 +52,20 @@ def main() -> None:
 
     # The worker is a separate process, exactly as in production. Its working
     # directory is this folder so that "demo:app" imports this very module.
-    command = [sys.executable, "-m", "currant.worker", "demo:app", "--burst", "--log-level", "WARNING"]
+    # It serves until every job of this run has finished (the flaky ones wait
+    # for their retry backoff on the database clock), then it is stopped the
+    # way an operator stops one: SIGTERM.
+    command = [sys.executable, "-m", "currant.worker", "demo:app", "--log-level", "WARNING"]
     print("running:", " ".join(command[1:]))
     env = {**os.environ, "CURRANT_DSN": app.dsn, "CURRANT_SCHEMA": app.schema}
     started = time.perf_counter()
-    subprocess.run(command, cwd=Path(__file__).parent, env=env, check=True)
-    # Retries wait for their backoff (database clock); a second burst picks them up.
-    time.sleep(0.5)
-    subprocess.run(command, cwd=Path(__file__).parent, env=env, check=True)
-    print(f"workers done in {time.perf_counter() - started:.2f} s")
+    worker = subprocess.Popen(command, cwd=Path(__file__).parent, env=env)
+    try:
+        wait_until_finished(ids + flaky_ids, deadline=time.monotonic() + 300)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    print(f"worker done in {time.perf_counter() - started:.2f} s")
 
     first, last = app.get_job(ids[0]), app.get_job(ids[-1])
     assert first is not None and last is not None
@@ -70,9 +76,26 @@ def main() -> None:
         assert job is not None
         errors = "; ".join(e["error"] for e in job.errors)
         print(f"job {job.id}: demo.flaky -> {job.result!r} after {job.attempts} attempts ({job.state}); errors: {errors}")
-    totals = app.stats()["totals"]
-    print("jobs by state:", {state: count for state, count in totals.items() if count})
+    with app.connect(autocommit=True) as conn:
+        counts = conn.execute(
+            f"SELECT state::text, count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
+            (min(ids), max(flaky_ids))).fetchall()
+    print("this run's jobs by state:", dict(counts))
     app.close()
+
+
+def wait_until_finished(ids: list[int], deadline: float) -> None:
+    last = max(ids)
+    with app.connect(autocommit=True) as conn:
+        while True:
+            (unfinished,) = conn.execute(  # type: ignore[misc]
+                f"SELECT count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s"
+                " AND state NOT IN ('succeeded', 'failed', 'cancelled')", (min(ids), last)).fetchone()
+            if unfinished == 0:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"demo: {unfinished} jobs still unfinished after the deadline")
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ WITH args AS (
         DO NOTHING
     RETURNING id, state, run_at
 ), woken AS (
-    SELECT pg_notify(%(channel)s::text, CASE WHEN ins.state = 'queued' THEN 'r:' || %(queue)s::text
+    SELECT pg_catalog.pg_notify(%(channel)s::text, CASE WHEN ins.state = 'queued' THEN 'r:' || %(queue)s::text
                                        ELSE 'd:' || extract(epoch FROM ins.run_at)::text || ':' || %(queue)s::text END)
     FROM ins
 )
@@ -106,7 +106,7 @@ ORDER BY j.unique_key, j.id
 -- Wake-up payloads carry no job data and are unambiguous whatever a queue is
 -- called: "r:<queue>" (jobs ready), "d:<epoch>:<queue>" (a job becomes due
 -- then), "c:<job id>" (cancel requested).
-SELECT pg_notify(%(channel)s, %(payload)s)
+SELECT pg_catalog.pg_notify(%(channel)s, %(payload)s)
 
 -- name: claim
 -- The locking SELECTs sit in a CTE so LIMIT bounds the rows locked (the
@@ -200,7 +200,9 @@ WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
 -- 'r' failed and may retry after delay seconds (database clock), 'f' failed
 -- for good, 'c' cancelled. A retryable failure on its last attempt fails; the
--- job's own max_attempts wins over the task's (o.max_attempts).
+-- job's own max_attempts wins over the task's (o.max_attempts). Returns each
+-- row's new state and its attempt count and limit: the worker logs every
+-- failed attempt with them.
 UPDATE {schema}.jobs j
 SET state = CASE
         WHEN o.kind = 's' THEN 'succeeded'
@@ -223,7 +225,7 @@ FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(res
      AS o(id, attempt, kind, result, error, traceback, delay, max_attempts)
 WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = o.id
   AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
-RETURNING j.id, j.state, j.queue, j.run_at
+RETURNING j.id, j.state::text, j.queue, j.run_at, j.attempts, coalesce(j.max_attempts, o.max_attempts)
 
 -- name: release
 -- Graceful shutdown and lease hand-back: claimed jobs that never started go
@@ -255,8 +257,17 @@ RETURNING j.queue
 SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s))
 
 -- name: register_worker
-INSERT INTO {schema}.workers (hostname, pid, queues) VALUES (%(hostname)s, %(pid)s, %(queues)s)
+INSERT INTO {schema}.workers (hostname, pid, queues, concurrency)
+VALUES (%(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 RETURNING id
+
+-- name: list_workers
+-- The live workers, as their heartbeats last described them (running is the
+-- number of jobs each held then): no scan of the jobs table.
+SELECT id, hostname, pid, queues, concurrency, running, started_at, last_seen,
+       extract(epoch FROM {schema}.clock() - last_seen)::double precision AS silent_for
+FROM {schema}.workers
+ORDER BY hostname, pid, id
 
 -- name: deregister_worker
 -- The last thing a stopping worker does. Anything still leased to it (a job
@@ -282,7 +293,7 @@ FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(ma
 -- name: get_job
 SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, errors,
        enqueued_at, started_at, finished_at, run_at, cancel_requested, unique_key,
-       rescues, worker_id, {schema}.clock() AS db_now
+       rescues, worker_id, {schema}.clock() AS db_now, payload
 FROM {schema}.jobs WHERE id = %(id)s
 
 -- name: cancel
@@ -300,7 +311,7 @@ WITH old AS (
     WHERE j.id = old.id AND old.state IN ('queued', 'scheduled', 'retrying', 'running')
     RETURNING j.id
 ), woken AS (
-    SELECT pg_notify(%(channel)s, 'c:' || upd.id) FROM upd JOIN old USING (id) WHERE old.state = 'running'
+    SELECT pg_catalog.pg_notify(%(channel)s, 'c:' || upd.id) FROM upd JOIN old USING (id) WHERE old.state = 'running'
 )
 SELECT old.state::text, (SELECT count(*) FROM upd) AS changed, (SELECT count(*) FROM woken) FROM old
 
@@ -319,7 +330,7 @@ WITH upd AS (
                         AND k.state IN ('queued', 'scheduled', 'running', 'retrying'))
     RETURNING j.id, j.queue
 ), woken AS (
-    SELECT pg_notify(%(channel)s, 'r:' || upd.queue) FROM upd
+    SELECT pg_catalog.pg_notify(%(channel)s, 'r:' || upd.queue) FROM upd
 )
 SELECT upd.id, (SELECT count(*) FROM woken) FROM upd
 
@@ -332,10 +343,14 @@ GROUP BY queue, state
 ORDER BY queue, state
 
 -- name: list_jobs
-SELECT id, task, queue, state::text, attempts, max_attempts, enqueued_at, finished_at,
+-- The newest jobs in one state, optionally of one queue and task. Newest
+-- first by primary key: LIMIT stops the walk early.
+SELECT id, task, queue, state::text, attempts, max_attempts, enqueued_at, run_at, finished_at,
        errors -> -1 ->> 'error' AS last_error
 FROM {schema}.jobs
-WHERE state = %(state)s::{schema}.job_state AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+WHERE state = %(state)s::{schema}.job_state
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(task)s::text IS NULL OR task = %(task)s)
 ORDER BY id DESC
 LIMIT %(limit)s
 

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from .. import faults
+from . import report
 from .arrays import id_arrays
 from .lanes import Lanes
 from .links import Connection, Link
@@ -77,41 +78,45 @@ class Completer:
                 plain = [(job_id, attempt, as_failure(outcome, exc)) for job_id, attempt, outcome in finished]
                 batch = completion_params(plain, self.state.worker_id)
 
-        async def flush(conn: Connection) -> tuple[float | None, int]:
+        async def flush(conn: Connection) -> tuple[int, list[Any]]:
             faults.point("before_flush")
             result = await self._send(conn, *batch)
             faults.point("after_flush")
             return result
 
-        retry_due, updated = await self.link.run(flush, on_error=store_plainly)
-        held = self.state.held
+        succeeded, rows = await self.link.run(flush, on_error=store_plainly)
+        state = self.state
+        held = state.held
         for job_id, _attempt, _outcome in finished:
             held.pop(job_id, None)
-        self.state.processed += len(finished)
-        self.state.fenced += len(finished) - updated
-        if retry_due is not None:
-            self.state.due_at(retry_due)
+        state.processed += len(finished)
+        state.tally.add("succeeded", succeeded)
+        state.tally.add("fenced", len(finished) - succeeded - len(rows))
+        if rows:
+            outcomes = {job_id: outcome for job_id, _attempt, outcome in finished if outcome is not None}
+            report.recorded(rows, outcomes, state.db_now(), state.tally)
+            retry_due = _earliest_retry(rows)
+            if retry_due is not None:
+                state.due_at(retry_due)
 
     async def _send(
         self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None
-    ) -> tuple[float | None, int]:
-        """Send the batch; returns (earliest retry due, rows updated)."""
+    ) -> tuple[int, list[Any]]:
+        """Send the batch; returns (plain successes recorded, rows of the other outcomes recorded)."""
         if fast and general:
             # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
                 fast_cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
                 _sync_point(pipeline)
                 general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
-            outcome_rows = await general_cur.fetchall()
-            return _earliest_retry(outcome_rows), fast_cur.rowcount + len(outcome_rows)
+            return fast_cur.rowcount, await general_cur.fetchall()
         if fast:
             cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
-            return None, cur.rowcount
+            return cur.rowcount, []
         if general:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
-            outcome_rows = await cur.fetchall()
-            return _earliest_retry(outcome_rows), len(outcome_rows)
-        return None, 0
+            return 0, await cur.fetchall()
+        return 0, []
 
 
 def completion_params(
@@ -157,7 +162,7 @@ def _take(outcomes: deque[Finished], limit: int) -> list[Finished]:
 
 
 def _earliest_retry(rows: list[Any]) -> float | None:
-    due = [run_at for _id, state, _queue, run_at in rows if state == "retrying"]
+    due = [row[3] for row in rows if row[1] == "retrying"]
     return min(due).timestamp() if due else None
 
 

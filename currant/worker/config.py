@@ -25,6 +25,8 @@ class WorkerConfig:
     # keepalives cannot see while a proxy on the path still answers them.
     # Default: dead_after (past it, the lease is lost anyway).
     db_timeout: float | None = None
+    # How the app was named (``module:app``), for the start-up line.
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -69,6 +69,7 @@ class Lanes:
         self._wake = wake
         self._wake_pending = False
         self._threads: list[threading.Thread] = []
+        self._unknown: set[str] = set()  # task names already warned about
 
     # -- life cycle ------------------------------------------------------------
 
@@ -132,6 +133,14 @@ class Lanes:
         job_id, attempt, name, args, kwargs, payload_error = job
         task = self.tasks.get(name)
         if task is None or payload_error is not None:
+            if task is None and name not in self._unknown:
+                self._unknown.add(name)
+                log.warning(
+                    "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
+                    " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
+                    " producer, and the same task names?",
+                    job_id, name, ", ".join(sorted(self.tasks)) or "no tasks", outcomes.UNKNOWN_TASK_RETRY_DELAY,
+                )
             return outcomes.unrunnable(name, task, payload_error)
         if job_id in self.cancelled:
             self.cancelled.discard(job_id)
@@ -157,7 +166,7 @@ class Lanes:
         except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
         else:
-            outcome = None if value is None else outcomes.guarded(functools.partial(outcomes.success, value))
+            outcome = None if value is None else outcomes.guarded(functools.partial(outcomes.success, value, name))
         finally:
             # Only this attempt's entries: an abandoned (timed-out) attempt that
             # ends late must not remove those of the retry running meanwhile.

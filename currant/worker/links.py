@@ -33,6 +33,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from .. import dsn as dsns
 from ..backoff import Backoff
 from .arrays import register_array_dumpers
 
@@ -77,7 +78,12 @@ WORK_CONNECTION_OPTIONS = (
 
 
 class GaveUp(Exception):
-    """The worker is stopping and the database stayed unreachable past the grace period."""
+    """The worker stops trying to reach the database (see WorkerState.give_up)."""
+
+
+class DatabaseRefused(GaveUp):
+    """The first connection was refused for a reason waiting cannot cure (bad
+    credentials, no such database or role): a configuration mistake to report."""
 
 
 class LinkDown(Exception):
@@ -93,7 +99,7 @@ class Link:
         dsn: str,
         *,
         timeout: float,
-        give_up: Callable[[str], None],
+        give_up: Callable[[str, float], None],
         options: str = "",
         on_fresh: Callable[[Connection], Awaitable[None]] | None = None,
     ) -> None:
@@ -104,10 +110,11 @@ class Link:
         self.on_fresh = on_fresh
         self.busy = False
         self.sibling: Link | None = None
-        self._give_up = give_up  # raises GaveUp when the worker should stop trying
+        self._give_up = give_up  # (what, seconds down) -> raises GaveUp when the worker should stop trying
         self._conn: Connection | None = None
         self._suspect = False
         self._down_since: float | None = None
+        self._connected_once = False
         self._lock = asyncio.Lock()
 
     # -- connecting --------------------------------------------------------------
@@ -122,14 +129,19 @@ class Link:
             while True:
                 try:
                     conn = await Connection.connect(self.dsn, autocommit=True, **self._connect_kwargs())
-                except CONNECTION_ERRORS as exc:
-                    self._give_up(f"connecting ({self.role})")
-                    self._went_down(exc)
+                except (*CONNECTION_ERRORS, psycopg.ProgrammingError) as exc:
+                    if not self._connected_once and dsns.is_permanent(exc):
+                        raise DatabaseRefused(
+                            f"cannot connect to PostgreSQL at {dsns.describe(self.dsn)}: {dsns.reason(exc)}"
+                        ) from None
+                    self._give_up(f"connecting ({self.role})", self.down_for())
+                    self.mark_down(exc)
                     await backoff.wait()
                     continue
                 register_array_dumpers(conn)
                 self._conn = conn
-                self._came_back()
+                self._connected_once = True
+                self.mark_up()
                 return conn
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -140,18 +152,25 @@ class Link:
             kwargs["options"] = f"{given} {self.options}" if given else self.options
         return kwargs
 
-    def _went_down(self, exc: BaseException) -> None:
+    def mark_down(self, exc: BaseException) -> None:
+        """A failure: logged when the link goes down, not at every later attempt."""
         if self._down_since is None:
             self._down_since = time.monotonic()
-            reason = f"no answer within {self.timeout:g} s" if isinstance(exc, asyncio.TimeoutError) else exc
-            log.warning("%s connection lost (%s); reconnecting", self.role, str(reason).strip() or type(exc).__name__)
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = f"no answer within {self.timeout:g} s"
+            else:
+                reason = dsns.reason(exc) if isinstance(exc, psycopg.Error) else str(exc).strip() or type(exc).__name__
+            log.warning("%s connection lost (%s); reconnecting", self.role, reason)
         else:
             log.debug("%s connection: still down (%s)", self.role, exc)
 
-    def _came_back(self) -> None:
+    def mark_up(self) -> None:
         if self._down_since is not None:
             log.info("%s connection restored after %.1f s", self.role, time.monotonic() - self._down_since)
             self._down_since = None
+
+    def down_for(self) -> float:
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     async def _ready(self) -> Connection:
         conn = await self.connection()
@@ -177,19 +196,19 @@ class Link:
                     result = await asyncio.wait_for(action(conn), self.timeout)
                 finally:
                     self.busy = False
-                self._came_back()
+                self.mark_up()
                 return result
             except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
-                self._give_up(f"round trip ({self.role})")
-                self._went_down(exc)
+                self._give_up(f"round trip ({self.role})", self.down_for())
+                self.mark_down(exc)
                 await self.drop()
             except RETRYABLE_ERRORS as exc:
-                self._give_up(f"round trip ({self.role})")
+                self._give_up(f"round trip ({self.role})", 0.0)
                 log.info("%s round trip hit %s; retrying", self.role, type(exc).__name__)
             except psycopg.Error as exc:
                 # Not a connection problem, but never a reason to exit: log it,
                 # let the caller adjust, and try again more slowly.
-                self._give_up(f"round trip ({self.role})")
+                self._give_up(f"round trip ({self.role})", 0.0)
                 log.error("database error in a %s round trip (%s: %s); retrying", self.role, type(exc).__name__, exc)
                 self._suspect = True
                 if on_error is not None:

@@ -47,6 +47,7 @@ class Outcome(NamedTuple):
     traceback: str | None = None
     delay: float | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # the task's; the job's own setting wins in SQL
+    task: str | None = None  # for the log line of a failed attempt
 
 
 # One finished attempt as the lanes report it: (job id, attempt, outcome or None).
@@ -88,58 +89,65 @@ def guarded(build: Callable[[], Outcome | None]) -> Outcome | None:
         return Outcome(FAILED, error=storable(f"OutcomeError: could not record the attempt's outcome: {exc!r}"))
 
 
-def success(value: Any) -> Outcome | None:
+def success(value: Any, task: str) -> Outcome | None:
     if value is None:
         return None
     try:
         return Outcome(SUCCEEDED, result=encode_result(value))
     except TypeError as exc:
-        return Outcome(FAILED, error=f"ResultError: {exc}")
+        return Outcome(FAILED, error=f"ResultError: {exc}", task=task)
 
 
 def failure(task: Task[Any, Any], context: JobContext, exc: BaseException) -> Outcome:
     if isinstance(exc, Retry):
         delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
         return Outcome(
-            RETRY, error=storable(f"Retry: {exc.reason}"), delay=retry_delay(delay), max_attempts=task.max_attempts
+            RETRY, error=storable(f"Retry: {exc.reason}"), delay=retry_delay(delay), max_attempts=task.max_attempts,
+            task=task.name,
         )
     if isinstance(exc, Discard):
-        return Outcome(FAILED, error=storable(f"Discard: {exc.reason}"))
+        return Outcome(FAILED, error=storable(f"Discard: {exc.reason}"), task=task.name)
     # An async task cancelled on the loop reaches its lane as concurrent.futures.CancelledError.
     if isinstance(exc, (JobCancelled, asyncio.CancelledError, futures.CancelledError)) and context.cancel_requested:
-        return Outcome(CANCELLED, error="JobCancelled: cancelled while running")
+        return Outcome(CANCELLED, error="JobCancelled: cancelled while running", task=task.name)
     tb = storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     return Outcome(
         RETRY, error=describe(exc), traceback=tb, delay=retry_delay(task.backoff(context.attempt)),
-        max_attempts=task.max_attempts,
+        max_attempts=task.max_attempts, task=task.name,
     )
 
 
 def timed_out(task: Task[Any, Any], context: JobContext) -> Outcome:
     return Outcome(
         RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
-        delay=retry_delay(task.backoff(context.attempt)), max_attempts=task.max_attempts,
+        delay=retry_delay(task.backoff(context.attempt)), max_attempts=task.max_attempts, task=task.name,
     )
 
 
 def unrunnable(name: str, task: Task[Any, Any] | None, payload_error: str | None) -> Outcome | None:
     """The outcome of a claimed job that cannot run at all, or None if it can."""
     if payload_error is not None:
-        return Outcome(FAILED, error=f"PayloadError: {payload_error}")
+        return Outcome(FAILED, error=f"PayloadError: {payload_error}", task=name)
     if task is None:
         return Outcome(
-            RETRY, error=f"UnknownTask: task {name!r} is not registered in this worker", delay=UNKNOWN_TASK_RETRY_DELAY
+            RETRY, error=f"UnknownTask: task {name!r} is not registered in this worker", delay=UNKNOWN_TASK_RETRY_DELAY,
+            task=name,
         )
     return None
 
 
-def interrupted(max_attempts: int) -> Outcome:
+def interrupted(task: str | None, max_attempts: int) -> Outcome:
     """A job still running when the shutdown grace period ended: retried at once."""
-    return Outcome(RETRY, error="WorkerShutdown: interrupted by shutdown", delay=0.0, max_attempts=max_attempts)
+    return Outcome(
+        RETRY, error="WorkerShutdown: interrupted by shutdown", delay=0.0, max_attempts=max_attempts, task=task
+    )
 
 
 def as_failure(outcome: Outcome | None, exc: BaseException) -> Outcome | None:
     """An outcome the database refused to store, resent as a plain failure (which always stores)."""
     if outcome is None:
         return None
-    return Outcome(FAILED, error=f"OutcomeError: the database refused this attempt's outcome: {type(exc).__name__}")
+    return Outcome(
+        FAILED, error=f"OutcomeError: the database refused this attempt's outcome: {type(exc).__name__}",
+        task=outcome.task,
+    )

@@ -49,7 +49,7 @@ async def shut_down(
             context = lanes.active.get(job_id)
             task = tasks.get(context.task) if context is not None else None
             limit = task.max_attempts if task is not None else DEFAULT_MAX_ATTEMPTS
-            stuck.append((job_id, attempt, interrupted(limit)))
+            stuck.append((job_id, attempt, interrupted(context.task if context is not None else None, limit)))
         log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
         if stuck:
             await completer.complete(stuck)

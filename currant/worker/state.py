@@ -14,11 +14,14 @@ import math
 import time
 
 from .links import GaveUp
+from .report import Tally
 
 
 class WorkerState:
-    def __init__(self, queues: list[str]) -> None:
+    def __init__(self, queues: list[str], burst: bool = False, db_timeout: float = math.inf) -> None:
         self.queues = queues
+        self.burst = burst
+        self.db_timeout = db_timeout
         self.worker_id = 0
         self.held: dict[int, int] = {}  # job id -> attempt, for every job leased to us
         self.stopping = False
@@ -36,7 +39,7 @@ class WorkerState:
         self.clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
         # What happened, for the exit summary.
         self.processed = 0
-        self.fenced = 0
+        self.tally = Tally()
 
     def jobs_ready(self) -> None:
         """Something may be claimable now."""
@@ -75,7 +78,12 @@ class WorkerState:
         self.stop_deadline = time.monotonic() + grace
         self.wake.set()
 
-    def give_up(self, what: str) -> None:
-        """Raise GaveUp if the worker is stopping and its grace period is over."""
+    def give_up(self, what: str, down_for: float) -> None:
+        """Raise GaveUp when the worker should stop trying to reach the database:
+        it is stopping and its grace period is over, or it runs ``--burst`` and
+        the database has been unreachable for longer than ``--db-timeout``
+        (a one-off run must end; a serving worker waits for as long as it takes)."""
         if self.stopping and time.monotonic() > self.stop_deadline:
             raise GaveUp(f"{what}: the database stayed unreachable through the shutdown grace period")
+        if self.burst and down_for > self.db_timeout:
+            raise GaveUp(f"{what}: the database has been unreachable for {down_for:.0f} s (--burst, --db-timeout)")

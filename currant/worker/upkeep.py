@@ -58,7 +58,10 @@ class Upkeep:
         async def insert(conn: Connection) -> int:
             cur = await conn.execute(
                 self.sql["register_worker"],
-                {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.config.queues},
+                {
+                    "hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.config.queues,
+                    "concurrency": self.config.concurrency,
+                },
             )
             row = await cur.fetchone()
             assert row is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import faults
 from ..backoff import Backoff
-from .links import Link
+from .links import GaveUp, Link
 
 log = logging.getLogger("currant.worker")
 
@@ -61,6 +61,7 @@ class Listener:
                 faults.point("listener_reconnect")
                 await conn.execute(f'LISTEN "{self.channel}"')
                 backoff.reset()
+                self.link.mark_up()
                 self.connected.set()
                 self.on_connected()
                 while True:
@@ -71,11 +72,11 @@ class Listener:
                     cur = await asyncio.wait_for(conn.execute(*self.health_check), timeout=min(5.0, self.link.timeout))
                     row = await cur.fetchone()
                     self.on_health(bool(row and row[0]))
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GaveUp):
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 self.connected.clear()
-                log.warning("listener: connection lost (%s); reconnecting", str(exc).strip() or type(exc).__name__)
+                self.link.mark_down(exc)
                 await self.link.drop(siblings=False)
                 await backoff.wait()
 

@@ -25,13 +25,15 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
+from .. import dsn as dsns
 from ..plans import arun_plan
 from ..schema import ensure as ensure_schema
+from ..supervisor import CHILD_MARKER
 from .claimer import Claimer
 from .completer import Completer
 from .config import WorkerConfig
 from .lanes import Lanes
-from .links import WORK_CONNECTION_OPTIONS, Connection, GaveUp, Link
+from .links import WORK_CONNECTION_OPTIONS, Connection, DatabaseRefused, GaveUp, Link
 from .shutdown import shut_down
 from .state import WorkerState
 from .upkeep import Upkeep
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("currant.worker")
 
+# A worker asked to stop while it holds no job says goodbye to the database
+# for at most this long, then exits whatever the database's state.
+QUICK_EXIT = 0.5
+
 
 class Worker:
     """One worker process's engine. ``await Worker(app, config).run()`` returns an exit code."""
@@ -49,8 +55,10 @@ class Worker:
     def __init__(self, app: App, config: WorkerConfig | None = None) -> None:
         self.app = app
         self.config = config or WorkerConfig(queues=[app.default_queue])
-        self.state = WorkerState(self.config.queues)
+        self.state = WorkerState(self.config.queues, self.config.burst, self.config.round_trip_timeout)
         self._signals = 0
+        self._main: asyncio.Task[Any] | None = None
+        self._quick_exit = False
 
     @property
     def processed(self) -> int:
@@ -61,8 +69,19 @@ class Worker:
         return self.state.worker_id
 
     async def run(self) -> int:
+        self._main = asyncio.current_task()
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            if not self._quick_exit:
+                raise
+            log.info("stopped before the database answered; this worker held no job")
+            return 0
+
+    async def _run(self) -> int:
         app, config, state = self.app, self.config, self.state
         loop = asyncio.get_running_loop()
+        self._install_signal_handlers(loop)
         dsn = await asyncio.to_thread(lambda: app.dsn)  # may start the embedded server
 
         def link(role: str, options: str = "") -> Link:
@@ -85,12 +104,11 @@ class Worker:
             listen_link, app.channel, state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready,
             health_check=(app.sql["has_ready"], {"queues": config.queues}), on_health=state.polled,
         )
-        self._install_signal_handlers(loop)
         background: list[asyncio.Task[Any]] = []
         code = 0
         try:
             # A database that is down at start-up is waited for, like one that
-            # goes down later: a worker never exits on a database fault.
+            # goes down later: a serving worker never exits on a database fault.
             await upkeep_link.run(self._check_schema)
             await upkeep.register()
             lanes.start()
@@ -100,10 +118,7 @@ class Worker:
             ]
             if any(task.timeout is not None and not task.is_async for task in app.tasks.values()):
                 background.append(asyncio.create_task(lanes.watch_deadlines(), name="currant-watchdog"))
-            log.info(
-                "worker %s started: queues=%s concurrency=%d core=%s",
-                state.worker_id, ",".join(config.queues), config.concurrency, codec.__name__,
-            )
+            log.info("%s", self._started_line(dsn))
             completing = asyncio.create_task(completer.run(), name="currant-completer")
             try:
                 await claimer.run(completing)
@@ -118,8 +133,14 @@ class Worker:
                 state=state, config=config, tasks=app.tasks, lanes=lanes, claimer=claimer, completer=completer,
                 completing=completing, deregister=deregister,
             )
+        except DatabaseRefused as exc:
+            log.error("%s", exc)
+            code = 1
         except GaveUp as exc:
-            log.error("%s; exiting with jobs still leased (they will be rescued)", exc)
+            if state.held:
+                log.error("%s; exiting with %d jobs still leased (they will be rescued)", exc, len(state.held))
+            else:
+                log.error("%s; exiting", exc)
             code = 1
         finally:
             for task in background:
@@ -127,8 +148,23 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             for each in links:
                 await each.close()
-        log.info("worker %s stopped after %d jobs", state.worker_id, state.processed)
+        log.info("worker %s stopped after %d jobs: %s", state.worker_id, state.processed, state.tally.summary())
         return code
+
+    def _started_line(self, dsn: str) -> str:
+        app, config = self.app, self.config
+        served = set(config.queues)
+        tasks = ", ".join(
+            f"{name}" + (f" [{task.queue}, not served]" if task.queue not in served else "")
+            for name, task in sorted(app.tasks.items())
+        )
+        process = os.environ.get(CHILD_MARKER)
+        return (
+            f"worker {self.state.worker_id} started (pid {os.getpid()}{f', process {process}' if process else ''})"
+            f" for {config.label or 'the app'} on {dsns.describe(dsn)}, schema {app.schema}:"
+            f" queues {', '.join(config.queues)}; concurrency {config.concurrency}; core {codec.core_name()};"
+            f" tasks: {tasks or 'none'}"
+        )
 
     async def _check_schema(self, conn: Connection) -> None:
         async with conn.transaction():
@@ -138,7 +174,9 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(signum, self.request_stop)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            except NotImplementedError:  # Windows: no add_signal_handler on any loop
+                signal.signal(signum, lambda _sig, _frame: loop.call_soon_threadsafe(self.request_stop))
+            except RuntimeError:  # pragma: no cover - not the main thread
                 pass
 
     def request_stop(self) -> None:
@@ -147,6 +185,20 @@ class Worker:
         if self._signals > 1:
             log.warning("second stop request: exiting now; held jobs will be rescued")
             os._exit(1)
-        log.info("stopping: no more claims; finishing running jobs (grace %.0f s)", self.config.shutdown_grace)
-        self.state.begin_stop(self.config.shutdown_grace)
+        state = self.state
+        state.begin_stop(self.config.shutdown_grace)
+        if state.held:
+            log.info("stopping: no more claims; finishing %d held jobs (grace %.0f s)", len(state.held),
+                     self.config.shutdown_grace)
+            return
+        # Nothing held: a clean goodbye to the database if it answers at once,
+        # else exit now; nothing can be lost (a claim that lands meanwhile
+        # cancels this and takes the graceful path).
+        log.info("stopping")
+        asyncio.get_running_loop().call_later(QUICK_EXIT, self._exit_if_nothing_held)
+
+    def _exit_if_nothing_held(self) -> None:
+        if not self.state.held and self._main is not None and not self._main.done():
+            self._quick_exit = True
+            self._main.cancel()
 

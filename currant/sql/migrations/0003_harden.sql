@@ -1,0 +1,169 @@
+-- 0003_harden: no back doors into the clock or the functions.
+--
+-- 1. The database clock in production is now(), full stop. Until this
+--    migration clock() also honoured the session setting currant.clock_offset,
+--    so a stray PGOPTIONS on one worker shifted its rescue sweep and pruning
+--    (declaring live workers dead, pruning early). Tests that need to move
+--    time turn the offset on for a schema with use_test_clock(true): it
+--    replaces clock(), so only the schema's owner can do it.
+-- 2. maintain() runs with search_path = pg_catalog, pg_temp and calls
+--    pg_catalog.pg_notify: no function a user creates in another schema can
+--    stand in for a built-in (the statements in queries.sql qualify it too).
+-- 3. Retention pruning skips rows another transaction has locked, so it can
+--    no longer deadlock with an admin's purge deleting the same rows in
+--    another order.
+-- 4. A worker's row says what it is: its concurrency (set at registration)
+--    and how many jobs it held at its last heartbeat, so listing workers
+--    never scans the jobs table.
+
+ALTER TABLE {schema}.workers
+    ADD COLUMN concurrency integer,
+    ADD COLUMN running integer NOT NULL DEFAULT 0;
+
+CREATE OR REPLACE FUNCTION {schema}.clock() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.now() $$;
+
+-- The test clock: clock() becomes now() + currant.clock_offset (an interval
+-- the session sets, e.g. SET currant.clock_offset = '90 seconds'), or back to
+-- now(). Sessions that plan afresh see the change at once; a worker's claim
+-- and completion connections plan every execution afresh.
+CREATE FUNCTION {schema}.use_test_clock(enabled boolean) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF enabled THEN
+        EXECUTE $def$
+            CREATE OR REPLACE FUNCTION {schema}.clock() RETURNS timestamptz
+            LANGUAGE sql STABLE PARALLEL SAFE
+            AS $body$
+                SELECT pg_catalog.now() + coalesce(
+                    nullif(pg_catalog.current_setting('currant.clock_offset', true), '')::interval, interval '0')
+            $body$
+        $def$;
+    ELSE
+        EXECUTE $def$
+            CREATE OR REPLACE FUNCTION {schema}.clock() RETURNS timestamptz
+            LANGUAGE sql STABLE PARALLEL SAFE
+            AS $body$ SELECT pg_catalog.now() $body$
+        $def$;
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {schema}.maintain(
+    p_worker        bigint,
+    p_queues        text[],
+    p_running       bigint[],
+    p_dead_after    double precision,
+    p_max_rescues   integer,
+    p_keep_succeeded double precision,
+    p_keep_failed   double precision,
+    p_prune_batch   integer,
+    p_channel       text
+) RETURNS TABLE (
+    alive boolean, promoted integer, rescued integer, poisoned integer, pruned integer,
+    next_due timestamptz, has_work boolean, suspects boolean, cancel_ids bigint[], db_now timestamptz
+) LANGUAGE plpgsql
+-- Every name below is schema-qualified or in pg_catalog: with this search_path
+-- no object a user creates elsewhere can stand in for one of them.
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    woken text[];
+    dead bigint[];
+    n integer;
+BEGIN
+    UPDATE {schema}.workers SET last_seen = {schema}.clock(), running = coalesce(cardinality(p_running), 0)
+    WHERE id = p_worker;
+    alive := FOUND;
+    rescued := 0; poisoned := 0; pruned := 0;
+
+    WITH due AS (
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('scheduled', 'retrying') AND run_at <= {schema}.clock()
+        ORDER BY run_at LIMIT 10000
+        FOR UPDATE SKIP LOCKED
+    ), moved AS (
+        UPDATE {schema}.jobs j SET state = 'queued' FROM due WHERE j.id = due.id
+        RETURNING j.queue
+    )
+    SELECT count(*), array_agg(DISTINCT moved.queue) INTO promoted, woken FROM moved;
+    PERFORM pg_catalog.pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
+
+    IF pg_try_advisory_xact_lock(hashtext('{schema}.maintain')) THEN
+        -- Silence while the server itself was down is not death: right after a
+        -- restart every worker looks stale until its next heartbeat, so none is
+        -- declared dead before the server has been up for p_dead_after.
+        WITH gone AS (
+            DELETE FROM {schema}.workers
+            WHERE last_seen < {schema}.clock() - make_interval(secs => p_dead_after)
+              AND pg_postmaster_start_time() < {schema}.clock() - make_interval(secs => p_dead_after)
+            RETURNING id
+        )
+        SELECT array_agg(id) INTO dead FROM gone;
+        IF dead IS NOT NULL THEN
+            -- Fenced on state and owner in the same statement: a job its dead
+            -- owner managed to complete is left alone.
+            WITH back AS (
+                UPDATE {schema}.jobs j SET
+                    rescues = j.rescues + 1,
+                    worker_id = NULL,
+                    -- A job-level max_attempts is enforced here; the task's own
+                    -- limit (max_attempts NULL) is the next worker's to apply.
+                    state = CASE WHEN j.cancel_requested THEN 'cancelled'
+                                 WHEN j.rescues + 1 >= p_max_rescues OR j.attempts >= j.max_attempts THEN 'failed'
+                                 ELSE 'queued' END::{schema}.job_state,
+                    finished_at = CASE WHEN j.cancel_requested OR j.rescues + 1 >= p_max_rescues
+                                            OR j.attempts >= j.max_attempts
+                                       THEN {schema}.clock() END,
+                    errors = coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempts, 'at', {schema}.clock(),
+                        'error', 'WorkerLost: worker ' || j.worker_id || ' stopped heartbeating while it held this job'
+                            || CASE WHEN j.rescues + 1 >= p_max_rescues
+                                    THEN ' (rescued ' || (j.rescues + 1) || ' times: treated as poison)' ELSE '' END,
+                        'traceback', NULL))
+                WHERE j.worker_id = ANY(dead) AND j.state = 'running'
+                RETURNING j.queue, j.state
+            )
+            SELECT count(*), count(*) FILTER (WHERE back.state = 'failed'),
+                   array_agg(DISTINCT back.queue) FILTER (WHERE back.state = 'queued')
+              INTO rescued, poisoned, woken FROM back;
+            PERFORM pg_catalog.pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
+        END IF;
+
+        -- SKIP LOCKED: a row an admin's purge (or anyone) has locked is left
+        -- for the next round, so pruning never waits on, or deadlocks with,
+        -- another deleter taking the same rows in another order.
+        FOR i IN 1..10 LOOP
+            DELETE FROM {schema}.jobs WHERE id IN (
+                SELECT id FROM {schema}.jobs
+                WHERE state = 'succeeded' AND finished_at < {schema}.clock() - make_interval(secs => p_keep_succeeded)
+                ORDER BY finished_at LIMIT p_prune_batch FOR UPDATE SKIP LOCKED);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            pruned := pruned + n;
+            EXIT WHEN n < p_prune_batch;
+        END LOOP;
+        FOR i IN 1..10 LOOP
+            DELETE FROM {schema}.jobs WHERE id IN (
+                SELECT id FROM {schema}.jobs
+                WHERE state IN ('failed', 'cancelled') AND finished_at < {schema}.clock() - make_interval(secs => p_keep_failed)
+                LIMIT p_prune_batch FOR UPDATE SKIP LOCKED);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            pruned := pruned + n;
+            EXIT WHEN n < p_prune_batch;
+        END LOOP;
+    END IF;
+
+    SELECT min(run_at) INTO next_due FROM {schema}.jobs WHERE state IN ('scheduled', 'retrying');
+    has_work := EXISTS (SELECT 1 FROM {schema}.jobs
+                        WHERE state = 'queued' AND rescues = 0 AND queue = ANY(p_queues));
+    suspects := EXISTS (SELECT 1 FROM {schema}.jobs
+                        WHERE state = 'queued' AND rescues > 0 AND queue = ANY(p_queues));
+    cancel_ids := ARRAY(SELECT id FROM {schema}.jobs
+                        WHERE id = ANY(p_running) AND state = 'running' AND cancel_requested);
+    db_now := {schema}.clock();
+    RETURN NEXT;
+END
+$fn$;
