@@ -9,10 +9,8 @@ transaction policy.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -21,41 +19,16 @@ from . import codec, control, schema
 from . import dsn as dsns
 from .drivers import DEFAULT_CONNECT_TIMEOUT, AsyncDriver, SyncDriver
 from .enqueue import JobOptions, plan_enqueue, plan_enqueue_many
-from .errors import ConfigurationError, UnknownTask
+from .errors import UnknownTask
 from .hooks import Hooks
 from .job import Job
 from .names import check_name
 from .plans import Plan
 from .sql import queries, quote_schema
-from .task import BackoffPolicy, Periodic, Task
+from .task import BackoffPolicy, Periodic, Task, default_task_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def default_task_name(function: Callable[..., Any]) -> str:
-    """``module.qualname``, with the module named as a worker imports it.
-
-    A function in a file run as a script lives in ``__main__``, but the
-    worker imports that file under its own name (``python quickstart.py`` and
-    ``python -m currant.worker quickstart:app``): the task is named after the
-    file, so both sides agree.
-    """
-    module = function.__module__
-    if module == "__main__":
-        main = sys.modules.get("__main__")
-        spec = getattr(main, "__spec__", None)
-        path = getattr(main, "__file__", None)
-        if spec is not None and spec.name and spec.name != "__main__":
-            module = spec.name  # python -m package.module
-        elif path and Path(path).stem.isidentifier():
-            module = Path(path).stem  # python quickstart.py
-        else:
-            where = f"file {path!r}" if path else "an interactive session"
-            raise ConfigurationError(
-                f"task {function.__qualname__!r} is defined in {where}, which a worker cannot import under any"
-                " name: pass a name (@app.task(name=...))"
-            )
-    return f"{module}.{function.__qualname__}"
 
 DEFAULT_SCHEMA = "currant"
 DEFAULT_QUEUE = "default"

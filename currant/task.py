@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import random
+import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from croniter import croniter
 
 from . import codec
+from .errors import ConfigurationError
 from .names import check_name
 
 P = ParamSpec("P")
@@ -30,6 +33,31 @@ class Producer(Protocol):
     @property
     def aenqueue_many(self) -> Callable[..., Awaitable[list[int]]]: ...
 
+
+def default_task_name(function: Callable[..., Any]) -> str:
+    """``module.qualname``, with the module named as a worker imports it.
+
+    A function in a file run as a script lives in ``__main__``, but the
+    worker imports that file under its own name (``python quickstart.py`` and
+    ``python -m currant.worker quickstart:app``): the task is named after the
+    file, so both sides agree.
+    """
+    module = function.__module__
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        path = getattr(main, "__file__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name  # python -m package.module
+        elif path and Path(path).stem.isidentifier():
+            module = Path(path).stem  # python quickstart.py
+        else:
+            where = f"file {path!r}" if path else "an interactive session"
+            raise ConfigurationError(
+                f"task {function.__qualname__!r} is defined in {where}, which a worker cannot import under any"
+                " name: pass a name (@app.task(name=...))"
+            )
+    return f"{module}.{function.__qualname__}"
 
 def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy:
     """Delay before the next attempt: base * 2**(attempt-1), capped, with ±25% jitter.

@@ -175,7 +175,8 @@ def test_claim_never_walks_the_primary_key_on_stale_statistics(app: currant.App,
 # -- a stateful model of the SQL (T30) ----------------------------------------------------------
 #
 # Time passes on the database side only: the machine moves the database clock
-# (``currant.clock_offset``, read by ``{schema}.clock()``) instead of sleeping,
+# (``currant.clock_offset``, read by ``{schema}.clock()`` once
+# ``{schema}.use_test_clock(true)`` turned it on) instead of sleeping,
 # so leases expire, backoffs and delays end and retention runs out within one
 # example. Each rule reads the clock right before its statement; the
 # statement's own clock is at most MARGIN later.
@@ -205,6 +206,8 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
     # settings of the work connection make it 100 times slower.
     maint_conn = psycopg.connect(dsn, autocommit=True)
     server_start = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    # clock() honours currant.clock_offset only once the schema's owner turns the test clock on.
+    conn.execute(f"SELECT {schema}.use_test_clock(true)")
 
     def clock() -> datetime:
         return conn.execute(f"SELECT {schema}.clock()").fetchone()[0]
