@@ -190,11 +190,17 @@ RETURNING j.id, j.attempts, j.task, j.payload
 -- deadlocks between claimers, see measured-floor.md). "j.id = ANY(ids)" lets
 -- the planner reach the rows by primary key; with the join alone it misjudges
 -- the unnest and scans the whole table.
-UPDATE {schema}.jobs j
-SET state = 'succeeded', finished_at = {schema}.clock()
-FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
-WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-  AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+-- Returns how many it recorded per queue and task (a few rows, counted by
+-- the server) for the worker's activity report: no per-job work in Python.
+WITH done AS (
+    UPDATE {schema}.jobs j
+    SET state = 'succeeded', finished_at = {schema}.clock()
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+    RETURNING j.queue, j.task
+)
+SELECT queue, task, count(*) FROM done GROUP BY queue, task
 
 -- name: complete_outcomes
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
@@ -225,7 +231,7 @@ FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(res
      AS o(id, attempt, kind, result, error, traceback, delay, max_attempts)
 WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = o.id
   AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
-RETURNING j.id, j.state::text, j.queue, j.run_at, j.attempts, coalesce(j.max_attempts, o.max_attempts)
+RETURNING j.id, j.state::text, j.queue, j.run_at, j.attempts, coalesce(j.max_attempts, o.max_attempts), j.task
 
 -- name: release
 -- Graceful shutdown and lease hand-back: claimed jobs that never started go
@@ -284,11 +290,13 @@ FROM gone
 WHERE j.state = 'running' AND j.worker_id = gone.id
 
 -- name: maintain
--- See {schema}.maintain() in the migrations: heartbeat, promotion, rescue and
--- pruning in one round trip.
+-- See {schema}.maintain() in the migrations: heartbeat, activity report,
+-- promotion, rescue and pruning in one round trip.
 SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, suspects, cancel_ids, db_now
 FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(max_rescues)s,
-                       %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s)
+                       %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s,
+                       %(done_queues)s::text[], %(done_tasks)s::text[], %(done_outcomes)s::text[],
+                       %(done_counts)s::bigint[])
 
 -- name: get_job
 SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, errors,

@@ -78,7 +78,7 @@ class Completer:
                 plain = [(job_id, attempt, as_failure(outcome, exc)) for job_id, attempt, outcome in finished]
                 batch = completion_params(plain, self.state.worker_id)
 
-        async def flush(conn: Connection) -> tuple[int, list[Any]]:
+        async def flush(conn: Connection) -> tuple[list[Any], list[Any]]:
             faults.point("before_flush")
             result = await self._send(conn, *batch)
             faults.point("after_flush")
@@ -90,8 +90,11 @@ class Completer:
         for job_id, _attempt, _outcome in finished:
             held.pop(job_id, None)
         state.processed += len(finished)
-        state.tally.add("succeeded", succeeded)
-        state.tally.add("fenced", len(finished) - succeeded - len(rows))
+        recorded = len(rows)
+        for queue, task, count in succeeded:
+            state.tally.add("succeeded", count, queue, task)
+            recorded += count
+        state.tally.add("fenced", len(finished) - recorded)
         if rows:
             outcomes = {job_id: outcome for job_id, _attempt, outcome in finished if outcome is not None}
             report.recorded(rows, outcomes, state.db_now(), state.tally)
@@ -101,22 +104,25 @@ class Completer:
 
     async def _send(
         self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None
-    ) -> tuple[int, list[Any]]:
-        """Send the batch; returns (plain successes recorded, rows of the other outcomes recorded)."""
-        if fast and general:
+    ) -> tuple[list[Any], list[Any]]:
+        """Send the batch; returns the rows of both statements: plain successes
+        counted by (queue, task), and each other outcome recorded."""
+        if fast and general and _PIPELINE_SYNC:
             # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
                 fast_cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
                 _sync_point(pipeline)
                 general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
-            return fast_cur.rowcount, await general_cur.fetchall()
+            return await fast_cur.fetchall(), await general_cur.fetchall()
+        succeeded: list[Any] = []
+        rows: list[Any] = []
         if fast:
             cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
-            return cur.rowcount, []
+            succeeded = await cur.fetchall()
         if general:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
-            return 0, await cur.fetchall()
-        return 0, []
+            rows = await cur.fetchall()
+        return succeeded, rows
 
 
 def completion_params(
@@ -166,12 +172,13 @@ def _earliest_retry(rows: list[Any]) -> float | None:
     return min(due).timestamp() if due else None
 
 
-def _sync_point(pipeline: Any) -> None:
-    """End the implicit transaction here without waiting for results.
+# psycopg's public Pipeline.sync() also waits for the results, which would
+# cost the round trip the pipeline saves; its internal queueing of a Sync
+# message is what is needed. pyproject.toml admits only psycopg versions known
+# to have it; without it the two statements go one after the other.
+_PIPELINE_SYNC = hasattr(psycopg.AsyncPipeline, "_enqueue_sync")
 
-    psycopg's public ``Pipeline.sync()`` also waits for the results, which
-    would cost the round trip we are saving; its internal queueing of a Sync
-    message is what we need. (Issue: psycopg has no public way to do this;
-    pyproject pins psycopg below its next major version for it.)
-    """
+
+def _sync_point(pipeline: Any) -> None:
+    """End the implicit transaction here without waiting for results."""
     pipeline._enqueue_sync()

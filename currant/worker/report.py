@@ -23,13 +23,32 @@ OUTCOME_OF_STATE = {"succeeded": "succeeded", "retrying": "retried", "failed": "
 
 
 class Tally:
-    """Counts of recorded attempts by outcome, for the exit summary (and metrics)."""
+    """Counts of recorded attempts: by outcome for the exit summary, and by
+    (queue, task, outcome) for the activity each heartbeat reports."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.unreported: Counter[tuple[str, str, str]] = Counter()
 
-    def add(self, outcome: str, n: int = 1) -> None:
+    def add(self, outcome: str, n: int = 1, queue: str | None = None, task: str | None = None) -> None:
         self.counts[outcome] += n
+        if queue is not None and task is not None:
+            self.unreported[queue, task, outcome] += n
+
+    def take_unreported(self) -> dict[str, list[Any]]:
+        """The activity since the last report, as the maintain statement takes it."""
+        taken, self.unreported = self.unreported, Counter()
+        keys = list(taken)
+        return {
+            "done_queues": [q for q, _t, _o in keys], "done_tasks": [t for _q, t, _o in keys],
+            "done_outcomes": [o for _q, _t, o in keys], "done_counts": [taken[k] for k in keys],
+        }
+
+    def give_back(self, report: dict[str, list[Any]]) -> None:
+        """A report the database did not take: it goes with the next one."""
+        columns = (report["done_queues"], report["done_tasks"], report["done_outcomes"], report["done_counts"])
+        for queue, task, outcome, n in zip(*columns, strict=True):
+            self.unreported[queue, task, outcome] += n
 
     def summary(self) -> str:
         parts = [f"{self.counts[name]} {name}" for name in ("succeeded", "failed", "retried", "cancelled")]
@@ -41,9 +60,10 @@ class Tally:
 def recorded(
     rows: Iterable[tuple[Any, ...]], outcomes: Mapping[int, Outcome], db_now: float, tally: Tally
 ) -> None:
-    """Log and count the rows ``complete_outcomes`` returned: (id, state, queue, run_at, attempts, max_attempts)."""
-    for job_id, state, _queue, run_at, attempts, max_attempts in rows:
-        tally.add(OUTCOME_OF_STATE.get(state, state))
+    """Log and count the rows ``complete_outcomes`` returned:
+    (id, state, queue, run_at, attempts, max_attempts, task)."""
+    for job_id, state, queue, run_at, attempts, max_attempts, task_name in rows:
+        tally.add(OUTCOME_OF_STATE.get(state, state), queue=queue, task=task_name)
         outcome = outcomes.get(job_id)
         if outcome is None or outcome.error is None:
             continue

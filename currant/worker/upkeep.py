@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import faults
+from ..backoff import Backoff
 from .config import WorkerConfig
 from .cron import CronScheduler
 from .lanes import Lanes
@@ -75,6 +76,8 @@ class Upkeep:
         # With periodic tasks, the first round (which registers them) runs at once.
         state.next_beat = time.monotonic() + (0.0 if cron is not None else self.config.heartbeat)
         last_beat = 0.0
+        not_before = 0.0  # after a failed round: the backoff
+        failures = Backoff()
         while True:
             now = time.monotonic()
             wake_at = state.next_beat
@@ -82,7 +85,7 @@ class Upkeep:
                 wake_at = min(wake_at, now + max(0.0, state.next_due - state.db_now()))
             if cron is not None and cron_ready:
                 wake_at = min(wake_at, cron.next_wake(state.clock_offset))
-            wake_at = max(wake_at, last_beat + MIN_ROUND)
+            wake_at = max(wake_at, last_beat + MIN_ROUND, not_before)
             state.due_changed.clear()
             try:
                 await asyncio.wait_for(state.due_changed.wait(), max(0.0, wake_at - now))
@@ -97,10 +100,18 @@ class Upkeep:
                         await asyncio.wait_for(cron.register(), self.link.timeout)
                         cron_ready = True
                     await asyncio.wait_for(cron.fire_due(state.clock_offset), self.link.timeout)
+                failures.reset()
+                not_before = 0.0
             except GaveUp:
                 raise
-            except Exception:
-                log.exception("maintenance failed; will retry at the next heartbeat")
+            except Exception:  # the heartbeat must go on
+                delay = failures.next_delay()
+                not_before = time.monotonic() + delay
+                if failures.failures == 1:
+                    log.exception("maintenance failed; retrying with backoff")
+                else:
+                    log.error("maintenance failed again (%d times in a row); next try in %.1f s",
+                              failures.failures, delay, exc_info=log.isEnabledFor(logging.DEBUG))
             state.next_beat = last_beat + self.config.heartbeat
 
     async def beat(self) -> dict[str, Any] | None:
@@ -117,6 +128,8 @@ class Upkeep:
             "prune_batch": config.prune_batch,
             "channel": self.app.channel,
         }
+        report = state.tally.take_unreported()
+        params.update(report)
 
         async def maintain(conn: Connection) -> dict[str, Any]:
             faults.point("rescue_sweep")
@@ -128,8 +141,12 @@ class Upkeep:
         try:
             row = await self.link.once(maintain)
         except LinkDown as exc:
+            state.tally.give_back(report)
             log.warning("heartbeat failed (%s); will retry", exc)
             return None
+        except BaseException:
+            state.tally.give_back(report)  # not recorded: it goes with the next heartbeat
+            raise
         state.clock_offset = row["db_now"].timestamp() - time.time()
         state.next_due = row["next_due"].timestamp() if row["next_due"] is not None else None
         if row["rescued"]:

@@ -59,6 +59,7 @@ class Worker:
         self._signals = 0
         self._main: asyncio.Task[Any] | None = None
         self._quick_exit = False
+        self._broken: asyncio.Task[Any] | None = None
 
     @property
     def processed(self) -> int:
@@ -73,10 +74,22 @@ class Worker:
         try:
             return await self._run()
         except asyncio.CancelledError:
+            if self._broken is not None:
+                log.critical("the worker's %s stopped: %r; exiting (held jobs will be rescued)",
+                             self._broken.get_name(), self._broken.exception())
+                return 1
             if not self._quick_exit:
                 raise
             log.info("stopped before the database answered; this worker held no job")
             return 0
+
+    def _background_ended(self, task: asyncio.Task[Any]) -> None:
+        # Upkeep, LISTEN and the watchdog run until cancelled: ending any other
+        # way is a bug, and a worker without its heartbeat must not go on.
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), GaveUp):
+            self._broken = task
+            if self._main is not None:
+                self._main.cancel()
 
     async def _run(self) -> int:
         app, config, state = self.app, self.config, self.state
@@ -118,6 +131,8 @@ class Worker:
             ]
             if any(task.timeout is not None and not task.is_async for task in app.tasks.values()):
                 background.append(asyncio.create_task(lanes.watch_deadlines(), name="currant-watchdog"))
+            for task in background:
+                task.add_done_callback(self._background_ended)
             log.info("%s", self._started_line(dsn))
             completing = asyncio.create_task(completer.run(), name="currant-completer")
             try:

@@ -15,10 +15,32 @@
 -- 4. A worker's row says what it is: its concurrency (set at registration)
 --    and how many jobs it held at its last heartbeat, so listing workers
 --    never scans the jobs table.
+-- 5. Activity per minute: every heartbeat adds what its worker finished since
+--    the last one, by queue, task and outcome, and the maintenance lock holder
+--    records rescues and the id sequence's position (so "enqueued per minute"
+--    is a subtraction). Dashboards, metrics and `top` read these few rows, not
+--    the jobs table. Kept for a day.
 
 ALTER TABLE {schema}.workers
     ADD COLUMN concurrency integer,
     ADD COLUMN running integer NOT NULL DEFAULT 0;
+
+CREATE TABLE {schema}.activity (
+    minute   timestamptz NOT NULL,
+    queue    text NOT NULL,
+    task     text NOT NULL,
+    outcome  text NOT NULL,   -- succeeded | failed | retried | cancelled | rescued
+    jobs     bigint NOT NULL,
+    PRIMARY KEY (minute, queue, task, outcome)
+);
+
+CREATE TABLE {schema}.id_marks (
+    minute   timestamptz PRIMARY KEY,
+    last_id  bigint NOT NULL   -- the jobs id sequence's last value during that minute
+);
+
+DROP FUNCTION {schema}.maintain(bigint, text[], bigint[], double precision, integer, double precision,
+                                double precision, integer, text);
 
 CREATE OR REPLACE FUNCTION {schema}.clock() RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -52,7 +74,7 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION {schema}.maintain(
+CREATE FUNCTION {schema}.maintain(
     p_worker        bigint,
     p_queues        text[],
     p_running       bigint[],
@@ -61,7 +83,11 @@ CREATE OR REPLACE FUNCTION {schema}.maintain(
     p_keep_succeeded double precision,
     p_keep_failed   double precision,
     p_prune_batch   integer,
-    p_channel       text
+    p_channel       text,
+    p_done_queues   text[],   -- what this worker finished since its last heartbeat:
+    p_done_tasks    text[],   -- (queue, task, outcome, jobs) side by side
+    p_done_outcomes text[],
+    p_done_counts   bigint[]
 ) RETURNS TABLE (
     alive boolean, promoted integer, rescued integer, poisoned integer, pruned integer,
     next_due timestamptz, has_work boolean, suspects boolean, cancel_ids bigint[], db_now timestamptz
@@ -78,6 +104,13 @@ BEGIN
     UPDATE {schema}.workers SET last_seen = {schema}.clock(), running = coalesce(cardinality(p_running), 0)
     WHERE id = p_worker;
     alive := FOUND;
+    -- In key order, so two heartbeats adding to the same rows cannot deadlock.
+    INSERT INTO {schema}.activity AS a (minute, queue, task, outcome, jobs)
+    SELECT date_trunc('minute', {schema}.clock()), d_queue, d_task, d_outcome, sum(d_jobs)
+    FROM unnest(p_done_queues, p_done_tasks, p_done_outcomes, p_done_counts) AS u(d_queue, d_task, d_outcome, d_jobs)
+    GROUP BY d_queue, d_task, d_outcome
+    ORDER BY d_queue, d_task, d_outcome
+    ON CONFLICT (minute, queue, task, outcome) DO UPDATE SET jobs = a.jobs + excluded.jobs;
     rescued := 0; poisoned := 0; pruned := 0;
 
     WITH due AS (
@@ -125,13 +158,25 @@ BEGIN
                                     THEN ' (rescued ' || (j.rescues + 1) || ' times: treated as poison)' ELSE '' END,
                         'traceback', NULL))
                 WHERE j.worker_id = ANY(dead) AND j.state = 'running'
-                RETURNING j.queue, j.state
+                RETURNING j.queue, j.task, j.state
+            ), counted AS (
+                INSERT INTO {schema}.activity AS a (minute, queue, task, outcome, jobs)
+                SELECT date_trunc('minute', {schema}.clock()), back.queue, back.task,
+                       CASE WHEN back.state = 'failed' THEN 'failed' ELSE 'rescued' END, count(*)
+                FROM back GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4
+                ON CONFLICT (minute, queue, task, outcome) DO UPDATE SET jobs = a.jobs + excluded.jobs
             )
             SELECT count(*), count(*) FILTER (WHERE back.state = 'failed'),
                    array_agg(DISTINCT back.queue) FILTER (WHERE back.state = 'queued')
               INTO rescued, poisoned, woken FROM back;
             PERFORM pg_catalog.pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
         END IF;
+
+        INSERT INTO {schema}.id_marks (minute, last_id)
+        SELECT date_trunc('minute', {schema}.clock()), last_value FROM {schema}.jobs_id_seq
+        ON CONFLICT (minute) DO UPDATE SET last_id = excluded.last_id;
+        DELETE FROM {schema}.activity WHERE minute < {schema}.clock() - interval '1 day';
+        DELETE FROM {schema}.id_marks WHERE minute < {schema}.clock() - interval '1 day';
 
         -- SKIP LOCKED: a row an admin's purge (or anyone) has locked is left
         -- for the next round, so pruning never waits on, or deadlocks with,
