@@ -1,7 +1,10 @@
-"""The app the worker subprocesses of the tests run (DSN and schema from the environment).
+"""The app every worker subprocess of the tests runs (DSN and schema from the environment).
 
-Tasks with side effects write to a ``ledger`` table on their own connection,
-outside the job's transaction, so a duplicate execution leaves a visible trace.
+Tasks with side effects write to a ``ledger`` table on a connection of their
+own, outside the job's transaction, so a duplicate execution leaves a visible
+trace. The ledger write survives database restarts and terminated backends (it
+reconnects and retries), so in the fault tests a fault shows up as a duplicate
+entry, never as a failed job.
 """
 
 from __future__ import annotations
@@ -20,21 +23,37 @@ import currant
 app = currant.App()
 _local = threading.local()
 
+# Names that must be stored and used verbatim (T41).
+WEIRD_TASK = "x'); DROP TABLE jobs;-- \"q\" ; ünïcødé ✓"
+WEIRD_QUEUE = "\"; NOTIFY x; -- 'q' ; ünï ✓"
 
-def _ledger() -> psycopg.Connection[Any]:
+
+def _ledger_conn() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg.connect(app.dsn, autocommit=True)
+    if conn is None or conn.closed or conn.broken:
+        conn = psycopg.connect(app.dsn, autocommit=True, connect_timeout=5, application_name="currant-test-ledger")
         _local.conn = conn
     return conn
 
 
+def _ledger_execute(statement: str, params: tuple[Any, ...]) -> Any:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return _ledger_conn().execute(statement, params)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            conn = getattr(_local, "conn", None)
+            if conn is not None:
+                conn.close()
+            time.sleep(0.1)
+
+
 def write_ledger(key: str) -> None:
     job = currant.current_job()
-    _ledger().execute(
-        f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
-        (key, os.getpid(), job.attempt if job else None),
-    )
+    _ledger_execute(f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
+                    (key, os.getpid(), job.attempt if job else None))
 
 
 @app.task(name="noop")
@@ -52,12 +71,12 @@ def echo(*args: Any, **kwargs: Any) -> Any:
     return [list(args), kwargs]
 
 
-@app.task(name="record")
+@app.task(name="record", retry_backoff=0.05)
 def record(key: str) -> None:
     write_ledger(key)
 
 
-@app.task(name="record_slowly")
+@app.task(name="record_slowly", retry_backoff=0.05)
 def record_slowly(key: str, seconds: float) -> None:
     time.sleep(seconds)
     write_ledger(key)
@@ -117,6 +136,7 @@ def cooperative(key: str) -> None:
             write_ledger(key + ":saw-cancel")
             raise currant.JobCancelled()
         time.sleep(0.05)
+    write_ledger(key + ":finished")
 
 
 @app.task(name="async_wait", queue="async", max_attempts=1)
@@ -177,3 +197,9 @@ def retry_forever_later(delay: float) -> None:
 @app.task(name="surrogate_error", max_attempts=1)
 def surrogate_error() -> None:
     raise ValueError("bad \udcff file name")
+
+
+@app.task(name=WEIRD_TASK, queue=WEIRD_QUEUE)
+def weird(key: str) -> str:
+    write_ledger(key)
+    return key

@@ -234,9 +234,9 @@ def cluster_db(pg_cluster: PgCluster) -> Iterator[Reconnecting]:
 
 @pytest.fixture
 def cluster_spawn(spawn_worker: Any, pg_cluster: PgCluster, cluster_schema: str) -> Any:
-    """``spawn_worker`` pointed at the test-owned cluster (default app: the fault tier's worker_app)."""
+    """``spawn_worker`` pointed at the test-owned cluster (default app: ``tests.apps.jobs``)."""
 
-    def spawn(*args: str, app: str = "tests.faults.worker_app:app", env: dict[str, str] | None = None,
+    def spawn(*args: str, app: str = "tests.apps.jobs:app", env: dict[str, str] | None = None,
               dsn: str | None = None) -> Any:
         return spawn_worker(*args, app=app, env={"CURRANT_DSN": dsn or pg_cluster.dsn, **(env or {})},
                             schema=cluster_schema)

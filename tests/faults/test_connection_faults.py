@@ -33,7 +33,7 @@ def test_backends_terminated_at_5_hz(cluster_app: currant.App, cluster_db: Any, 
     """pg_terminate_backend of every worker session 5 times a second while 3,000 jobs drain."""
     schema = cluster_schema
     keys = [f"k{i}" for i in range(3000)]
-    key_of = _enqueue_keys(cluster_app, "rec_slow", keys, 0.004)
+    key_of = _enqueue_keys(cluster_app, "record_slowly", keys, 0.004)
     # dead-after 5 s: heartbeats fail while their connection is being killed;
     # this test is about reconnection, not about lease expiry.
     worker = cluster_spawn("--batch-size", "100", "--heartbeat", "0.2", "--dead-after", "5", "--poll-interval", "0.2")
@@ -61,7 +61,7 @@ def _listen_pid(conn: Any) -> int | None:
 
 
 def _latency(app: currant.App, conn: Any, schema: str, key: str) -> float:
-    job_id = app.enqueue("rec", (key,))
+    job_id = app.enqueue("record", (key,))
     wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=20, message=f"job {key} done")  # type: ignore[union-attr]
     row = conn.execute(f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema}".jobs WHERE id = %s',
                        (job_id,)).fetchone()
@@ -88,7 +88,7 @@ def test_listen_connection_killed_alone(cluster_app: currant.App, cluster_db: An
 
 
 class Producer(threading.Thread):
-    """Enqueues ``rec`` jobs with unique keys, retrying each key until acknowledged."""
+    """Enqueues ``record`` jobs with unique keys, retrying each key until acknowledged."""
 
     def __init__(self, app: currant.App, pause: float = 0.004) -> None:
         super().__init__(daemon=True, name="producer")
@@ -108,7 +108,7 @@ class Producer(threading.Thread):
             self.attempted.add(key)
             while True:
                 try:
-                    self.app.enqueue("rec", (key,), unique_key=key)
+                    self.app.enqueue("record", (key,), unique_key=key)
                 except currant.EnqueueOutcomeUnknown:
                     self.unknown.add(key)
                 except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -186,12 +186,12 @@ def test_cut_during_enqueue_commit_is_outcome_unknown(proxy: TcpProxy, pg_cluste
         app.stats()  # pool and schema check done before the fault is armed
         proxy.cut_after(b'INSERT INTO "' + cluster_schema.encode())
         with pytest.raises(currant.EnqueueOutcomeUnknown):
-            app.enqueue("rec", ("a",), unique_key="one")
+            app.enqueue("record", ("a",), unique_key="one")
         assert proxy.cut_event.is_set()
         rows = wait_for(lambda: cluster_db.execute(
             f'SELECT id FROM "{cluster_schema}".jobs WHERE unique_key = %s', ("one",)).fetchall(),
             timeout=10, message="the cut INSERT committed on the server")
-        again = app.enqueue("rec", ("a",), unique_key="one")
+        again = app.enqueue("record", ("a",), unique_key="one")
         assert [again] == [row[0] for row in rows], "the retry found the job the lost answer created"
     finally:
         app.close()
@@ -205,10 +205,10 @@ def test_cut_during_bulk_enqueue_commit(proxy: TcpProxy, pg_cluster: Any, cluste
         app.stats()
         proxy.cut_after(b"COMMIT\x00")  # the simple-query COMMIT, not "ON COMMIT DELETE ROWS"
         with pytest.raises(currant.EnqueueOutcomeUnknown):
-            app.enqueue_many("rec", items)
+            app.enqueue_many("record", items)
         wait_for(lambda: cluster_db.execute(f'SELECT count(*) FROM "{cluster_schema}".jobs').fetchone()[0] == 500,
                  timeout=10, message="the cut COMMIT took effect")
-        ids = app.enqueue_many("rec", items)
+        ids = app.enqueue_many("record", items)
         stored = dict(cluster_db.execute(f'SELECT unique_key, id FROM "{cluster_schema}".jobs').fetchall())
         assert ids == [stored[f"b{i}"] for i in range(500)]
         assert cluster_db.execute(f'SELECT count(*) FROM "{cluster_schema}".jobs').fetchone()[0] == 500
@@ -225,11 +225,11 @@ def test_cut_during_async_enqueue_is_outcome_unknown(proxy: TcpProxy, pg_cluster
             await app.astats()
             proxy.cut_after(b'INSERT INTO "' + cluster_schema.encode())
             with pytest.raises(currant.EnqueueOutcomeUnknown):
-                await app.aenqueue("rec", ("x",), unique_key="async-one")
+                await app.aenqueue("record", ("x",), unique_key="async-one")
             rows = wait_for(lambda: cluster_db.execute(
                 f'SELECT id FROM "{cluster_schema}".jobs WHERE unique_key = %s', ("async-one",)).fetchall(),
                 timeout=10)
-            return await app.aenqueue("rec", ("x",), unique_key="async-one"), rows
+            return await app.aenqueue("record", ("x",), unique_key="async-one"), rows
         finally:
             await app.aclose()
 
@@ -244,12 +244,12 @@ def _half_open(proxy: TcpProxy, pg_cluster: Any, cluster_app: currant.App, clust
                schema: str, budget: float) -> None:
     worker = cluster_spawn("--heartbeat", "0.5", "--dead-after", "3", "--poll-interval", "0.5",
                            dsn=_via(proxy, pg_cluster.dsn))
-    first = cluster_app.enqueue("rec", ("before",))
+    first = cluster_app.enqueue("record", ("before",))
     wait_for(lambda: cluster_app.get_job(first).state == "succeeded", timeout=20)  # type: ignore[union-attr]
     time.sleep(1.0)
     proxy.blackhole()  # every session of the worker is now half-open; new ones work
     blackholed_at = time.monotonic()
-    job = cluster_app.enqueue("rec", ("after",))
+    job = cluster_app.enqueue("record", ("after",))
     try:
         wait_for(lambda: cluster_app.get_job(job).state == "succeeded", timeout=budget,  # type: ignore[union-attr]
                  interval=0.2, message=f"a job run within {budget} s of the blackhole")

@@ -11,8 +11,8 @@ import pytest
 import currant
 from currant import codec
 from tests.conftest import wait_for
-from tests.faults.worker_app import WEIRD_QUEUE, WEIRD_TASK
-from tests.faults.helpers import FAST, FAULTS_APP, ledger_rows
+from tests.apps.jobs import WEIRD_QUEUE, WEIRD_TASK
+from tests.faults.helpers import FAST, ledger_rows
 
 MALFORMED = {
     "reserved byte 0xc1": b"\xc1",
@@ -41,9 +41,9 @@ def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: 
     insert = f'INSERT INTO "{schema_name}".jobs (queue, task, payload) VALUES (%s, %s, %s) RETURNING id'
     for i, (name, payload) in enumerate(MALFORMED.items()):
         key = f"good{i}"
-        good[db.execute(insert, ("default", "rec", codec.encode_payload((key,), None))).fetchone()[0]] = key
-        bad[db.execute(insert, ("default", "rec", payload)).fetchone()[0]] = name
-    worker = spawn_worker("--burst", "--batch-size", "100", *FAST, app=FAULTS_APP, env={"CURRANT_IMPL": impl})
+        good[db.execute(insert, ("default", "record", codec.encode_payload((key,), None))).fetchone()[0]] = key
+        bad[db.execute(insert, ("default", "record", payload)).fetchone()[0]] = name
+    worker = spawn_worker("--burst", "--batch-size", "100", *FAST, env={"CURRANT_IMPL": impl})
     assert worker.wait(60) == 0, worker.log()[-3000:]  # alive to the end, exited by --burst
     rows = {
         row[0]: row[1:]
@@ -122,7 +122,7 @@ def test_odd_names_are_stored_verbatim(app: currant.App, db: Any, schema_name: s
 def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spawn_worker: Any,
                                                  schema_name: str) -> None:
     job_id = app.enqueue(WEIRD_TASK, ("w1",), queue=WEIRD_QUEUE)
-    worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST, app=FAULTS_APP)
+    worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST)
     assert worker.wait(30) == 0, worker.log()[-3000:]
     job = app.get_job(job_id)
     assert job is not None and (job.state, job.result, job.task, job.queue) == ("succeeded", "w1", WEIRD_TASK,
@@ -135,7 +135,7 @@ def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spaw
 
 def test_a_queue_named_like_a_cancel_message_cancels_nothing(app: currant.App, db: Any, spawn_worker: Any,
                                                              schema_name: str) -> None:
-    spawn_worker(*FAST, app=FAULTS_APP)
+    spawn_worker(*FAST)
     victim = app.enqueue("cooperative", ("c1",))
     wait_for(lambda: any(key == "c1:started" for key, _, _ in ledger_rows(db, schema_name)), message="started")
     app.enqueue("noop", (), queue=f"cancel:{victim}")  # nobody serves this queue; only its NOTIFY is sent
@@ -150,13 +150,12 @@ def test_a_queue_named_like_a_cancel_message_cancels_nothing(app: currant.App, d
 def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant.App, db: Any,
                                                                     spawn_worker: Any, schema_name: str) -> None:
     queue = "reports@2026"
-    spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30",
-                 app=FAULTS_APP)
+    spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30")
     wait_for(lambda: db.execute(f'SELECT count(*) FROM "{schema_name}".workers').fetchone()[0] == 1)
     time.sleep(0.5)
     latencies = []
     for i in range(4):
-        job_id = app.enqueue("rec", (f"r{i}",), queue=queue)
+        job_id = app.enqueue("record", (f"r{i}",), queue=queue)
         wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=20)  # type: ignore[union-attr]
         latencies.append(db.execute(
             f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema_name}".jobs WHERE id = %s',

@@ -41,8 +41,6 @@ from tests.faults.helpers import (
     worker_id_of,
 )
 
-JOBS_APP = "tests.apps.jobs:app"
-
 
 def _with(dsn: str, **changes: str) -> str:
     params: dict[str, Any] = conninfo_to_dict(dsn)
@@ -86,7 +84,7 @@ def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: 
     # measures recovery, so it starts from an analyzed table.
     db.execute(f'ANALYZE "{schema}".jobs')
     worker = spawn("--batch-size", "200", "--concurrency", "4", "--heartbeat", "1", "--dead-after", "30",
-                   "--poll-interval", "0.2", app=JOBS_APP)
+                   "--poll-interval", "0.2")
     wait_for(lambda: counts(db, schema).get("succeeded", 0) >= 2000, timeout=60, message="the drain started")
     time.sleep(settle)
     before_end = db.execute("SELECT now()").fetchone()[0]
@@ -217,12 +215,12 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     schema = cluster_schema
     # Same timings for both workers (any worker's --dead-after decides for all).
     timing = ("--heartbeat", "0.3", "--dead-after", "3", "--poll-interval", "0.2")
-    early = cluster_spawn("--queues", "qa", *timing, app=JOBS_APP)
+    early = cluster_spawn("--queues", "qa", *timing)
     early_id = worker_id_of(cluster_db, schema, early.pid)
     cluster_app.stats()  # the fixture's pool holds a connection: the enqueues below use it
     control = cluster_db.conn()  # and so does this test's reader
     hogs = hold_all_connections()
-    late = cluster_spawn("--queues", "qb", *timing, app=JOBS_APP)
+    late = cluster_spawn("--queues", "qb", *timing)
     cluster_app.enqueue_many("noop", [()] * 100, queue="qa")
     cluster_app.enqueue_many("noop", [()] * 100, queue="qb")
 
@@ -295,7 +293,7 @@ def test_statement_timeout_on_every_statement(pg_cluster: Any, cluster_app: curr
     ident = pgsql.Identifier(timeout_role)
     cluster_db.execute(pgsql.SQL("ALTER ROLE {r} SET statement_timeout = '1ms'").format(r=ident))
     keys = [f"k{i}" for i in range(5000)]
-    key_of = _enqueue_keys(cluster_app, "rec", keys)
+    key_of = _enqueue_keys(cluster_app, "record", keys)
     worker = cluster_spawn("--batch-size", "1000", "--heartbeat", "0.5", "--dead-after", "10",
                            "--poll-interval", "0.2", dsn=_with(pg_cluster.dsn, user=timeout_role))
     wait_for(lambda: "statement timeout" in worker.log(), timeout=30, message="a statement timed out")
@@ -361,7 +359,7 @@ def test_pinned_xmin_horizon_queue_keeps_working(pg_cluster: Any, cluster_app: c
         key_of: dict[int, str] = {}
         for chunk in range(4):
             keys = [f"k{chunk}-{i}" for i in range(5000)]
-            key_of.update(_enqueue_keys(cluster_app, "rec", keys))
+            key_of.update(_enqueue_keys(cluster_app, "record", keys))
             time.sleep(0.5)
         wait_all_succeeded(cluster_db, schema, 20_000, timeout=120)
         xmin_age = cluster_db.execute(
@@ -432,14 +430,14 @@ def test_notify_failing_at_commit_leaves_no_job(cluster_app: currant.App, cluste
     try:
         failure = (psycopg.Error, currant.EnqueueOutcomeUnknown)
         with pytest.raises(failure) as single:
-            app.enqueue("rec", ("one",))
+            app.enqueue("record", ("one",))
         with pytest.raises(failure) as bulk:
-            app.enqueue_many("rec", [(f"b{i}",) for i in range(100)])
+            app.enqueue_many("record", [(f"b{i}",) for i in range(100)])
         with pytest.raises(failure):
-            app.enqueue("rec", ("later",), delay=30)
+            app.enqueue("record", ("later",), delay=30)
         assert _jobs_count(cluster_db, schema) == 0
         # The producer's connections are still fine: a good enqueue on another App works.
-        assert cluster_app.enqueue("rec", ("fine",)) > 0
+        assert cluster_app.enqueue("record", ("fine",)) > 0
         print(f"\nNOTIFY failing at commit: enqueue raised {type(single.value).__name__}: {single.value};"
               f" enqueue_many raised {type(bulk.value).__name__}")
     finally:
@@ -454,8 +452,8 @@ def test_a_definite_commit_failure_is_not_outcome_unknown(cluster_app: currant.A
     known (nothing was written), so EnqueueOutcomeUnknown is the wrong answer."""
     app = currant.App(notify_fails_at_commit, schema=cluster_schema)
     try:
-        for action in (lambda: app.enqueue("rec", ("one",)),
-                       lambda: app.enqueue_many("rec", [(f"b{i}",) for i in range(10)])):
+        for action in (lambda: app.enqueue("record", ("one",)),
+                       lambda: app.enqueue_many("record", [(f"b{i}",) for i in range(10)])):
             with pytest.raises(psycopg.Error) as raised:
                 action()
             assert _jobs_count(cluster_db, cluster_schema) == 0
@@ -478,7 +476,7 @@ def test_a_listener_that_never_reads_does_not_stop_delivery(pg_cluster: Any, clu
         stuck.execute("BEGIN")
         stuck.execute("SELECT 1")
         keys = [f"k{i}" for i in range(200)]
-        key_of = {cluster_app.enqueue("rec", (key,)): key for key in keys}
+        key_of = {cluster_app.enqueue("record", (key,)): key for key in keys}
         wait_all_succeeded(cluster_db, schema, len(keys), timeout=30)
         usage = cluster_db.execute("SELECT pg_notification_queue_usage()").fetchone()[0]
         assert usage > 0, "the stuck listener holds the queue"
@@ -608,7 +606,7 @@ def test_rescue_versus_late_completion(cluster_app: currant.App, cluster_db: Any
     timing = ("--dead-after", "1.5", "--poll-interval", "0.2")
     # A: 4 jobs, handlers of 0.1-0.9 s, all started before A's first heartbeat at +0.3 s.
     durations = [0.1, 0.5, 0.7, 0.9]
-    key_of = {cluster_app.enqueue("rec_slow", (f"j{i}", seconds)): f"j{i}" for i, seconds in enumerate(durations)}
+    key_of = {cluster_app.enqueue("record_slowly", (f"j{i}", seconds)): f"j{i}" for i, seconds in enumerate(durations)}
     a = cluster_spawn("--concurrency", "4", "--heartbeat", "0.3", *timing,
                       env={"CURRANT_FAULTS": f"rescue_sweep=sleep:{stall}"})
     a_id = worker_id_of(cluster_db, schema, a.pid)

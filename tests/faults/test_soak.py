@@ -24,7 +24,7 @@ import pytest
 import currant
 from tests.conftest import wait_for
 from tests.faults.helpers import counts
-from tests.faults.test_more_faults import JOBS_APP, measure_restart_recovery
+from tests.faults.test_more_faults import measure_restart_recovery
 
 SOAK_SECONDS = float(os.environ.get("CURRANT_SOAK_SECONDS", "600"))
 SOAK_RATE = int(os.environ.get("CURRANT_SOAK_RATE", "2000"))
@@ -91,7 +91,7 @@ def test_churn_sizes_plateau_and_claim_latency_stays_flat(pg_cluster: Any, clust
     """
     schema = cluster_schema
     worker = cluster_spawn("--batch-size", "500", "--heartbeat", "1", "--dead-after", "30", "--poll-interval", "0.2",
-                           "--keep-succeeded", "5", app=JOBS_APP)
+                           "--keep-succeeded", "5")
     wait_for(lambda: cluster_db.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()[0], message="worker up")
     producer = SteadyProducer(currant.App(pg_cluster.dsn, schema=schema), SOAK_RATE)
     interval = min(30.0, SOAK_SECONDS / 20)

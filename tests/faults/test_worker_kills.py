@@ -19,7 +19,6 @@ from tests.conftest import wait_for
 from tests.faults.checker import assert_no_loss, check_schema
 from tests.faults.helpers import (
     FAST,
-    FAULTS_APP,
     counts,
     ledger_count,
     ledger_rows,
@@ -38,15 +37,15 @@ def _enqueue_keys(app: currant.App, task: str, keys: list[str], *extra: Any) -> 
 def test_sigkill_with_a_full_prefetch_buffer(app: currant.App, db: Any, spawn_worker: Any, schema_name: str) -> None:
     """Killed while ~500 prefetched jobs wait locally: every one is rescued and runs."""
     keys = [f"k{i}" for i in range(600)]
-    key_of = _enqueue_keys(app, "rec_slow", keys, 0.01)
-    worker = spawn_worker("--batch-size", "500", "--concurrency", "2", *FAST, app=FAULTS_APP)
+    key_of = _enqueue_keys(app, "record_slowly", keys, 0.01)
+    worker = spawn_worker("--batch-size", "500", "--concurrency", "2", *FAST)
     wid = worker_id_of(db, schema_name, worker.pid)
     wait_for(lambda: ledger_count(db, schema_name) >= 20, message="20 side effects")
     assert len(running_of(db, schema_name, [wid])) >= 250, "the prefetch buffer is full"
     worker.kill()
     window = running_of(db, schema_name, [wid])  # leased to the dead worker: may run again
     assert len(window) >= 250
-    rescuer = spawn_worker("--batch-size", "500", *FAST, app=FAULTS_APP)
+    rescuer = spawn_worker("--batch-size", "500", *FAST)
     wait_all_succeeded(db, schema_name, len(keys))
     window_keys = {key_of[i] for i in window}
     history = assert_no_loss(
@@ -66,15 +65,15 @@ def test_sigkill_with_a_full_prefetch_buffer(app: currant.App, db: Any, spawn_wo
 def test_kill_at_a_fault_point(app: currant.App, db: Any, spawn_worker: Any, schema_name: str, fault: str) -> None:
     """SIGKILL right after the claim commits, or just before/after a completion flush."""
     keys = [f"k{i}" for i in range(200)]
-    key_of = _enqueue_keys(app, "rec_slow", keys, 0.002)
-    victim = spawn_worker("--batch-size", "100", *FAST, app=FAULTS_APP, env={"CURRANT_FAULTS": fault})
+    key_of = _enqueue_keys(app, "record_slowly", keys, 0.002)
+    victim = spawn_worker("--batch-size", "100", *FAST, env={"CURRANT_FAULTS": fault})
     assert victim.wait(60) == -signal.SIGKILL, victim.log()[-3000:]
     wid = worker_id_of(db, schema_name, victim.pid)
     window = running_of(db, schema_name, [wid])
     executed_by_victim = {key for key, pid, _ in ledger_rows(db, schema_name) if pid == victim.pid}
     if fault.startswith("after_claim_commit"):
         assert len(window) == 100, "the whole first batch was leased when the worker died"
-    spawn_worker("--batch-size", "100", *FAST, app=FAULTS_APP)
+    spawn_worker("--batch-size", "100", *FAST)
     wait_all_succeeded(db, schema_name, len(keys))
     window_keys = {key_of[i] for i in window}
     history = assert_no_loss(
@@ -89,10 +88,10 @@ def test_kill_at_a_fault_point(app: currant.App, db: Any, spawn_worker: Any, sch
 def test_repeated_random_sigkills(app: currant.App, db: Any, spawn_worker: Any, schema_name: str) -> None:
     """Two workers SIGKILLed and restarted at random over 5,000 jobs, a third one stable."""
     keys = [f"k{i}" for i in range(5000)]
-    key_of = _enqueue_keys(app, "rec_slow", keys, 0.001)
+    key_of = _enqueue_keys(app, "record_slowly", keys, 0.001)
     args = ("--batch-size", "100", "--concurrency", "4", "--max-rescues", "1000", *FAST)
-    stable = spawn_worker(*args, app=FAULTS_APP)
-    victims = [spawn_worker(*args, app=FAULTS_APP) for _ in range(2)]
+    stable = spawn_worker(*args)
+    victims = [spawn_worker(*args) for _ in range(2)]
     rng = random.Random(20260807)
     killed_pids: set[int] = set()
     kills = 0
@@ -103,7 +102,7 @@ def test_repeated_random_sigkills(app: currant.App, db: Any, spawn_worker: Any, 
         victims[index].kill()
         killed_pids.add(victims[index].pid)
         kills += 1
-        victims[index] = spawn_worker(*args, app=FAULTS_APP)
+        victims[index] = spawn_worker(*args)
     assert kills >= 3, "the drain was too fast to kill anything"
     wait_all_succeeded(db, schema_name, len(keys), timeout=120)
     executions: dict[str, list[int]] = {}
@@ -127,11 +126,11 @@ def test_a_waiting_suspect_never_stalls_the_worker(app: currant.App, db: Any, sp
     worker keeps heartbeating and completing (a regression: the claimer once
     spun on the event loop here, starving the heartbeat and the completer)."""
     keys = [f"k{i}" for i in range(20)]  # more than one batch: ready jobs wait in the queue too
-    key_of = _enqueue_keys(app, "rec_slow", keys, 0.3)
-    (suspect_id,) = app.enqueue_many("rec_slow", [("suspect", 0.0)])
+    key_of = _enqueue_keys(app, "record_slowly", keys, 0.3)
+    (suspect_id,) = app.enqueue_many("record_slowly", [("suspect", 0.0)])
     db.execute(f'UPDATE "{schema_name}".jobs SET rescues = 1 WHERE id = %s', (suspect_id,))
     key_of[suspect_id] = "suspect"
-    worker = spawn_worker("--batch-size", "5", "--concurrency", "1", *FAST, app=FAULTS_APP)
+    worker = spawn_worker("--batch-size", "5", "--concurrency", "1", *FAST)
     wid = worker_id_of(db, schema_name, worker.pid)
     wait_for(lambda: running_of(db, schema_name, [wid]), message="a batch claimed")
     # Three seconds, three times dead_after: jobs held, ready jobs and a suspect waiting.
@@ -150,8 +149,8 @@ def test_a_waiting_suspect_never_stalls_the_worker(app: currant.App, db: Any, sp
 def test_sigterm_is_graceful(app: currant.App, db: Any, spawn_worker: Any, schema_name: str) -> None:
     """One SIGTERM: running jobs finish, prefetched ones go back untouched (attempt refunded), exit 0."""
     keys = [f"k{i}" for i in range(22)]
-    key_of = _enqueue_keys(app, "rec_slow", keys, 1.5)
-    worker = spawn_worker("--batch-size", "100", "--concurrency", "2", *FAST, app=FAULTS_APP)
+    key_of = _enqueue_keys(app, "record_slowly", keys, 1.5)
+    worker = spawn_worker("--batch-size", "100", "--concurrency", "2", *FAST)
     wid = worker_id_of(db, schema_name, worker.pid)
     wait_for(lambda: len(running_of(db, schema_name, [wid])) == 22, message="all 22 claimed")
     time.sleep(0.4)  # both lanes are inside their first 1.5 s job
@@ -163,7 +162,7 @@ def test_sigterm_is_graceful(app: currant.App, db: Any, spawn_worker: Any, schem
     assert sorted(rows) == [("queued", 0, True, 20), ("succeeded", 1, False, 2)], rows
     assert ledger_count(db, schema_name) == 2
     assert db.execute(f'SELECT count(*) FROM "{schema_name}".workers').fetchone()[0] == 0, "deregistered"
-    spawn_worker("--batch-size", "100", "--concurrency", "8", *FAST, app=FAULTS_APP)
+    spawn_worker("--batch-size", "100", "--concurrency", "8", *FAST)
     wait_all_succeeded(db, schema_name, len(keys))
     assert_no_loss(check_schema(db, schema_name, keys, key_of=key_of))
 
@@ -172,8 +171,8 @@ def test_second_sigterm_exits_at_once_and_jobs_are_rescued(
     app: currant.App, db: Any, spawn_worker: Any, schema_name: str
 ) -> None:
     keys = [f"k{i}" for i in range(6)]
-    key_of = _enqueue_keys(app, "rec_slow", keys, 3.0)
-    worker = spawn_worker("--batch-size", "100", "--concurrency", "2", *FAST, app=FAULTS_APP)
+    key_of = _enqueue_keys(app, "record_slowly", keys, 3.0)
+    worker = spawn_worker("--batch-size", "100", "--concurrency", "2", *FAST)
     wid = worker_id_of(db, schema_name, worker.pid)
     wait_for(lambda: len(running_of(db, schema_name, [wid])) == 6, message="all claimed")
     time.sleep(0.3)
@@ -183,7 +182,7 @@ def test_second_sigterm_exits_at_once_and_jobs_are_rescued(
     assert worker.wait(5) == 1, worker.log()[-3000:]
     assert ledger_count(db, schema_name) == 0, "the forced exit did not wait for the 3 s jobs"
     assert len(running_of(db, schema_name, [wid])) == 2, "its running jobs stay leased until rescued"
-    spawn_worker("--concurrency", "8", *FAST, app=FAULTS_APP)
+    spawn_worker("--concurrency", "8", *FAST)
     wait_all_succeeded(db, schema_name, len(keys))
     assert_no_loss(check_schema(db, schema_name, keys, key_of=key_of))
     rescued = db.execute(f'SELECT count(*) FROM "{schema_name}".jobs WHERE rescues = 1').fetchone()[0]
