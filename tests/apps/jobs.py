@@ -56,6 +56,10 @@ def write_ledger(key: str) -> None:
                     (key, os.getpid(), job.attempt if job else None))
 
 
+def _in_ledger(key: str) -> bool:
+    return _ledger_execute(f'SELECT 1 FROM "{app.schema}".ledger WHERE key = %s', (key,)).fetchone() is not None
+
+
 @app.task(name="noop")
 def noop() -> None:
     pass
@@ -127,7 +131,14 @@ def sleep(seconds: float) -> None:
 
 
 @app.task(name="cooperative", max_attempts=1)
-def cooperative(key: str) -> None:
+def cooperative(key: str, until_released: bool = False) -> None:
+    """Writes ``<key>:started``, then checks its cancel flag every 50 ms for 30 s.
+
+    Cancelled: writes ``<key>:saw-cancel`` and raises JobCancelled. With
+    ``until_released``, a ``<key>:release`` row in the ledger (written by the
+    test) ends it normally, after one more look at the flag: it writes
+    ``<key>:released`` and returns. Otherwise it writes ``<key>:finished`` at the end.
+    """
     write_ledger(key + ":started")
     job = currant.current_job()
     assert job is not None
@@ -135,6 +146,12 @@ def cooperative(key: str) -> None:
         if job.cancel_requested:
             write_ledger(key + ":saw-cancel")
             raise currant.JobCancelled()
+        if until_released and _in_ledger(key + ":release"):
+            if job.cancel_requested:  # the release was written after the flag's last look: look again
+                write_ledger(key + ":saw-cancel")
+                raise currant.JobCancelled()
+            write_ledger(key + ":released")
+            return
         time.sleep(0.05)
     write_ledger(key + ":finished")
 

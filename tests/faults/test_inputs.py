@@ -135,21 +135,63 @@ def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spaw
     assert [key for key, _, _ in ledger_rows(db, schema_name)] == ["w1"]
 
 
-# -- notification payloads are parsed from queue names -------------------------------
+# -- notification payloads -------------------------------------------------------------
+
+# Raw payloads the listener must log and ignore (wakeup.py: ``r:<queue>``,
+# ``d:<epoch>:<queue>`` and ``c:<job id>`` are the only forms).
+MALFORMED_NOTIFICATIONS = ["cancel:{victim}", "c:abc", "c:", "c:{victim}x", "", "x:{victim}", " c:{victim}",
+                           "d:soon:default", "d:"]
+# Well-formed, but about nothing this worker holds or serves: ignored without a word.
+IGNORED_NOTIFICATIONS = ["c:{unknown}", "c:-1", "r:", "r:no-such-queue", "d:1:no-such-queue", "d:nan:default"]
 
 
-def test_a_queue_named_like_a_cancel_message_cancels_nothing(app: currant.App, db: Any, spawn_worker: Any,
-                                                             schema_name: str) -> None:
-    spawn_worker(*FAST)
-    victim = app.enqueue("cooperative", ("c1",))
-    wait_for(lambda: any(key == "c1:started" for key, _, _ in ledger_rows(db, schema_name)), message="started")
-    app.enqueue("noop", (), queue=f"cancel:{victim}")  # nobody serves this queue; only its NOTIFY is sent
-    time.sleep(1.5)
-    try:
-        assert "c1:saw-cancel" not in [key for key, _, _ in ledger_rows(db, schema_name)]
-        assert app.get_job(victim).state == "running"  # type: ignore[union-attr]
-    finally:
-        app.cancel(victim)
+def test_odd_and_malformed_notifications_change_nothing(app: currant.App, db: Any, spawn_worker: Any,
+                                                        schema_name: str) -> None:
+    """A running job is cancelled by its ``c:<id>`` only. Queues named like cancel
+    messages (their jobs notify ``r:c:<id>``, ``r:cancel:<id>``), malformed
+    payloads and a cancel for an id the worker does not hold change nothing; the
+    worker stays up, still runs new jobs, and a real cancel still reaches a running job."""
+    worker = spawn_worker(*FAST)
+    victim = app.enqueue("cooperative", ("c1",), {"until_released": True})
+
+    def keys() -> list[str]:
+        return [key for key, _, _ in ledger_rows(db, schema_name)]
+
+    wait_for(lambda: "c1:started" in keys(), message="the victim started")
+    for queue in (f"c:{victim}", f"cancel:{victim}", str(victim)):
+        app.enqueue("noop", (), queue=queue)  # nobody serves these queues; only their NOTIFY matters
+    values = {"victim": victim, "unknown": victim + 1_000_000}
+    malformed = [template.format(**values) for template in MALFORMED_NOTIFICATIONS]
+    for payload in [*malformed, *(template.format(**values) for template in IGNORED_NOTIFICATIONS)]:
+        db.execute("SELECT pg_notify(%s, %s)", (app.channel, payload))
+    # One listener connection gets the notifications in commit order: once the
+    # last one is logged, every one before it has been dispatched.
+    sentinel = "end-of-odd-notifications"
+    db.execute("SELECT pg_notify(%s, %s)", (app.channel, sentinel))
+    wait_for(lambda: f"ignoring malformed notification {sentinel!r}" in worker.log(), timeout=10,
+             message="the listener reached the last notification")
+    log = worker.log()
+    for payload in malformed:
+        assert f"ignoring malformed notification {payload!r}" in log, payload
+    # The victim looks at its cancel flag once more after it sees the release:
+    # a flag set by any notification above cannot go unnoticed.
+    db.execute(f'INSERT INTO "{schema_name}".ledger (key) VALUES (%s)', ("c1:release",))
+    wait_for(lambda: app.get_job(victim).state != "running", timeout=10,  # type: ignore[union-attr]
+             message="the victim finished")
+    assert app.get_job(victim).state == "succeeded", keys()  # type: ignore[union-attr]
+    assert "c1:released" in keys() and "c1:saw-cancel" not in keys(), keys()
+    # Still working: a new job runs, and a real cancel reaches a running job.
+    after = app.enqueue("record", ("after",))
+    second = app.enqueue("cooperative", ("c2",))
+    wait_for(lambda: app.get_job(after).state == "succeeded", timeout=10,  # type: ignore[union-attr]
+             message="a job enqueued after the notifications ran")
+    wait_for(lambda: "c2:started" in keys(), timeout=10, message="the second cooperative job started")
+    assert app.cancel(second) == "cancel_requested"
+    wait_for(lambda: app.get_job(second).state == "cancelled", timeout=10,  # type: ignore[union-attr]
+             message="the real cancel took effect")
+    assert "c2:saw-cancel" in keys()
+    assert worker.popen.poll() is None, worker.log()[-3000:]
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
 
 
 def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant.App, db: Any,
