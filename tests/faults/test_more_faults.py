@@ -240,12 +240,16 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     pool = producer._sync_pool()  # opens in the background; the default wait for a connection is 30 s
     default_timeout = pool.timeout
     pool.timeout = 2.0  # only to keep the test short
+    jobs_before = _jobs_count(control, schema)
     started = time.monotonic()
     try:
         with pytest.raises(psycopg_pool.PoolTimeout) as raised:
             producer.enqueue("noop", queue="qb")
         waited = time.monotonic() - started
-        assert not isinstance(raised.value, currant.EnqueueOutcomeUnknown)
+        # The pool's own error, as it is: nothing was sent, so the outcome is
+        # known (no job), and it is neither wrapped nor EnqueueOutcomeUnknown.
+        assert type(raised.value) is psycopg_pool.PoolTimeout, repr(raised.value)
+        assert _jobs_count(control, schema) == jobs_before
         print(f"\nexhaustion: held {len(hogs)} connections; refusal: {hold_all_connections.refusal[-1].strip()!r};"
               f" producer raised {type(raised.value).__name__} after {waited:.1f} s (pool timeout 2 s, default"
               f" {default_timeout:g} s): {raised.value}")
@@ -454,10 +458,13 @@ def test_a_definite_commit_failure_is_not_outcome_unknown(cluster_app: currant.A
     try:
         for action in (lambda: app.enqueue("record", ("one",)),
                        lambda: app.enqueue_many("record", [(f"b{i}",) for i in range(10)])):
-            with pytest.raises(psycopg.Error) as raised:
+            # The server's own error (SQLSTATE 54000, raised at COMMIT), not
+            # EnqueueOutcomeUnknown and not some other wrapping: nothing was written.
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded) as raised:
                 action()
+            assert raised.value.sqlstate == "54000", raised.value
+            assert "too many notifications in the NOTIFY queue" in str(raised.value)
             assert _jobs_count(cluster_db, cluster_schema) == 0
-            assert not isinstance(raised.value, currant.EnqueueOutcomeUnknown), raised.value
     finally:
         app.close()
 
