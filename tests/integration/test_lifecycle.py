@@ -21,6 +21,10 @@ import currant
 from currant.worker.completions import completion_params, register_array_dumpers
 from tests.conftest import ROOT, ledger, state_counts, wait_for
 
+# Every field of currant.Job, in order (what `python -m currant show` prints).
+JOB_FIELDS = ("id", "task", "queue", "state", "attempts", "max_attempts", "priority", "result", "error", "errors",
+              "enqueued_at", "started_at", "finished_at", "run_at", "cancel_requested", "unique_key", "rescues")
+
 # Short lease timings for the tests (production defaults: 5 s / 30 s).
 FAST_LEASES = ("--heartbeat", "0.2", "--dead-after", "1.0")
 
@@ -499,6 +503,26 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     assert [(j["id"], j["last_error"]) for j in listed] == [(failed, "Discard: broken")]
     assert "Discard: broken" in _admin(database_dsn, schema_name, "failed").stdout
 
+    # show: every field of the job, as app.get_job reads it.
+    job = _job(app, failed)
+    expected = {name: getattr(job, name) for name in JOB_FIELDS}
+    expected.update({name: expected[name].isoformat() for name in ("enqueued_at", "started_at", "finished_at", "run_at")})
+    proc = _admin(database_dsn, schema_name, "--json", "show", str(failed))
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown == expected
+    assert (shown["state"], shown["attempts"], shown["error"]) == ("failed", 1, "Discard: broken")
+    assert [e["error"] for e in shown["errors"]] == ["Discard: broken"]
+    proc = _admin(database_dsn, schema_name, "show", str(failed))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["field", "value"]
+    values = {name: rest.strip() for name, _, rest in (line.strip().partition(" ") for line in lines[2:])}
+    assert list(values) == list(JOB_FIELDS), values
+    assert (values["id"], values["task"], values["state"], values["attempts"], values["error"]) == (
+        str(failed), "discard", "failed", "1", "Discard: broken"), values
+    assert values["finished_at"] == job.finished_at.strftime("%Y-%m-%d %H:%M:%S"), values  # type: ignore[union-attr]
+
     assert json.loads(_admin(database_dsn, schema_name, "--json", "retry", str(failed)).stdout) == [
         {"id": failed, "retried": True}
     ]
@@ -509,8 +533,8 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     assert json.loads(_admin(database_dsn, schema_name, "--json", "purge", "cancelled").stdout) == {"deleted": 2}
     assert app.get_job(queued) is None
 
-    shown = json.loads(_admin(database_dsn, schema_name, "--json", "show", str(failed)).stdout) if app.get_job(failed) else None
-    assert shown is None
+    gone = _admin(database_dsn, schema_name, "show", str(failed))  # purged with the cancelled ones
+    assert gone.returncode == 1 and f"job {failed} not found" in gone.stderr and gone.stdout == ""
     missing = _admin(database_dsn, schema_name, "show", "999999")
     assert missing.returncode == 1 and "not found" in missing.stderr
     bad = _admin(database_dsn, schema_name, "purge", "everything")
