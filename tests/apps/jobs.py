@@ -4,7 +4,9 @@ Tasks with side effects write to a ``ledger`` table on a connection of their
 own, outside the job's transaction, so a duplicate execution leaves a visible
 trace. The ledger write survives database restarts and terminated backends (it
 reconnects and retries), so in the fault tests a fault shows up as a duplicate
-entry, never as a failed job.
+entry, never as a failed job. ``$CURRANT_TEST_LEDGER_DSN``, when set, sends the
+ledger writes to another address than the worker's own (a test that breaks
+the worker's network path keeps the ledger out of it).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ WEIRD_QUEUE = "\"; NOTIFY x; -- 'q' ; ünï ✓"
 def _ledger_conn() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(app.dsn, autocommit=True, connect_timeout=5, application_name="currant-test-ledger")
+        conn = psycopg.connect(os.environ.get("CURRANT_TEST_LEDGER_DSN") or app.dsn, autocommit=True,
+                               connect_timeout=5, application_name="currant-test-ledger")
         _local.conn = conn
     return conn
 

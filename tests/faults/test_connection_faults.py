@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import currant
 from tests.conftest import wait_for
 from tests.faults.checker import assert_no_loss, check_schema
-from tests.faults.helpers import counts, ledger_count, retrying, wait_all_succeeded
+from tests.faults.helpers import counts, ledger_rows, retrying, wait_all_succeeded
 from tests.faults.proxy import TcpProxy
 
 
@@ -241,12 +241,17 @@ def test_cut_during_async_enqueue_is_outcome_unknown(proxy: TcpProxy, pg_cluster
 
 
 def _half_open(proxy: TcpProxy, pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any,
-               schema: str, budget: float) -> None:
-    worker = cluster_spawn("--heartbeat", "0.5", "--dead-after", "3", "--poll-interval", "0.5",
-                           dsn=_via(proxy, pg_cluster.dsn))
+               schema: str, budget: float, timing: tuple[str, ...]) -> Any:
+    """The worker reaches the server through the proxy, which then blackholes every
+    session it has open; a job enqueued after that must run within ``budget`` s.
+    (The tasks' ledger writes go straight to the server: only the worker's own
+    sessions are cut off.) Returns the worker."""
+    worker = cluster_spawn(*timing, dsn=_via(proxy, pg_cluster.dsn), env={"CURRANT_TEST_LEDGER_DSN": pg_cluster.dsn})
     first = cluster_app.enqueue("record", ("before",))
     wait_for(lambda: cluster_app.get_job(first).state == "succeeded", timeout=20)  # type: ignore[union-attr]
-    time.sleep(1.0)
+    # All four of the worker's sessions (claims, completions, heartbeat, LISTEN) are open through the proxy.
+    wait_for(lambda: sum(not pair.closed for pair in list(proxy.pairs)) >= 4, timeout=20,
+             message="the worker's four sessions open")
     proxy.blackhole()  # every session of the worker is now half-open; new ones work
     blackholed_at = time.monotonic()
     job = cluster_app.enqueue("record", ("after",))
@@ -257,17 +262,33 @@ def _half_open(proxy: TcpProxy, pg_cluster: Any, cluster_app: currant.App, clust
         print(f"half-open: state after {time.monotonic() - blackholed_at:.1f} s:"
               f" {cluster_app.get_job(job).state}; worker log tail:\n{worker.log()[-1500:]}")  # type: ignore[union-attr]
     assert worker.popen.poll() is None
-    assert ledger_count(cluster_db, schema) == 2
+    assert [key for key, _, _ in ledger_rows(cluster_db, schema)] == ["before", "after"]
+    return worker
 
 
 def test_half_open_tcp_worker_recovers_fast(proxy: TcpProxy, pg_cluster: Any, cluster_app: currant.App,
                                             cluster_db: Any, cluster_spawn: Any, cluster_schema: str) -> None:
     """Fast tier: a blackholed worker must be working again within 15 s (heartbeat 0.5 s, dead-after 3 s)."""
-    _half_open(proxy, pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema, budget=15)
+    _half_open(proxy, pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema, budget=15,
+               timing=("--heartbeat", "0.5", "--dead-after", "3", "--poll-interval", "0.5"))
 
 
 @pytest.mark.soak
-def test_half_open_tcp_worker_recovers_eventually(proxy: TcpProxy, pg_cluster: Any, cluster_app: currant.App,
-                                                  cluster_db: Any, cluster_spawn: Any, cluster_schema: str) -> None:
-    """Soak tier: recovery within 120 s (listener health check 30 s + 5 s, TCP keepalives 25 s)."""
-    _half_open(proxy, pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema, budget=120)
+def test_half_open_tcp_worker_recovers_with_default_timings(proxy: TcpProxy, pg_cluster: Any,
+                                                            cluster_app: currant.App, cluster_db: Any,
+                                                            cluster_spawn: Any, cluster_schema: str) -> None:
+    """Soak tier: the production timings (heartbeat 5 s, dead-after 30 s, so
+    --db-timeout 30 s, poll 1 s). TCP keepalives cannot see a blackhole (the
+    proxy still answers them): only the round-trip timeout (30 s) finds it. A
+    round trip that waits on a dead session is abandoned after 30 s and retried
+    on a new connection: the job runs within 120 s, once, a later job runs at
+    once, and the worker says why it reconnected."""
+    worker = _half_open(proxy, pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema,
+                        budget=120, timing=())
+    job = cluster_app.enqueue("record", ("later",))
+    wait_for(lambda: cluster_app.get_job(job).state == "succeeded", timeout=10,  # type: ignore[union-attr]
+             message="a job enqueued after the recovery runs at once")
+    assert "no answer within 30 s" in worker.log(), worker.log()[-3000:]
+    rows = cluster_db.execute(f'SELECT attempts, rescues FROM "{cluster_schema}".jobs').fetchall()
+    assert rows == [(1, 0)] * 3, rows
+    assert [key for key, _, _ in ledger_rows(cluster_db, cluster_schema)] == ["before", "after", "later"]
