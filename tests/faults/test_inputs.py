@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import psycopg
@@ -10,7 +9,7 @@ import pytest
 
 import currant
 from currant import codec
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_listening
 from tests.apps.jobs import WEIRD_QUEUE, WEIRD_TASK
 from tests.faults.helpers import FAST, ledger_rows
 
@@ -198,8 +197,7 @@ def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant
                                                                     spawn_worker: Any, schema_name: str) -> None:
     queue = "reports@2026"
     spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30")
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{schema_name}".workers').fetchone()[0] == 1)
-    time.sleep(0.5)
+    wait_listening(db, app.channel)
     latencies = []
     for i in range(4):
         job_id = app.enqueue("record", (f"r{i}",), queue=queue)

@@ -18,7 +18,7 @@ import pytest
 import currant
 from currant import client, codec
 from currant.sql import migrations, queries
-from tests.conftest import ROOT, ledger, state_counts, wait_for
+from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 
 def test_one_job_round_trip(app: currant.App, spawn_worker: Any) -> None:
@@ -111,8 +111,7 @@ def test_three_workers_run_20k_jobs_exactly_once(
 def test_idle_worker_picks_up_by_notify(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
     # Poll and heartbeat far beyond the 1 s budget: only NOTIFY can be this fast.
     worker = spawn_worker("--poll-interval", "30", "--heartbeat", "30", "--dead-after", "90")
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0], message="worker registered")
-    time.sleep(1.5)  # past its start-up claim: it is idle and listening
+    wait_listening(db, app.channel)  # its start-up claim comes after LISTEN: later jobs need the notification
     for _ in range(3):
         enqueued = time.monotonic()
         job_id = app.enqueue("noop")

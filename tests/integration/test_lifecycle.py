@@ -19,7 +19,7 @@ import pytest
 
 import currant
 from currant.worker.completions import completion_params, register_array_dumpers
-from tests.conftest import ROOT, ledger, state_counts, wait_for
+from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 # Every field of currant.Job, in order (what `python -m currant show` prints).
 JOB_FIELDS = ("id", "task", "queue", "state", "attempts", "max_attempts", "priority", "result", "error", "errors",
@@ -104,14 +104,14 @@ def test_app_retry_requeues_a_failed_job(app: currant.App, spawn_worker: Any) ->
 
 def test_scheduled_job_not_early_and_on_time(app: currant.App, spawn_worker: Any, db: Any) -> None:
     worker = spawn_worker("--poll-interval", "30", "--heartbeat", "30", "--dead-after", "90")
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0], message="worker up")
-    time.sleep(1.0)
+    # Poll and heartbeat are 30 s away: only the job's d: notification can
+    # wake the worker in time, so it must be listening before the enqueue.
+    wait_listening(db, app.channel)
     job_id = app.enqueue("record", ("later",), delay=2.0)
-    assert _job(app, job_id).state == "scheduled"
-    time.sleep(1.0)
     assert _job(app, job_id).state == "scheduled"
     wait_for(lambda: _job(app, job_id).state == "succeeded", timeout=10, message="scheduled job ran")
     job = _job(app, job_id)
+    # Not early: claimed (started_at, database clock) no sooner than run_at.
     assert job.started_at >= job.run_at  # type: ignore[operator]
     assert _seconds(job.started_at, job.run_at) < 0.5  # type: ignore[arg-type]
     worker.signal(signal.SIGTERM)
