@@ -43,7 +43,7 @@ def _seconds(a: str | datetime, b: str | datetime) -> float:
 # -- retries -----------------------------------------------------------------
 
 
-def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spawn_worker: Any) -> None:
+def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spawn_worker: Any, db: Any) -> None:
     job_id = app.enqueue("fail", ("nope",))  # max_attempts=3, retry_backoff=0.2
     for attempt, base in ((1, 0.2), (2, 0.4)):
         assert spawn_worker("--burst").wait() == 0
@@ -53,8 +53,9 @@ def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spaw
         assert job.state in ("retrying", "queued") and job.attempts == attempt, job
         delay = _seconds(job.run_at, job.errors[-1]["at"])  # type: ignore[arg-type]
         assert base * 0.74 <= delay <= base * 1.26, delay
-        wait_for(lambda: _job(app, job_id).run_at <= datetime.now(timezone.utc), message="backoff over")  # type: ignore[operator]
-        time.sleep(0.05)
+        # On the database clock, which the worker's claim reads too.
+        wait_for(lambda: db.execute(f'SELECT run_at <= "{app.schema}".clock() FROM "{app.schema}".jobs WHERE id = %s',
+                                    (job_id,)).fetchone()[0], message="backoff over")
     assert spawn_worker("--burst").wait() == 0
     job = _job(app, job_id)
     assert (job.state, job.attempts) == ("failed", 3)
@@ -193,8 +194,8 @@ def test_poison_job_fails_after_repeated_kills_and_spares_batch_mates(
     while _job(app, poison).state != "failed":
         assert time.monotonic() < deadline, f"poison job never failed: {_job(app, poison)}"
         worker = spawn_worker(*FAST_LEASES, "--max-rescues", "3")
-        while worker.popen.poll() is None and _job(app, poison).state != "failed":
-            time.sleep(0.05)
+        wait_for(lambda: worker.popen.poll() is not None or _job(app, poison).state == "failed", timeout=30,
+                 interval=0.05, message="the worker died, or the poison job failed")
         if worker.popen.poll() is not None:
             assert worker.popen.returncode == -signal.SIGKILL
             deaths += 1
@@ -400,13 +401,13 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     env = {"CURRANT_TEST_CRON": "* * * * * */2"}  # every 2 seconds (croniter's seconds field)
     period = timedelta(seconds=2)
     workers = [spawn_worker(env=env) for _ in range(3)]
-    time.sleep(7.5)
+    wait_for(lambda: len(_ticks_enqueued(*workers)) >= 3, timeout=20, message="three ticks enqueued")
     for worker in workers:
         worker.signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0, worker.log()
     jobs = dict(db.execute(f"SELECT id, state::text FROM \"{app.schema}\".jobs WHERE task = 'tick'").fetchall())
-    assert 2 <= len(jobs) <= 5, jobs
+    assert 3 <= len(jobs) <= 5, jobs
     # Judged by the tick each job stands for, not by when it was enqueued:
     # a loaded machine may fire one tick late and the next on time.
     tick_of = _ticks_enqueued(*workers)
@@ -416,11 +417,11 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     runs = [key for key, _, _ in ledger(db, app.schema)].count("tick")
     assert runs == sum(1 for state in jobs.values() if state == "succeeded")
 
-    # Ticks missed while no worker ran collapse into one at the next start.
-    time.sleep(5)
-    late = spawn_worker(env=env)
-    wait_for(lambda: _ticks_enqueued(late), timeout=5, message="catch-up tick")
-    time.sleep(1.0)
+    # Ticks missed while no worker ran collapse into one at the next start. The
+    # late worker's sessions read the database clock 20 s ahead (ten ticks
+    # missed) instead of the test waiting for them to go by.
+    late = spawn_worker(env={**env, "PGOPTIONS": "-c currant.clock_offset=20s"})
+    wait_for(lambda: len(_ticks_enqueued(late)) >= 2, timeout=10, message="the catch-up tick and one more")
     late.signal(signal.SIGTERM)
     assert late.wait() == 0
     late_ticks = sorted(_ticks_enqueued(late).items(), key=lambda item: item[1])
