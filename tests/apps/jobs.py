@@ -89,6 +89,14 @@ def record_slowly(key: str, seconds: float) -> None:
     write_ledger(key)
 
 
+@app.task(name="announce_slowly", retry_backoff=0.05)
+def announce_slowly(key: str, seconds: float) -> None:
+    """``record_slowly`` that also writes ``<key>:started`` when the handler begins."""
+    write_ledger(key + ":started")
+    time.sleep(seconds)
+    write_ledger(key)
+
+
 @app.task(name="arecord", queue="async")
 async def arecord(key: str) -> str:
     await asyncio.sleep(0)
