@@ -43,7 +43,7 @@ def test_backends_terminated_at_5_hz(cluster_app: currant.App, cluster_db: Any, 
     while time.monotonic() - started < 4 and counts(cluster_db, schema).get("succeeded", 0) < len(keys):
         terminated += pg_cluster.terminate_backends()
         rounds += 1
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: kills at 5 Hz
         assert worker.popen.poll() is None, worker.log()[-3000:]
     assert terminated >= 10, f"only {terminated} sessions terminated in {rounds} rounds"
     wait_all_succeeded(cluster_db, schema, len(keys))
@@ -117,8 +117,8 @@ class Producer(threading.Thread):
                 else:
                     self.acked.add(key)
                     break
-                time.sleep(0.05)
-            time.sleep(self.pause)
+                time.sleep(0.05)  # a retry pause while the server is away
+            time.sleep(self.pause)  # the producer's pace
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
@@ -143,7 +143,10 @@ def test_postgres_restart_under_load(pg_cluster: Any, cluster_app: currant.App, 
         f'SELECT count(*) FROM "{schema}".jobs WHERE finished_at > %s', (db_ready,)).fetchone()[0]) > 0,
         timeout=30, message="a job completed after the restart")
     recovery = time.monotonic() - ready
-    time.sleep(1.5)
+    # The producer goes on until it has had 100 more enqueues acknowledged by the restarted server.
+    acked_at_recovery = len(producer.acked)
+    wait_for(lambda: len(producer.acked) >= acked_at_recovery + 100, timeout=30,
+             message="100 enqueues acknowledged after the restart")
     producer.stop.set()
     producer.join(60)
     assert not producer.is_alive()

@@ -85,11 +85,11 @@ def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: 
     worker = spawn("--batch-size", "200", "--concurrency", "4", "--heartbeat", "1", "--dead-after", "30",
                    "--poll-interval", "0.2")
     wait_for(lambda: counts(db, schema).get("succeeded", 0) >= 2000, timeout=60, message="the drain started")
-    time.sleep(settle)
+    time.sleep(settle)  # a measurement window: the drain runs at full speed before the restart
     before_end = db.execute("SELECT now()").fetchone()[0]
     pg_cluster.restart_fast()
     ready = retrying(lambda: db.execute("SELECT now()").fetchone()[0])  # the server accepts connections
-    time.sleep(after_window + 1.0)
+    time.sleep(after_window + 1.0)  # a measurement window: the rate is read from finished_at afterwards
 
     def finished_between(start: datetime, end: datetime) -> int:
         return int(retrying(lambda: db.execute(
@@ -219,6 +219,7 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     cluster_app.stats()  # the fixture's pool holds a connection: the enqueues below use it
     control = cluster_db.conn()  # and so does this test's reader
     hogs = hold_all_connections()
+    (exhausted_at,) = control.execute("SELECT now()").fetchone()
     late = cluster_spawn("--queues", "qb", *timing)
     cluster_app.enqueue_many("noop", [()] * 100, queue="qa")
     cluster_app.enqueue_many("noop", [()] * 100, queue="qb")
@@ -229,7 +230,15 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
 
     wait_for(lambda: succeeded_in("qa") == 100, timeout=30, message="the early worker works while exhausted")
     wait_for(lambda: "too many clients" in late.log(), timeout=30, message="the late worker logged the refusal")
-    time.sleep(3.5)  # longer than --dead-after
+
+    def early_heartbeat() -> datetime:
+        row = control.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (early_id,)).fetchone()
+        assert row is not None, "the early worker was declared dead while it kept heartbeating"
+        return row[0]
+
+    # Longer than --dead-after (3 s) into the exhaustion, the early worker still heartbeats.
+    wait_for(lambda: early_heartbeat() > exhausted_at + timedelta(seconds=3.5), timeout=20,
+             message="an early-worker heartbeat 3.5 s into the exhaustion")
     assert late.popen.poll() is None, late.log()[-3000:]
     assert succeeded_in("qb") == 0
     assert control.execute(f'SELECT count(*) FROM "{schema}".workers WHERE id = %s', (early_id,)).fetchone()[0] == 1, \
@@ -301,7 +310,7 @@ def test_statement_timeout_on_every_statement(pg_cluster: Any, cluster_app: curr
                            "--poll-interval", "0.2", dsn=_with(pg_cluster.dsn, user=timeout_role))
     wait_for(lambda: "statement timeout" in worker.log(), timeout=30, message="a statement timed out")
     cpu_before, wall_before = _cpu_seconds(worker.pid), time.monotonic()
-    time.sleep(4.0)
+    time.sleep(4.0)  # a measurement window: the worker's CPU use over 4 s of failing statements
     cpu = _cpu_seconds(worker.pid) - cpu_before
     wall = time.monotonic() - wall_before
     during = counts(cluster_db, schema)
@@ -596,9 +605,20 @@ def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_
     slow = app.enqueue("record_slowly", ("slow", 4.0))
     wait_for(lambda: _job(app, slow).state == "running", timeout=15, message="the skewed worker took the job")
     normal = spawn_worker(*FAST)
-    worker_id_of(db, schema, normal.pid)
-    time.sleep(2.0)  # > dead-after: the skewed worker heartbeats on the database clock
-    assert db.execute(f'SELECT count(*) FROM "{schema}".workers WHERE id = %s', (victim_id,)).fetchone()[0] == 1
+    normal_id = worker_id_of(db, schema, normal.pid)
+    (normal_since,) = db.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (normal_id,)).fetchone()
+
+    def last_seen(worker_id: int) -> datetime:
+        row = db.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (worker_id,)).fetchone()
+        assert row is not None, f"worker {worker_id} was declared dead"
+        return row[0]
+
+    # The normal worker sweeps at every heartbeat: it has been sweeping for longer
+    # than dead-after (1 s), and the skewed worker, heartbeating on the database
+    # clock, is still alive and still heartbeating.
+    wait_for(lambda: last_seen(normal_id) > normal_since + timedelta(seconds=1.5), timeout=15,
+             message="the normal worker swept for more than dead-after")
+    assert last_seen(victim_id) > normal_since
     assert _job(app, slow).rescues == 0, "a live skewed worker was declared dead"
     victim.kill()
     killed = time.monotonic()

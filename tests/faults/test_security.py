@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,7 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
         slow = app.enqueue("record_slowly", ("slow", 30.0))
         key_of = {slow: "slow"}
         wait_for(lambda: app.get_job(slow).state == "running", timeout=30)  # type: ignore[union-attr]
-        time.sleep(0.3)
-        victim.kill()
+        victim.kill()  # the job is leased to it: only a rescue can bring it back
         cluster_db.execute(f'UPDATE "{schema}".jobs SET payload = %s WHERE id = %s',
                            (currant.codec.encode_payload(("slow", 0.01), None), slow))
         key_of.update({app.enqueue("record", (f"r{i}",)): f"r{i}" for i in range(20)})
@@ -132,14 +130,14 @@ def test_notify_payloads_carry_no_job_data(app: currant.App, db: Any, database_d
         app.enqueue("record", (f"{secret}-later",), delay=0.3)
         app.enqueue("fail_once", (f"{secret}-retry",))
         running = app.enqueue("cooperative", (f"{secret}-coop",))
-        wait_for(lambda: app.get_job(running).state == "running")  # type: ignore[union-attr]
-        time.sleep(0.2)
+        wait_for(lambda: any(key == f"{secret}-coop:started" for key, _, _ in ledger_rows(db, schema_name)),
+                 message="the cooperative job started")
         assert app.cancel(running) == "cancel_requested"
         wait_for(lambda: app.get_job(running).state == "cancelled", timeout=20)  # type: ignore[union-attr]
         wait_for(lambda: counts(db, schema_name).get("succeeded", 0) == 12, timeout=30)
         app.enqueue_many("record_slowly", [(f"{secret}-s{i}", 0.5) for i in range(6)])
-        time.sleep(0.3)
-        worker.signal(signal.SIGTERM)  # hands back prefetched jobs and notifies their queue
+        wait_for(lambda: counts(db, schema_name).get("running", 0) == 6, message="the six slow jobs claimed")
+        worker.signal(signal.SIGTERM)  # hands back the prefetched ones and notifies their queue
         assert worker.wait(30) == 0
         payloads = [notify.payload for notify in listener.notifies(timeout=1.0)]
     finally:
