@@ -169,7 +169,7 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.02, mess
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+        time.sleep(interval)  # the polling interval of this very wait
 
 
 def wait_listening(conn: psycopg.Connection[Any], channel: str, timeout: float = 30.0) -> None:

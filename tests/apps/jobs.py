@@ -7,6 +7,9 @@ reconnects and retries), so in the fault tests a fault shows up as a duplicate
 entry, never as a failed job. ``$CURRANT_TEST_LEDGER_DSN``, when set, sends the
 ledger writes to another address than the worker's own (a test that breaks
 the worker's network path keeps the ledger out of it).
+
+The ``time.sleep`` calls below are the tasks' own work (a slow handler, a
+handler that polls its cancel flag), not synchronisation.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _ledger_execute(statement: str, params: tuple[Any, ...]) -> Any:
             conn = getattr(_local, "conn", None)
             if conn is not None:
                 conn.close()
-            time.sleep(0.1)
+            time.sleep(0.1)  # a retry pause while the server is restarting, not synchronisation
 
 
 def write_ledger(key: str) -> None:
@@ -85,7 +88,7 @@ def record(key: str) -> None:
 
 @app.task(name="record_slowly", retry_backoff=0.05)
 def record_slowly(key: str, seconds: float) -> None:
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's work
     write_ledger(key)
 
 
@@ -93,7 +96,7 @@ def record_slowly(key: str, seconds: float) -> None:
 def announce_slowly(key: str, seconds: float) -> None:
     """``record_slowly`` that also writes ``<key>:started`` when the handler begins."""
     write_ledger(key + ":started")
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's work
     write_ledger(key)
 
 
@@ -138,7 +141,7 @@ def base_exception(kind: str) -> None:
 
 @app.task(name="sleep")
 def sleep(seconds: float) -> None:
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's work
 
 
 @app.task(name="cooperative", max_attempts=1)
@@ -163,7 +166,7 @@ def cooperative(key: str, until_released: bool = False) -> None:
                 raise currant.JobCancelled()
             write_ledger(key + ":released")
             return
-        time.sleep(0.05)
+        time.sleep(0.05)  # the task polls its cancel flag
     write_ledger(key + ":finished")
 
 
@@ -176,7 +179,7 @@ async def async_wait(key: str) -> None:
 @app.task(name="hang", timeout=0.5, max_attempts=2, retry_backoff=0.05)
 def hang(key: str) -> None:
     write_ledger(key)
-    time.sleep(3)
+    time.sleep(3)  # runs past its 0.5 s timeout
 
 
 @app.task(name="async_hang", queue="async", timeout=0.5, max_attempts=2, retry_backoff=0.05)

@@ -59,5 +59,5 @@ def retrying(action: Any, attempts: int = 200, pause: float = 0.1) -> Any:
         except psycopg.OperationalError:
             if attempt == attempts - 1:
                 raise
-            time.sleep(pause)
+            time.sleep(pause)  # a retry pause while the server restarts
     return None

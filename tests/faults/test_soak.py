@@ -56,7 +56,7 @@ class SteadyProducer(threading.Thread):
             next_tick += 0.1
             pause = next_tick - time.monotonic()
             if pause > 0:
-                time.sleep(pause)
+                time.sleep(pause)  # the producer's pace
             else:
                 self.late_ticks += 1
 
@@ -104,7 +104,7 @@ def test_churn_sizes_plateau_and_claim_latency_stays_flat(pg_cluster: Any, clust
     try:
         next_sample = started + interval
         while time.monotonic() - started < SOAK_SECONDS:
-            time.sleep(probe_every)
+            time.sleep(probe_every)  # the sampling period of the soak's measurements
             probes.append((time.monotonic() - started, _claim_probe_ms(conn, cluster_app)))
             if time.monotonic() >= next_sample:
                 next_sample += interval
