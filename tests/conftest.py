@@ -169,7 +169,24 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.02, mess
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+        time.sleep(interval)  # the polling interval of this very wait
+
+
+def wait_listening(conn: psycopg.Connection[Any], channel: str, timeout: float = 30.0) -> None:
+    """Wait until a session of this database LISTENs on ``channel`` (a worker's listener is up).
+
+    pg_stat_activity shows each session's last statement: a listener's stays
+    ``LISTEN "<channel>"`` until its first health check, which comes after
+    ``--db-timeout`` (default ``--dead-after``) seconds without a notification.
+    Use it with workers whose ``--dead-after`` is well above the wait.
+    """
+    statement = f'LISTEN "{channel}"'
+    wait_for(
+        lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle'"
+            " AND query = %s", (statement,)).fetchone()[0] > 0,
+        timeout=timeout, message=f"a session listening on {channel}",
+    )
 
 
 def ledger(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, int, int | None]]:

@@ -1,7 +1,15 @@
-"""The app the worker subprocesses of the tests run (DSN and schema from the environment).
+"""The app every worker subprocess of the tests runs (DSN and schema from the environment).
 
-Tasks with side effects write to a ``ledger`` table on their own connection,
-outside the job's transaction, so a duplicate execution leaves a visible trace.
+Tasks with side effects write to a ``ledger`` table on a connection of their
+own, outside the job's transaction, so a duplicate execution leaves a visible
+trace. The ledger write survives database restarts and terminated backends (it
+reconnects and retries), so in the fault tests a fault shows up as a duplicate
+entry, never as a failed job. ``$CURRANT_TEST_LEDGER_DSN``, when set, sends the
+ledger writes to another address than the worker's own (a test that breaks
+the worker's network path keeps the ledger out of it).
+
+The ``time.sleep`` calls below are the tasks' own work (a slow handler, a
+handler that polls its cancel flag), not synchronisation.
 """
 
 from __future__ import annotations
@@ -20,21 +28,42 @@ import currant
 app = currant.App()
 _local = threading.local()
 
+# Names that must be stored and used verbatim (T41).
+WEIRD_TASK = "x'); DROP TABLE jobs;-- \"q\" ; ünïcødé ✓"
+WEIRD_QUEUE = "\"; NOTIFY x; -- 'q' ; ünï ✓"
 
-def _ledger() -> psycopg.Connection[Any]:
+
+def _ledger_conn() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg.connect(app.dsn, autocommit=True)
+    if conn is None or conn.closed or conn.broken:
+        conn = psycopg.connect(os.environ.get("CURRANT_TEST_LEDGER_DSN") or app.dsn, autocommit=True,
+                               connect_timeout=5, application_name="currant-test-ledger")
         _local.conn = conn
     return conn
 
 
+def _ledger_execute(statement: str, params: tuple[Any, ...]) -> Any:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return _ledger_conn().execute(statement, params)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            conn = getattr(_local, "conn", None)
+            if conn is not None:
+                conn.close()
+            time.sleep(0.1)  # a retry pause while the server is restarting, not synchronisation
+
+
 def write_ledger(key: str) -> None:
     job = currant.current_job()
-    _ledger().execute(
-        f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
-        (key, os.getpid(), job.attempt if job else None),
-    )
+    _ledger_execute(f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
+                    (key, os.getpid(), job.attempt if job else None))
+
+
+def _in_ledger(key: str) -> bool:
+    return _ledger_execute(f'SELECT 1 FROM "{app.schema}".ledger WHERE key = %s', (key,)).fetchone() is not None
 
 
 @app.task(name="noop")
@@ -52,14 +81,22 @@ def echo(*args: Any, **kwargs: Any) -> Any:
     return [list(args), kwargs]
 
 
-@app.task(name="record")
+@app.task(name="record", retry_backoff=0.05)
 def record(key: str) -> None:
     write_ledger(key)
 
 
-@app.task(name="record_slowly")
+@app.task(name="record_slowly", retry_backoff=0.05)
 def record_slowly(key: str, seconds: float) -> None:
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's work
+    write_ledger(key)
+
+
+@app.task(name="announce_slowly", retry_backoff=0.05)
+def announce_slowly(key: str, seconds: float) -> None:
+    """``record_slowly`` that also writes ``<key>:started`` when the handler begins."""
+    write_ledger(key + ":started")
+    time.sleep(seconds)  # the task's work
     write_ledger(key)
 
 
@@ -104,11 +141,18 @@ def base_exception(kind: str) -> None:
 
 @app.task(name="sleep")
 def sleep(seconds: float) -> None:
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's work
 
 
 @app.task(name="cooperative", max_attempts=1)
-def cooperative(key: str) -> None:
+def cooperative(key: str, until_released: bool = False) -> None:
+    """Writes ``<key>:started``, then checks its cancel flag every 50 ms for 30 s.
+
+    Cancelled: writes ``<key>:saw-cancel`` and raises JobCancelled. With
+    ``until_released``, a ``<key>:release`` row in the ledger (written by the
+    test) ends it normally, after one more look at the flag: it writes
+    ``<key>:released`` and returns. Otherwise it writes ``<key>:finished`` at the end.
+    """
     write_ledger(key + ":started")
     job = currant.current_job()
     assert job is not None
@@ -116,7 +160,14 @@ def cooperative(key: str) -> None:
         if job.cancel_requested:
             write_ledger(key + ":saw-cancel")
             raise currant.JobCancelled()
-        time.sleep(0.05)
+        if until_released and _in_ledger(key + ":release"):
+            if job.cancel_requested:  # the release was written after the flag's last look: look again
+                write_ledger(key + ":saw-cancel")
+                raise currant.JobCancelled()
+            write_ledger(key + ":released")
+            return
+        time.sleep(0.05)  # the task polls its cancel flag
+    write_ledger(key + ":finished")
 
 
 @app.task(name="async_wait", queue="async", max_attempts=1)
@@ -128,7 +179,7 @@ async def async_wait(key: str) -> None:
 @app.task(name="hang", timeout=0.5, max_attempts=2, retry_backoff=0.05)
 def hang(key: str) -> None:
     write_ledger(key)
-    time.sleep(3)
+    time.sleep(3)  # runs past its 0.5 s timeout
 
 
 @app.task(name="async_hang", queue="async", timeout=0.5, max_attempts=2, retry_backoff=0.05)
@@ -177,3 +228,9 @@ def retry_forever_later(delay: float) -> None:
 @app.task(name="surrogate_error", max_attempts=1)
 def surrogate_error() -> None:
     raise ValueError("bad \udcff file name")
+
+
+@app.task(name=WEIRD_TASK, queue=WEIRD_QUEUE)
+def weird(key: str) -> str:
+    write_ledger(key)
+    return key

@@ -128,7 +128,7 @@ class PgCluster:
         """``pg_ctl stop -m immediate`` (a crash: no checkpoint, WAL replay at start), then start."""
         self.stop("immediate")
         if down_for:
-            time.sleep(down_for)
+            time.sleep(down_for)  # the scenario: the server stays down this long
         self.start()
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -140,7 +140,7 @@ class PgCluster:
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling with a deadline (connection errors are the signal)
 
     def terminate_backends(self, application_name: str = APP_NAME, extra: str = "") -> int:
         """pg_terminate_backend of every session with this application_name; returns how many."""
@@ -217,7 +217,7 @@ class Reconnecting:
                     raise
                 if self._conn is not None:
                     self._conn.close()
-                time.sleep(0.1)
+                time.sleep(0.1)  # a retry pause while the server restarts
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -234,9 +234,9 @@ def cluster_db(pg_cluster: PgCluster) -> Iterator[Reconnecting]:
 
 @pytest.fixture
 def cluster_spawn(spawn_worker: Any, pg_cluster: PgCluster, cluster_schema: str) -> Any:
-    """``spawn_worker`` pointed at the test-owned cluster (default app: the fault tier's worker_app)."""
+    """``spawn_worker`` pointed at the test-owned cluster (default app: ``tests.apps.jobs``)."""
 
-    def spawn(*args: str, app: str = "tests.faults.worker_app:app", env: dict[str, str] | None = None,
+    def spawn(*args: str, app: str = "tests.apps.jobs:app", env: dict[str, str] | None = None,
               dsn: str | None = None) -> Any:
         return spawn_worker(*args, app=app, env={"CURRANT_DSN": dsn or pg_cluster.dsn, **(env or {})},
                             schema=cluster_schema)

@@ -9,7 +9,6 @@ import psycopg
 
 from tests.conftest import wait_for
 
-FAULTS_APP = "tests.faults.worker_app:app"
 # Short lease timings (production defaults: 5 s / 30 s / 1 s).
 FAST = ("--heartbeat", "0.2", "--dead-after", "1.0", "--poll-interval", "0.2")
 
@@ -60,5 +59,5 @@ def retrying(action: Any, attempts: int = 200, pause: float = 0.1) -> Any:
         except psycopg.OperationalError:
             if attempt == attempts - 1:
                 raise
-            time.sleep(pause)
+            time.sleep(pause)  # a retry pause while the server restarts
     return None

@@ -112,7 +112,7 @@ class TcpProxy:
                 readable, _, _ = select.select(watched, [], [], 0.05)
                 if pair.blackholed:
                     # Half-open: keep both sockets open, read nothing, send nothing.
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # idling in the blackhole, not synchronisation
                     continue
                 for sock in readable:
                     data = sock.recv(65536)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import psycopg
@@ -10,9 +9,9 @@ import pytest
 
 import currant
 from currant import codec
-from tests.conftest import wait_for
-from tests.faults.worker_app import WEIRD_QUEUE, WEIRD_TASK
-from tests.faults.helpers import FAST, FAULTS_APP, ledger_rows
+from tests.conftest import wait_for, wait_listening
+from tests.apps.jobs import WEIRD_QUEUE, WEIRD_TASK
+from tests.faults.helpers import FAST, ledger_rows
 
 MALFORMED = {
     "reserved byte 0xc1": b"\xc1",
@@ -41,9 +40,9 @@ def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: 
     insert = f'INSERT INTO "{schema_name}".jobs (queue, task, payload) VALUES (%s, %s, %s) RETURNING id'
     for i, (name, payload) in enumerate(MALFORMED.items()):
         key = f"good{i}"
-        good[db.execute(insert, ("default", "rec", codec.encode_payload((key,), None))).fetchone()[0]] = key
-        bad[db.execute(insert, ("default", "rec", payload)).fetchone()[0]] = name
-    worker = spawn_worker("--burst", "--batch-size", "100", *FAST, app=FAULTS_APP, env={"CURRANT_IMPL": impl})
+        good[db.execute(insert, ("default", "record", codec.encode_payload((key,), None))).fetchone()[0]] = key
+        bad[db.execute(insert, ("default", "record", payload)).fetchone()[0]] = name
+    worker = spawn_worker("--burst", "--batch-size", "100", *FAST, env={"CURRANT_IMPL": impl})
     assert worker.wait(60) == 0, worker.log()[-3000:]  # alive to the end, exited by --burst
     rows = {
         row[0]: row[1:]
@@ -57,8 +56,13 @@ def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: 
     for job_id in good:
         assert rows[job_id][:2] == ("succeeded", 1)
     assert sorted(key for key, _, _ in ledger_rows(db, schema_name)) == sorted(good.values())
-    # The claimed batch mixed good and bad rows: the bad ones did not abort it.
-    assert "PayloadError" not in worker.log() or "Traceback" not in worker.log()
+    # One claim took good and bad rows together (the claim stamps started_at
+    # once per statement), and the bad ones did not abort it: each was recorded
+    # on its own job, never raised in the worker, which logged no error at all.
+    claims = db.execute(f'SELECT count(DISTINCT started_at) FROM "{schema_name}".jobs').fetchone()[0]
+    assert claims == 1, claims
+    log = worker.log()
+    assert "Traceback" not in log and "PayloadError" not in log and " ERROR " not in log, log[-3000:]
 
 
 # -- names -------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def test_odd_names_are_stored_verbatim(app: currant.App, db: Any, schema_name: s
 def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spawn_worker: Any,
                                                  schema_name: str) -> None:
     job_id = app.enqueue(WEIRD_TASK, ("w1",), queue=WEIRD_QUEUE)
-    worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST, app=FAULTS_APP)
+    worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST)
     assert worker.wait(30) == 0, worker.log()[-3000:]
     job = app.get_job(job_id)
     assert job is not None and (job.state, job.result, job.task, job.queue) == ("succeeded", "w1", WEIRD_TASK,
@@ -130,33 +134,73 @@ def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spaw
     assert [key for key, _, _ in ledger_rows(db, schema_name)] == ["w1"]
 
 
-# -- notification payloads are parsed from queue names -------------------------------
+# -- notification payloads -------------------------------------------------------------
+
+# Raw payloads the listener must log and ignore (wakeup.py: ``r:<queue>``,
+# ``d:<epoch>:<queue>`` and ``c:<job id>`` are the only forms).
+MALFORMED_NOTIFICATIONS = ["cancel:{victim}", "c:abc", "c:", "c:{victim}x", "", "x:{victim}", " c:{victim}",
+                           "d:soon:default", "d:"]
+# Well-formed, but about nothing this worker holds or serves: ignored without a word.
+IGNORED_NOTIFICATIONS = ["c:{unknown}", "c:-1", "r:", "r:no-such-queue", "d:1:no-such-queue", "d:nan:default"]
 
 
-def test_a_queue_named_like_a_cancel_message_cancels_nothing(app: currant.App, db: Any, spawn_worker: Any,
-                                                             schema_name: str) -> None:
-    spawn_worker(*FAST, app=FAULTS_APP)
-    victim = app.enqueue("cooperative", ("c1",))
-    wait_for(lambda: any(key == "c1:started" for key, _, _ in ledger_rows(db, schema_name)), message="started")
-    app.enqueue("noop", (), queue=f"cancel:{victim}")  # nobody serves this queue; only its NOTIFY is sent
-    time.sleep(1.5)
-    try:
-        assert "c1:saw-cancel" not in [key for key, _, _ in ledger_rows(db, schema_name)]
-        assert app.get_job(victim).state == "running"  # type: ignore[union-attr]
-    finally:
-        app.cancel(victim)
+def test_odd_and_malformed_notifications_change_nothing(app: currant.App, db: Any, spawn_worker: Any,
+                                                        schema_name: str) -> None:
+    """A running job is cancelled by its ``c:<id>`` only. Queues named like cancel
+    messages (their jobs notify ``r:c:<id>``, ``r:cancel:<id>``), malformed
+    payloads and a cancel for an id the worker does not hold change nothing; the
+    worker stays up, still runs new jobs, and a real cancel still reaches a running job."""
+    worker = spawn_worker(*FAST)
+    victim = app.enqueue("cooperative", ("c1",), {"until_released": True})
+
+    def keys() -> list[str]:
+        return [key for key, _, _ in ledger_rows(db, schema_name)]
+
+    wait_for(lambda: "c1:started" in keys(), message="the victim started")
+    for queue in (f"c:{victim}", f"cancel:{victim}", str(victim)):
+        app.enqueue("noop", (), queue=queue)  # nobody serves these queues; only their NOTIFY matters
+    values = {"victim": victim, "unknown": victim + 1_000_000}
+    malformed = [template.format(**values) for template in MALFORMED_NOTIFICATIONS]
+    for payload in [*malformed, *(template.format(**values) for template in IGNORED_NOTIFICATIONS)]:
+        db.execute("SELECT pg_notify(%s, %s)", (app.channel, payload))
+    # One listener connection gets the notifications in commit order: once the
+    # last one is logged, every one before it has been dispatched.
+    sentinel = "end-of-odd-notifications"
+    db.execute("SELECT pg_notify(%s, %s)", (app.channel, sentinel))
+    wait_for(lambda: f"ignoring malformed notification {sentinel!r}" in worker.log(), timeout=10,
+             message="the listener reached the last notification")
+    log = worker.log()
+    for payload in malformed:
+        assert f"ignoring malformed notification {payload!r}" in log, payload
+    # The victim looks at its cancel flag once more after it sees the release:
+    # a flag set by any notification above cannot go unnoticed.
+    db.execute(f'INSERT INTO "{schema_name}".ledger (key) VALUES (%s)', ("c1:release",))
+    wait_for(lambda: app.get_job(victim).state != "running", timeout=10,  # type: ignore[union-attr]
+             message="the victim finished")
+    assert app.get_job(victim).state == "succeeded", keys()  # type: ignore[union-attr]
+    assert "c1:released" in keys() and "c1:saw-cancel" not in keys(), keys()
+    # Still working: a new job runs, and a real cancel reaches a running job.
+    after = app.enqueue("record", ("after",))
+    second = app.enqueue("cooperative", ("c2",))
+    wait_for(lambda: app.get_job(after).state == "succeeded", timeout=10,  # type: ignore[union-attr]
+             message="a job enqueued after the notifications ran")
+    wait_for(lambda: "c2:started" in keys(), timeout=10, message="the second cooperative job started")
+    assert app.cancel(second) == "cancel_requested"
+    wait_for(lambda: app.get_job(second).state == "cancelled", timeout=10,  # type: ignore[union-attr]
+             message="the real cancel took effect")
+    assert "c2:saw-cancel" in keys()
+    assert worker.popen.poll() is None, worker.log()[-3000:]
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
 
 
 def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant.App, db: Any,
                                                                     spawn_worker: Any, schema_name: str) -> None:
     queue = "reports@2026"
-    spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30",
-                 app=FAULTS_APP)
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{schema_name}".workers').fetchone()[0] == 1)
-    time.sleep(0.5)
+    spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30")
+    wait_listening(db, app.channel)
     latencies = []
     for i in range(4):
-        job_id = app.enqueue("rec", (f"r{i}",), queue=queue)
+        job_id = app.enqueue("record", (f"r{i}",), queue=queue)
         wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=20)  # type: ignore[union-attr]
         latencies.append(db.execute(
             f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema_name}".jobs WHERE id = %s',

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import currant
 from tests.conftest import ROOT, wait_for
 from tests.faults.checker import assert_no_loss, check_schema
-from tests.faults.helpers import FAST, FAULTS_APP, counts, ledger_rows, wait_all_succeeded, worker_id_of
+from tests.faults.helpers import FAST, counts, ledger_rows, wait_all_succeeded, worker_id_of
 
 SOURCE_SUFFIXES = {".py", ".pyx", ".pyi", ".pxd", ".sql"}
 
@@ -76,19 +75,18 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
                     conn.execute(ddl)
         # A worker of the runtime role dies holding a job; another rescues it.
         victim = cluster_spawn("--concurrency", "1", *FAST, dsn=runtime_dsn)
-        slow = app.enqueue("rec_slow", ("slow", 30.0))
+        slow = app.enqueue("record_slowly", ("slow", 30.0))
         key_of = {slow: "slow"}
         wait_for(lambda: app.get_job(slow).state == "running", timeout=30)  # type: ignore[union-attr]
-        time.sleep(0.3)
-        victim.kill()
+        victim.kill()  # the job is leased to it: only a rescue can bring it back
         cluster_db.execute(f'UPDATE "{schema}".jobs SET payload = %s WHERE id = %s',
                            (currant.codec.encode_payload(("slow", 0.01), None), slow))
-        key_of.update({app.enqueue("rec", (f"r{i}",)): f"r{i}" for i in range(20)})
-        ids = app.enqueue_many("rec", [currant.Item(args=(f"u{i}",), unique_key=f"u{i}") for i in range(10)])
+        key_of.update({app.enqueue("record", (f"r{i}",)): f"r{i}" for i in range(20)})
+        ids = app.enqueue_many("record", [currant.Item(args=(f"u{i}",), unique_key=f"u{i}") for i in range(10)])
         key_of.update({job_id: f"u{i}" for i, job_id in enumerate(ids)})
         key_of[app.enqueue("fail_once", ("f1",))] = "f1"
-        key_of[app.enqueue("rec", ("later",), delay=0.5)] = "later"
-        doomed = app.enqueue("rec", ("never",), delay=60)
+        key_of[app.enqueue("record", ("later",), delay=0.5)] = "later"
+        doomed = app.enqueue("record", ("never",), delay=60)
         assert app.cancel(doomed) == "cancelled"
         worker = cluster_spawn(*FAST, dsn=runtime_dsn)
         wait_all_succeeded(cluster_db, schema, len(key_of), timeout=60)
@@ -124,22 +122,22 @@ def test_notify_payloads_carry_no_job_data(app: currant.App, db: Any, database_d
     try:
         listener.execute(f'LISTEN "{app.channel}"')
         secret = "SECRET-4f1c"
-        worker = spawn_worker("--batch-size", "10", "--concurrency", "2", *FAST, app=FAULTS_APP)
+        worker = spawn_worker("--batch-size", "10", "--concurrency", "2", *FAST)
         worker_id_of(db, schema_name, worker.pid)
         for i in range(5):
-            app.enqueue("rec", (f"{secret}-{i}",), unique_key=f"{secret}-key-{i}")
-        app.enqueue_many("rec", [(f"{secret}-bulk-{i}",) for i in range(5)])
-        app.enqueue("rec", (f"{secret}-later",), delay=0.3)
+            app.enqueue("record", (f"{secret}-{i}",), unique_key=f"{secret}-key-{i}")
+        app.enqueue_many("record", [(f"{secret}-bulk-{i}",) for i in range(5)])
+        app.enqueue("record", (f"{secret}-later",), delay=0.3)
         app.enqueue("fail_once", (f"{secret}-retry",))
         running = app.enqueue("cooperative", (f"{secret}-coop",))
-        wait_for(lambda: app.get_job(running).state == "running")  # type: ignore[union-attr]
-        time.sleep(0.2)
+        wait_for(lambda: any(key == f"{secret}-coop:started" for key, _, _ in ledger_rows(db, schema_name)),
+                 message="the cooperative job started")
         assert app.cancel(running) == "cancel_requested"
         wait_for(lambda: app.get_job(running).state == "cancelled", timeout=20)  # type: ignore[union-attr]
         wait_for(lambda: counts(db, schema_name).get("succeeded", 0) == 12, timeout=30)
-        app.enqueue_many("rec_slow", [(f"{secret}-s{i}", 0.5) for i in range(6)])
-        time.sleep(0.3)
-        worker.signal(signal.SIGTERM)  # hands back prefetched jobs and notifies their queue
+        app.enqueue_many("record_slowly", [(f"{secret}-s{i}", 0.5) for i in range(6)])
+        wait_for(lambda: counts(db, schema_name).get("running", 0) == 6, message="the six slow jobs claimed")
+        worker.signal(signal.SIGTERM)  # hands back the prefetched ones and notifies their queue
         assert worker.wait(30) == 0
         payloads = [notify.payload for notify in listener.notifies(timeout=1.0)]
     finally:

@@ -24,7 +24,7 @@ import pytest
 import currant
 from tests.conftest import wait_for
 from tests.faults.helpers import counts
-from tests.faults.test_more_faults import JOBS_APP, measure_restart_recovery
+from tests.faults.test_more_faults import measure_restart_recovery
 
 SOAK_SECONDS = float(os.environ.get("CURRANT_SOAK_SECONDS", "600"))
 SOAK_RATE = int(os.environ.get("CURRANT_SOAK_RATE", "2000"))
@@ -56,7 +56,7 @@ class SteadyProducer(threading.Thread):
             next_tick += 0.1
             pause = next_tick - time.monotonic()
             if pause > 0:
-                time.sleep(pause)
+                time.sleep(pause)  # the producer's pace
             else:
                 self.late_ticks += 1
 
@@ -91,7 +91,7 @@ def test_churn_sizes_plateau_and_claim_latency_stays_flat(pg_cluster: Any, clust
     """
     schema = cluster_schema
     worker = cluster_spawn("--batch-size", "500", "--heartbeat", "1", "--dead-after", "30", "--poll-interval", "0.2",
-                           "--keep-succeeded", "5", app=JOBS_APP)
+                           "--keep-succeeded", "5")
     wait_for(lambda: cluster_db.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()[0], message="worker up")
     producer = SteadyProducer(currant.App(pg_cluster.dsn, schema=schema), SOAK_RATE)
     interval = min(30.0, SOAK_SECONDS / 20)
@@ -104,7 +104,7 @@ def test_churn_sizes_plateau_and_claim_latency_stays_flat(pg_cluster: Any, clust
     try:
         next_sample = started + interval
         while time.monotonic() - started < SOAK_SECONDS:
-            time.sleep(probe_every)
+            time.sleep(probe_every)  # the sampling period of the soak's measurements
             probes.append((time.monotonic() - started, _claim_probe_ms(conn, cluster_app)))
             if time.monotonic() >= next_sample:
                 next_sample += interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from datetime import datetime
@@ -17,7 +18,7 @@ import pytest
 import currant
 from currant import codec, enqueue
 from currant.sql import migrations, queries
-from tests.conftest import ROOT, ledger, state_counts, wait_for
+from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 
 def test_one_job_round_trip(app: currant.App, spawn_worker: Any) -> None:
@@ -110,8 +111,7 @@ def test_three_workers_run_20k_jobs_exactly_once(
 def test_idle_worker_picks_up_by_notify(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
     # Poll and heartbeat far beyond the 1 s budget: only NOTIFY can be this fast.
     worker = spawn_worker("--poll-interval", "30", "--heartbeat", "30", "--dead-after", "90")
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0], message="worker registered")
-    time.sleep(1.5)  # past its start-up claim: it is idle and listening
+    wait_listening(db, app.channel)  # its start-up claim comes after LISTEN: later jobs need the notification
     for _ in range(3):
         enqueued = time.monotonic()
         job_id = app.enqueue("noop")
@@ -336,11 +336,48 @@ def test_cli_errors_are_one_line(args: list[str], message: str, database_dsn: st
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+# Every argument of ``python -m currant.worker`` (README, "The worker"), with
+# the default the README gives it (None: none stated, or not a single value).
+WORKER_ARGUMENTS = {
+    "MODULE:APP": None, "--dsn": None, "--schema": None, "--queues": None, "--concurrency": "4", "--burst": None,
+    "--poll-interval": "1", "--batch-size": "1000", "--heartbeat": "5", "--dead-after": "30",
+    "--shutdown-grace": "30", "--db-timeout": "--dead-after", "--max-rescues": "3", "--keep-succeeded": "86400",
+    "--keep-failed": "604800", "--processes": "1", "--log-level": None,
+}
+
+
+def _help_entries(text: str) -> dict[str, tuple[str, str]]:
+    """argparse help -> {argument name: (invocation, help text joined into one line)}."""
+    entries: dict[str, tuple[str, str]] = {}
+    names: list[str] = []
+    in_section = False
+    for line in text.splitlines():
+        if line and not line.startswith(" "):  # a section header, the usage or the description
+            in_section = line.endswith(":") and not line.startswith("usage:")
+            names = []
+        elif in_section and line.startswith("  ") and not line.startswith("   "):
+            invocation, _, help_text = line.strip().partition("  ")
+            names = [part.split()[0] for part in invocation.split(", ")]
+            entries.update({name: (invocation, help_text.strip()) for name in names})
+        elif in_section and names and line.strip():
+            entries.update({name: (entries[name][0], f"{entries[name][1]} {line.strip()}".strip()) for name in names})
+    return entries
+
+
 def test_cli_help_explains_every_option() -> None:
-    proc = subprocess.run([sys.executable, "-m", "currant.worker", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0
-    for option in ("--dsn", "--queues", "--concurrency", "--burst", "--poll-interval"):
-        assert option in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "currant.worker", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    entries = _help_entries(proc.stdout)
+    assert set(entries) - {"-h", "--help"} == set(WORKER_ARGUMENTS), sorted(entries)
+    for name, default in WORKER_ARGUMENTS.items():
+        invocation, help_text = entries[name]
+        if name == "--log-level":  # no help sentence: the choices are its explanation
+            assert invocation == "--log-level {DEBUG,INFO,WARNING,ERROR}", invocation
+            continue
+        assert len(help_text) > 15, (name, help_text)
+        if default is not None:
+            assert f"default: {default})" in help_text, (name, help_text)
 
 
 def test_concurrent_enqueuers(app: currant.App) -> None:

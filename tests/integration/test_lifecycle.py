@@ -20,7 +20,12 @@ import pytest
 import currant
 from currant.worker.arrays import register_array_dumpers
 from currant.worker.completer import completion_params
-from tests.conftest import ROOT, ledger, state_counts, wait_for
+from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
+
+# Every field of currant.Job, in order (what `python -m currant show --json` prints).
+JOB_FIELDS = ("id", "task", "queue", "state", "attempts", "max_attempts", "priority", "result", "error", "errors",
+              "enqueued_at", "started_at", "finished_at", "run_at", "cancel_requested", "unique_key", "rescues",
+              "args", "kwargs", "payload_error", "worker_id")
 
 # Short lease timings for the tests (production defaults: 5 s / 30 s).
 FAST_LEASES = ("--heartbeat", "0.2", "--dead-after", "1.0")
@@ -40,7 +45,7 @@ def _seconds(a: str | datetime, b: str | datetime) -> float:
 # -- retries -----------------------------------------------------------------
 
 
-def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spawn_worker: Any) -> None:
+def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spawn_worker: Any, db: Any) -> None:
     job_id = app.enqueue("fail", ("nope",))  # max_attempts=3, retry_backoff=0.2
     for attempt, base in ((1, 0.2), (2, 0.4)):
         assert spawn_worker("--burst").wait() == 0
@@ -50,8 +55,9 @@ def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spaw
         assert job.state in ("retrying", "queued") and job.attempts == attempt, job
         delay = _seconds(job.run_at, job.errors[-1]["at"])  # type: ignore[arg-type]
         assert base * 0.74 <= delay <= base * 1.26, delay
-        wait_for(lambda: _job(app, job_id).run_at <= datetime.now(timezone.utc), message="backoff over")  # type: ignore[operator]
-        time.sleep(0.05)
+        # On the database clock, which the worker's claim reads too.
+        wait_for(lambda: db.execute(f'SELECT run_at <= "{app.schema}".clock() FROM "{app.schema}".jobs WHERE id = %s',
+                                    (job_id,)).fetchone()[0], message="backoff over")
     assert spawn_worker("--burst").wait() == 0
     job = _job(app, job_id)
     assert (job.state, job.attempts) == ("failed", 3)
@@ -101,14 +107,14 @@ def test_app_retry_requeues_a_failed_job(app: currant.App, spawn_worker: Any) ->
 
 def test_scheduled_job_not_early_and_on_time(app: currant.App, spawn_worker: Any, db: Any) -> None:
     worker = spawn_worker("--poll-interval", "30", "--heartbeat", "30", "--dead-after", "90")
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0], message="worker up")
-    time.sleep(1.0)
+    # Poll and heartbeat are 30 s away: only the job's d: notification can
+    # wake the worker in time, so it must be listening before the enqueue.
+    wait_listening(db, app.channel)
     job_id = app.enqueue("record", ("later",), delay=2.0)
-    assert _job(app, job_id).state == "scheduled"
-    time.sleep(1.0)
     assert _job(app, job_id).state == "scheduled"
     wait_for(lambda: _job(app, job_id).state == "succeeded", timeout=10, message="scheduled job ran")
     job = _job(app, job_id)
+    # Not early: claimed (started_at, database clock) no sooner than run_at.
     assert job.started_at >= job.run_at  # type: ignore[operator]
     assert _seconds(job.started_at, job.run_at) < 0.5  # type: ignore[arg-type]
     worker.signal(signal.SIGTERM)
@@ -190,8 +196,8 @@ def test_poison_job_fails_after_repeated_kills_and_spares_batch_mates(
     while _job(app, poison).state != "failed":
         assert time.monotonic() < deadline, f"poison job never failed: {_job(app, poison)}"
         worker = spawn_worker(*FAST_LEASES, "--max-rescues", "3")
-        while worker.popen.poll() is None and _job(app, poison).state != "failed":
-            time.sleep(0.05)
+        wait_for(lambda: worker.popen.poll() is not None or _job(app, poison).state == "failed", timeout=30,
+                 interval=0.05, message="the worker died, or the poison job failed")
         if worker.popen.poll() is not None:
             assert worker.popen.returncode == -signal.SIGKILL
             deaths += 1
@@ -397,13 +403,13 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     env = {"CURRANT_TEST_CRON": "* * * * * */2"}  # every 2 seconds (croniter's seconds field)
     period = timedelta(seconds=2)
     workers = [spawn_worker(env=env) for _ in range(3)]
-    time.sleep(7.5)
+    wait_for(lambda: len(_ticks_enqueued(*workers)) >= 3, timeout=20, message="three ticks enqueued")
     for worker in workers:
         worker.signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0, worker.log()
     jobs = dict(db.execute(f"SELECT id, state::text FROM \"{app.schema}\".jobs WHERE task = 'tick'").fetchall())
-    assert 2 <= len(jobs) <= 5, jobs
+    assert 3 <= len(jobs) <= 5, jobs
     # Judged by the tick each job stands for, not by when it was enqueued:
     # a loaded machine may fire one tick late and the next on time.
     tick_of = _ticks_enqueued(*workers)
@@ -413,11 +419,11 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     runs = [key for key, _, _ in ledger(db, app.schema)].count("tick")
     assert runs == sum(1 for state in jobs.values() if state == "succeeded")
 
-    # Ticks missed while no worker ran collapse into one at the next start.
-    time.sleep(5)
-    late = spawn_worker(env=env)
-    wait_for(lambda: _ticks_enqueued(late), timeout=5, message="catch-up tick")
-    time.sleep(1.0)
+    # Ticks missed while no worker ran collapse into one at the next start. The
+    # late worker's sessions read the database clock 20 s ahead (ten ticks
+    # missed) instead of the test waiting for them to go by.
+    late = spawn_worker(env={**env, "PGOPTIONS": "-c currant.clock_offset=20s"})
+    wait_for(lambda: len(_ticks_enqueued(late)) >= 2, timeout=10, message="the catch-up tick and one more")
     late.signal(signal.SIGTERM)
     assert late.wait() == 0
     late_ticks = sorted(_ticks_enqueued(late).items(), key=lambda item: item[1])
@@ -500,6 +506,26 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     assert [(j["id"], j["last_error"]) for j in listed] == [(failed, "Discard: broken")]
     assert "Discard: broken" in _admin(database_dsn, schema_name, "failed").stdout
 
+    # show: every field of the job, as app.get_job reads it.
+    job = _job(app, failed)
+    expected = {name: getattr(job, name) for name in JOB_FIELDS}
+    expected.update({name: expected[name].isoformat() for name in ("enqueued_at", "started_at", "finished_at", "run_at")})
+    proc = _admin(database_dsn, schema_name, "--json", "show", str(failed))
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown == expected
+    assert (shown["state"], shown["attempts"], shown["error"]) == ("failed", 1, "Discard: broken")
+    assert [e["error"] for e in shown["errors"]] == ["Discard: broken"]
+    proc = _admin(database_dsn, schema_name, "show", str(failed))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["field", "value"]
+    values = {name: rest.strip() for name, _, rest in (line.strip().partition(" ") for line in lines[2:])}
+    assert list(values) == list(JOB_FIELDS), values
+    assert (values["id"], values["task"], values["state"], values["attempts"], values["error"]) == (
+        str(failed), "discard", "failed", "1", "Discard: broken"), values
+    assert values["finished_at"] == job.finished_at.strftime("%Y-%m-%d %H:%M:%S"), values  # type: ignore[union-attr]
+
     assert json.loads(_admin(database_dsn, schema_name, "--json", "retry", str(failed)).stdout) == [
         {"id": failed, "retried": True}
     ]
@@ -510,8 +536,8 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     assert json.loads(_admin(database_dsn, schema_name, "--json", "purge", "cancelled").stdout) == {"deleted": 2}
     assert app.get_job(queued) is None
 
-    shown = json.loads(_admin(database_dsn, schema_name, "--json", "show", str(failed)).stdout) if app.get_job(failed) else None
-    assert shown is None
+    gone = _admin(database_dsn, schema_name, "show", str(failed))  # purged with the cancelled ones
+    assert gone.returncode == 1 and f"job {failed} not found" in gone.stderr and gone.stdout == ""
     missing = _admin(database_dsn, schema_name, "show", "999999")
     assert missing.returncode == 1 and "not found" in missing.stderr
     bad = _admin(database_dsn, schema_name, "purge", "everything")

@@ -120,9 +120,34 @@ def test_constants(core: types.ModuleType) -> None:
     assert core.PG_EPOCH_US == int(epoch.timestamp()) * 1_000_000
 
 
+def _stub_names() -> set[str]:
+    """The public names the stub ``_core.pyi`` declares: the interface both cores implement."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(PY.__file__).with_name("_core.pyi").read_text())
+    declared: set[str] = set()
+    exported: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            declared.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            declared.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom):
+            declared.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            exported = set(ast.literal_eval(node.value))
+    assert exported and exported <= declared, (exported, declared)
+    return exported
+
+
 def test_same_public_names(core: types.ModuleType) -> None:
-    for name in PY.__all__:
+    names = _stub_names()
+    assert set(core.__all__) == names
+    for name in sorted(names):
         assert hasattr(core, name), name
+        if name[0].islower():
+            assert callable(getattr(core, name)), name
 
 
 # ---------------------------------------------------------------------------
