@@ -89,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="retention of failed and cancelled jobs (default: 604800)")
     add("--processes", type=_positive_int, default=1,
         help="run this many worker processes under one supervisor that restarts any that dies (default: 1)")
-    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    add("--log-format", default="text", choices=["text", "json"], help="json: one JSON object per line")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe messages logged (default: INFO)")
+    add("--log-format", default="text", choices=["text", "json"],
+        help="text for people, json for log shippers: one JSON object per line (default: text)")
     return parser
 
 

@@ -25,6 +25,8 @@ from currant.worker.links import WORK_CONNECTION_OPTIONS
 from tests.conftest import wait_for
 
 PAYLOAD = codec.encode_payload((), None)
+# maintain() also takes what a worker finished since its last heartbeat: nothing, here.
+NO_ACTIVITY: dict[str, list[Any]] = {"done_queues": [], "done_tasks": [], "done_outcomes": [], "done_counts": []}
 
 
 def _register_workers(db: Any, schema: str, count: int) -> None:
@@ -239,7 +241,8 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             self.last_maintain: tuple[datetime, datetime] | None = None  # clock before and after
 
         def _register(self, slot: int) -> None:
-            row = conn.execute(sql["register_worker"], {"hostname": "model", "pid": 0, "queues": ["default"]}).fetchone()
+            row = conn.execute(sql["register_worker"],
+                               {"hostname": "model", "pid": 0, "queues": ["default"], "concurrency": 1}).fetchone()
             self.worker_ids[slot] = int(row[0])
             (self.last_beat[slot],) = conn.execute(
                 f"SELECT last_seen FROM {schema}.workers WHERE id = %s", (row[0],)).fetchone()
@@ -362,7 +365,7 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             row = maint_conn.execute(sql["maintain"], {
                 "worker": worker, "queues": ["default"], "running": [], "dead_after": DEAD_AFTER, "max_rescues": 3,
                 "keep_succeeded": KEEP_SUCCEEDED, "keep_failed": KEEP_FAILED, "prune_batch": 1000,
-                "channel": app.channel}).fetchone()
+                "channel": app.channel, **NO_ACTIVITY}).fetchone()
             after = clock()
             self.last_maintain = (before, after)
             live = {wid: seen for wid, seen in conn.execute(f"SELECT id, last_seen FROM {schema}.workers").fetchall()}

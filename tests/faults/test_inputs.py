@@ -58,11 +58,17 @@ def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: 
     assert sorted(key for key, _, _ in ledger_rows(db, schema_name)) == sorted(good.values())
     # One claim took good and bad rows together (the claim stamps started_at
     # once per statement), and the bad ones did not abort it: each was recorded
-    # on its own job, never raised in the worker, which logged no error at all.
+    # on its own job, never raised in the worker. The log has one ERROR line
+    # per bad job (a job that failed for good), naming it, and nothing else.
     claims = db.execute(f'SELECT count(DISTINCT started_at) FROM "{schema_name}".jobs').fetchone()[0]
     assert claims == 1, claims
     log = worker.log()
-    assert "Traceback" not in log and "PayloadError" not in log and " ERROR " not in log, log[-3000:]
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert "Traceback" not in log, log[-3000:]
+    assert len(errors) == len(bad), errors
+    for job_id in bad:
+        assert sum(f"job {job_id} (record) failed for good after 1 attempts: PayloadError: " in line
+                   for line in errors) == 1, (job_id, errors)
 
 
 # -- names -------------------------------------------------------------------------------

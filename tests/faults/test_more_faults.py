@@ -421,33 +421,61 @@ def test_pinned_xmin_horizon_queue_keeps_working(pg_cluster: Any, cluster_app: c
 # notification queue is full ("too many notifications in the NOTIFY queue",
 # SQLSTATE 54000). Filling the real queue takes 8 GB before PostgreSQL 17 (and
 # a server restart to shrink it with max_notify_queue_pages from 17 on), so the
-# failure is injected: a pg_notify(text, text) in a schema that the producer's
-# search_path puts before pg_catalog (Currant calls pg_notify unqualified)
-# records the call in a table whose DEFERRED constraint trigger raises 54000
-# with PostgreSQL's own message. The error therefore happens where the real
-# one does: at COMMIT, after the INSERT, in the same transaction.
-SHADOW_DDL = """
-CREATE SCHEMA {shadow};
-CREATE TABLE {shadow}.notified (channel text, payload text);
-CREATE FUNCTION {shadow}.fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+# failure is injected: a DEFERRED constraint trigger on the jobs table raises
+# 54000 with PostgreSQL's own message, for sessions that set
+# currant_test.fail_at_commit. The error therefore happens where the real one
+# does: at COMMIT, after the INSERT and the pg_notify, in the same transaction.
+# (Currant calls pg_catalog.pg_notify, qualified, so no look-alike function on
+# the search_path can stand in for it: see test_no_function_can_stand_in_for_pg_notify.)
+FAIL_AT_COMMIT_DDL = """
+CREATE FUNCTION {schema}.fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000';
+    IF current_setting('currant_test.fail_at_commit', true) = 'on' THEN
+        RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000';
+    END IF;
+    RETURN NULL;
 END $$;
-CREATE CONSTRAINT TRIGGER notify_queue_full AFTER INSERT ON {shadow}.notified
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {shadow}.fail_at_commit();
-CREATE FUNCTION {shadow}.pg_notify(text, text) RETURNS void LANGUAGE sql AS
-    $$ INSERT INTO {shadow}.notified VALUES ($1, $2) $$;
+CREATE CONSTRAINT TRIGGER notify_queue_full AFTER INSERT ON {schema}.jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.fail_at_commit();
 """
 
 
 @pytest.fixture
 def notify_fails_at_commit(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
                            cluster_schema: str) -> Iterator[str]:
-    """A DSN whose sessions' NOTIFY fails at commit (see above)."""
+    """A DSN whose sessions' enqueues fail at commit, as a full NOTIFY queue fails them (see above)."""
+    cluster_db.execute(FAIL_AT_COMMIT_DDL.format(schema=f'"{cluster_schema}"'))
+    yield _with(pg_cluster.dsn, options="-c currant_test.fail_at_commit=on")
+    cluster_db.execute(f'DROP TRIGGER notify_queue_full ON "{cluster_schema}".jobs')
+
+
+def test_no_function_can_stand_in_for_pg_notify(cluster_app: currant.App, cluster_db: Any,
+                                                cluster_schema: str, pg_cluster: Any) -> None:
+    """A pg_notify(text, text) in a schema that a session's search_path puts
+    first is never called: every statement and function names pg_catalog's."""
     shadow = f"{cluster_schema}_shadow"
-    cluster_db.execute(SHADOW_DDL.format(shadow=f'"{shadow}"'))
-    yield _with(pg_cluster.dsn, options=f"-c search_path={shadow},pg_catalog,public")
-    cluster_db.execute(f'DROP SCHEMA "{shadow}" CASCADE')
+    cluster_db.execute(f'CREATE SCHEMA "{shadow}"; CREATE TABLE "{shadow}".called (payload text);'
+                       f' CREATE FUNCTION "{shadow}".pg_notify(text, text) RETURNS void LANGUAGE sql AS'
+                       f' $$ INSERT INTO "{shadow}".called VALUES ($2) $$;')
+    app = currant.App(_with(pg_cluster.dsn, options=f"-c search_path={shadow},pg_catalog,public"),
+                      schema=cluster_schema)
+    try:
+        job = app.enqueue("record", ("one",))
+        app.enqueue_many("record", [("two",), ("three",)])
+        later = app.enqueue("record", ("later",), delay=30)
+        assert app.cancel(job) == "cancelled" and app.retry(job)
+        # Due now: maintain() promotes it, and notifies its queue.
+        cluster_db.execute(f'UPDATE "{cluster_schema}".jobs SET run_at = now() - interval \'1 second\' WHERE id = %s',
+                           (later,))
+        with app._sync.direct() as conn:
+            conn.execute(f'SELECT "{cluster_schema}".maintain(0, ARRAY[\'default\'], ARRAY[]::bigint[], 30, 3,'
+                         f" 86400, 86400, 10, '{app.channel}', ARRAY[]::text[], ARRAY[]::text[], ARRAY[]::text[],"
+                         " ARRAY[]::bigint[])")
+        assert app.get_job(later).state == "queued"  # type: ignore[union-attr]
+        assert cluster_db.execute(f'SELECT count(*) FROM "{shadow}".called').fetchone()[0] == 0
+    finally:
+        app.close()
+        cluster_db.execute(f'DROP SCHEMA "{shadow}" CASCADE')
 
 
 def _jobs_count(db: Any, schema: str) -> int:

@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import ROOT
 
 ENQUEUE = """
-import sys, currant
+import logging, sys, currant
+logging.basicConfig(level=logging.INFO)
 app = currant.App(schema="embedded_test")
 print(app.enqueue("add", (int(sys.argv[1]), 1)))
 app.close()

@@ -222,7 +222,8 @@ def test_stale_completion_is_fenced(app: currant.App, database_dsn: str) -> None
     sql = app.sql
     with psycopg.connect(database_dsn, autocommit=True) as conn:
         register_array_dumpers(conn)
-        register = lambda: conn.execute(sql["register_worker"], {"hostname": "h", "pid": 1, "queues": ["default"]}).fetchone()[0]  # noqa: E731
+        registration = {"hostname": "h", "pid": 1, "queues": ["default"], "concurrency": 1}
+        register = lambda: conn.execute(sql["register_worker"], registration).fetchone()[0]
         old_owner, new_owner = register(), register()
         claimed = conn.execute(sql["claim"], {"queue": "default", "limit": 10, "worker": old_owner}).fetchall()
         assert [(row[0], row[1]) for row in claimed] == [(job_id, 1)]
@@ -519,15 +520,15 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     proc = _admin(database_dsn, schema_name, "show", str(failed))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["field", "value"]
-    values = {name: rest.strip() for name, _, rest in (line.strip().partition(" ") for line in lines[2:])}
-    assert list(values) == list(JOB_FIELDS), values
-    assert (values["id"], values["task"], values["state"], values["attempts"], values["error"]) == (
-        str(failed), "discard", "failed", "1", "Discard: broken"), values
-    assert values["finished_at"] == job.finished_at.strftime("%Y-%m-%d %H:%M:%S"), values  # type: ignore[union-attr]
+    assert lines[0] == f"job {failed}: discard on queue default, failed", lines
+    fields = {name: rest.strip() for name, _, rest in (line.strip().partition(" ") for line in lines[1:])}
+    assert fields["args"] == '["broken"]' and fields["kwargs"] == "{}", fields
+    assert fields["finished_at"] == f"{job.finished_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"  # type: ignore[union-attr]
+    assert any(line.strip().startswith("attempt 1 failed at ") and line.endswith(": Discard: broken")
+               for line in lines), lines
 
     assert json.loads(_admin(database_dsn, schema_name, "--json", "retry", str(failed)).stdout) == [
-        {"id": failed, "retried": True}
+        {"id": failed, "outcome": "retried"}
     ]
     assert _job(app, failed).state == "queued"
     assert json.loads(_admin(database_dsn, schema_name, "--json", "cancel", str(queued), str(failed)).stdout) == [
