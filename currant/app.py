@@ -244,6 +244,20 @@ class App:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def run_plan(self, plan: Plan, connection: psycopg.Connection[Any] | None = None, *, write: bool = False) -> Any:
+        """Run a plan (see :mod:`currant.plans`) on the app's pool, or in the caller's ``connection``.
+
+        For code built on Currant's statements (the dashboard, integrations):
+        the same pools, timeouts and error policy as the App's own methods.
+        """
+        return self._sync.run(plan, connection, write=write)
+
+    async def arun_plan(
+        self, plan: Plan, connection: psycopg.AsyncConnection[Any] | None = None, *, write: bool = False
+    ) -> Any:
+        """Async :meth:`run_plan`."""
+        return await self._async.run(plan, connection, write=write)
+
     # -- enqueue -------------------------------------------------------------
 
     def enqueue_plan(
