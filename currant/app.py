@@ -19,7 +19,6 @@ from . import codec, control, schema
 from . import dsn as dsns
 from .drivers import DEFAULT_CONNECT_TIMEOUT, AsyncDriver, SyncDriver
 from .enqueue import JobOptions, plan_enqueue, plan_enqueue_many
-from .errors import UnknownTask
 from .hooks import Hooks
 from .job import Job
 from .names import check_name
@@ -177,12 +176,6 @@ class App:
         if isinstance(task, Task):
             return task
         return self.tasks.get(task)
-
-    def get_task(self, name: str) -> Task[Any, Any]:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTask(f"unknown task {name!r}") from None
 
     def job_options(
         self, task: str | Task[Any, Any], queue: str | None, priority: int | None, max_attempts: int | None
