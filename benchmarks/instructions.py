@@ -48,11 +48,16 @@ from psycopg import sql as pgsql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.floor import NOOP_PAYLOAD, PLANNER_GUARDS, create_floor_table  # noqa: E402
-from benchmarks.profile_db import (  # noqa: E402
-    FLOOR_COLUMNS, FLOOR_SCHEMA, JOBS_COLUMNS, JOBS_VARIANTS, SCHEMA, fresh_jobs_table,
+from benchmarks.floor import NOOP_PAYLOAD, PLANNER_GUARDS, create_floor_table
+from benchmarks.profile_db import (
+    FLOOR_COLUMNS,
+    FLOOR_SCHEMA,
+    JOBS_COLUMNS,
+    JOBS_VARIANTS,
+    SCHEMA,
+    fresh_jobs_table,
 )
-from currant.sql import queries  # noqa: E402
+from currant.sql import queries
 
 _TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 CLAIMS, CLAIM_BATCH = 50, 1_000

@@ -39,12 +39,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import currant  # noqa: E402
-from benchmarks.e2e import REPO, log, worker_cmd, worker_env  # noqa: E402
-from benchmarks.floor import NOOP_PAYLOAD, create_floor_table  # noqa: E402
-from currant import schema as currant_schema  # noqa: E402
-from currant.plans import run_plan  # noqa: E402
-from currant.sql import queries  # noqa: E402
+import currant
+from benchmarks.e2e import REPO, log, worker_cmd, worker_env
+from benchmarks.floor import NOOP_PAYLOAD, create_floor_table
+from currant import schema as currant_schema
+from currant.plans import run_plan
+from currant.sql import queries
 
 SCHEMA = "bench_profile"
 FLOOR_SCHEMA = "bench_profile_floor"

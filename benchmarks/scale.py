@@ -45,8 +45,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import currant  # noqa: E402
-from benchmarks.e2e import (  # noqa: E402
+import currant
+from benchmarks.e2e import (
     REPO,
     count_idle_statements,
     embedded_server,

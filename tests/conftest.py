@@ -146,7 +146,7 @@ def spawn_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> Iterato
             "PYTHONUNBUFFERED": "1",
         }
         environment.update(env or {})
-        log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
+        log_file = open(log_path, "w")
         popen = subprocess.Popen(
             [sys.executable, "-m", "currant.worker", app, "--log-level", "INFO", *args],
             cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, text=True,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import psycopg
 
+import currant
 from tests.conftest import wait_for
 
 # Short lease timings (production defaults: 5 s / 30 s / 1 s).
@@ -61,3 +63,37 @@ def retrying(action: Any, attempts: int = 200, pause: float = 0.1) -> Any:
                 raise
             time.sleep(pause)  # a retry pause while the server restarts
     return None
+
+
+class Producer(threading.Thread):
+    """Enqueues ``record`` jobs with unique keys, retrying each key until acknowledged."""
+
+    def __init__(self, app: currant.App, pause: float = 0.004) -> None:
+        super().__init__(daemon=True, name="producer")
+        self.app = app
+        self.pause = pause
+        self.stop = threading.Event()
+        self.acked: set[str] = set()
+        self.attempted: set[str] = set()
+        self.unknown: set[str] = set()
+        self.errors: dict[str, int] = {}
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            key = f"p{i}"
+            i += 1
+            self.attempted.add(key)
+            while True:
+                try:
+                    self.app.enqueue("record", (key,), unique_key=key)
+                except currant.EnqueueOutcomeUnknown:
+                    self.unknown.add(key)
+                except (psycopg.Error, currant.DatabaseUnavailable) as exc:
+                    name = type(exc).__name__
+                    self.errors[name] = self.errors.get(name, 0) + 1
+                else:
+                    self.acked.add(key)
+                    break
+                time.sleep(0.05)  # a retry pause while the server is away
+            time.sleep(self.pause)  # the producer's pace

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -22,7 +21,6 @@ import currant
 from currant import codec
 from currant.worker.arrays import id_arrays, register_array_dumpers
 from currant.worker.links import WORK_CONNECTION_OPTIONS
-from tests.conftest import wait_for
 
 PAYLOAD = codec.encode_payload((), None)
 # maintain() also takes what a worker finished since its last heartbeat: nothing, here.
@@ -306,13 +304,13 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             before = clock()
             if kind is None:
                 cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
-                assert cur.rowcount == 1, "a live lease completes"
+                assert sum(n for _queue, _task, n in cur.fetchall()) == 1, "a live lease completes"
             else:
                 rows = conn.execute(sql["complete_outcomes"], {
                     "ids": ids, "attempts": attempts, "kinds": [kind], "results": [None], "errors": ["E: x"],
                     "tracebacks": [None], "delays": [delay], "max_attempts": [3], "worker": worker}).fetchall()
                 assert len(rows) == 1
-                _id, state, _queue, run_at = rows[0]
+                _id, state, _queue, run_at, *_rest = rows[0]
                 if state == "retrying":
                     # The backoff is counted on the database clock too.
                     assert before + timedelta(seconds=delay) <= run_at <= clock() + timedelta(seconds=delay)
@@ -413,7 +411,7 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
         def _zombie_completes(self, job_id: int, attempt: int, worker: int) -> None:
             ids, attempts = id_arrays([(job_id, attempt)])
             cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
-            assert cur.rowcount == 0, "a swept worker's completion is fenced off"
+            assert cur.fetchall() == [], "a swept worker's completion is fenced off"
             STATS["zombie fences"] += 1
 
         @rule(pick=st.integers(0, 50))

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import threading
 import time
 from typing import Any
 
-import psycopg
-import psycopg_pool
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import currant
 from tests.conftest import wait_for
 from tests.faults.checker import assert_no_loss, check_schema
-from tests.faults.helpers import counts, ledger_rows, retrying, wait_all_succeeded
+from tests.faults.helpers import Producer, counts, ledger_rows, retrying, wait_all_succeeded
 from tests.faults.proxy import TcpProxy
 
 
@@ -85,40 +82,6 @@ def test_listen_connection_killed_alone(cluster_app: currant.App, cluster_db: An
     assert max(samples) < 1.0, samples
     print(f"wake latency after the listener reconnected: median {statistics.median(samples) * 1000:.1f} ms,"
           f" max {max(samples) * 1000:.1f} ms")
-
-
-class Producer(threading.Thread):
-    """Enqueues ``record`` jobs with unique keys, retrying each key until acknowledged."""
-
-    def __init__(self, app: currant.App, pause: float = 0.004) -> None:
-        super().__init__(daemon=True, name="producer")
-        self.app = app
-        self.pause = pause
-        self.stop = threading.Event()
-        self.acked: set[str] = set()
-        self.attempted: set[str] = set()
-        self.unknown: set[str] = set()
-        self.errors: dict[str, int] = {}
-
-    def run(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            key = f"p{i}"
-            i += 1
-            self.attempted.add(key)
-            while True:
-                try:
-                    self.app.enqueue("record", (key,), unique_key=key)
-                except currant.EnqueueOutcomeUnknown:
-                    self.unknown.add(key)
-                except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-                    name = type(exc).__name__
-                    self.errors[name] = self.errors.get(name, 0) + 1
-                else:
-                    self.acked.add(key)
-                    break
-                time.sleep(0.05)  # a retry pause while the server is away
-            time.sleep(self.pause)  # the producer's pace
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])

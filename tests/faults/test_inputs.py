@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 
 import currant
 from currant import codec
-from tests.conftest import wait_for, wait_listening
 from tests.apps.jobs import WEIRD_QUEUE, WEIRD_TASK
+from tests.conftest import wait_for, wait_listening
 from tests.faults.helpers import FAST, ledger_rows
 
 MALFORMED = {

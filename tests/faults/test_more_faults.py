@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import pytest
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -207,9 +206,10 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
       declared dead;
     * a worker started while exhausted does not exit, logs the refusal, and
       does its work once connections free up;
-    * the producer: an App whose pool cannot get a connection raises
-      ``PoolTimeout`` after the pool timeout (30 s by default; 2 s here), not
-      a hang, and not ``EnqueueOutcomeUnknown`` (nothing was sent).
+    * the producer: an App that cannot get a connection raises
+      ``DatabaseUnavailable`` naming the server and its refusal, at once (the
+      server answered) and never after more than its connect timeout, not a
+      hang, and not ``EnqueueOutcomeUnknown`` (nothing was sent).
     """
     schema = cluster_schema
     # Same timings for both workers (any worker's --dead-after decides for all).
@@ -244,25 +244,21 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     assert control.execute(f'SELECT count(*) FROM "{schema}".workers WHERE id = %s', (early_id,)).fetchone()[0] == 1, \
         "the early worker was declared dead while it kept heartbeating"
     # The producer side: a fresh App cannot get a connection.
-    producer = currant.App(pg_cluster.dsn, schema=schema, auto_migrate=False)
-    pool = producer._sync.pool()  # opens in the background; the default wait for a connection is 30 s
-    default_timeout = pool.timeout
-    pool.timeout = 2.0  # only to keep the test short
+    producer = currant.App(pg_cluster.dsn, schema=schema, auto_migrate=False, connect_timeout=2.0)
     jobs_before = _jobs_count(control, schema)
     started = time.monotonic()
     try:
-        with pytest.raises(psycopg_pool.PoolTimeout) as raised:
+        with pytest.raises(currant.DatabaseUnavailable) as raised:
             producer.enqueue("noop", queue="qb")
         waited = time.monotonic() - started
-        # The pool's own error, as it is: nothing was sent, so the outcome is
-        # known (no job), and it is neither wrapped nor EnqueueOutcomeUnknown.
-        assert type(raised.value) is psycopg_pool.PoolTimeout, repr(raised.value)
+        # Nothing was sent, so the outcome is known (no job): not EnqueueOutcomeUnknown.
+        assert type(raised.value) is currant.DatabaseUnavailable, repr(raised.value)
+        assert "too many clients" in str(raised.value) and str(pg_cluster.port) in str(raised.value), raised.value
+        assert "\n" not in str(raised.value)
         assert _jobs_count(control, schema) == jobs_before
         print(f"\nexhaustion: held {len(hogs)} connections; refusal: {hold_all_connections.refusal[-1].strip()!r};"
-              f" producer raised {type(raised.value).__name__} after {waited:.1f} s (pool timeout 2 s, default"
-              f" {default_timeout:g} s): {raised.value}")
-        assert default_timeout == 30.0
-        assert waited < 15
+              f" producer raised {type(raised.value).__name__} after {waited:.1f} s: {raised.value}")
+        assert waited < 15  # a deadline guard: the connect timeout is 2 s
     finally:
         for conn in hogs[:10]:
             conn.close()

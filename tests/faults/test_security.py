@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import currant
 from tests.conftest import ROOT, wait_for
-from tests.faults.checker import assert_no_loss, check_schema
+from tests.faults.checker import check_schema
 from tests.faults.helpers import FAST, counts, ledger_rows, wait_all_succeeded, worker_id_of
 
 SOURCE_SUFFIXES = {".py", ".pyx", ".pyi", ".pxd", ".sql"}

@@ -172,8 +172,11 @@ BEGIN
             PERFORM pg_catalog.pg_notify(p_channel, 'r:' || q) FROM unnest(woken) AS q;
         END IF;
 
+        -- pg_sequence_last_value needs only USAGE on the sequence, as the
+        -- worker's role has (reading the sequence as a table needs SELECT).
         INSERT INTO {schema}.id_marks (minute, last_id)
-        SELECT date_trunc('minute', {schema}.clock()), last_value FROM {schema}.jobs_id_seq
+        SELECT date_trunc('minute', {schema}.clock()),
+               coalesce(pg_sequence_last_value('{schema}.jobs_id_seq'::regclass), 0)
         ON CONFLICT (minute) DO UPDATE SET last_id = excluded.last_id;
         DELETE FROM {schema}.activity WHERE minute < {schema}.clock() - interval '1 day';
         DELETE FROM {schema}.id_marks WHERE minute < {schema}.clock() - interval '1 day';
