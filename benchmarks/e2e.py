@@ -54,8 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make `currant` and `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-import currant  # noqa: E402
-from benchmarks.floor import run_floor  # noqa: E402
+import currant
+from benchmarks.floor import run_floor
 
 SCHEMA = "bench_e2e"
 WORKER_APP = "benchmarks.bench_app:app"

@@ -198,7 +198,7 @@ def profile_drain(cluster: Cluster) -> None:
     # From the same data, the claims again, each followed by its completion:
     # the difference is the completions.
     cluster.restore()
-    both = cluster.count(guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions)), collect)
+    both = cluster.count(guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions, strict=True)), collect)
     jobs = CLAIMS * CLAIM_BATCH
     print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind)")
     print(f"{'claim':<42} {claim // jobs:>8,}")

@@ -36,7 +36,7 @@ def _impl(name: str) -> types.ModuleType:
 # Inputs are built once at import time so the timings measure only the codec.
 ARGS = [(i, f"user-{i}@example.com", {"template": "welcome", "retry": i % 3 == 0}) for i in range(1000)]
 KWARGS = [{"priority": "high", "tags": ["a", "b"], "blob": b"\x00" * 16} for _ in range(1000)]
-PAYLOADS = [payload.pack_payload(a, k) for a, k in zip(ARGS, KWARGS)]
+PAYLOADS = [payload.pack_payload(a, k) for a, k in zip(ARGS, KWARGS, strict=True)]
 PLAIN_ITEMS = [(i, "x" * 32) for i in range(1000)]
 JOB_ROWS = [
     (
@@ -60,7 +60,7 @@ IDS = list(range(10_000_000, 10_001_000))
 @pytest.mark.parametrize("n", SIZES)
 def test_pack_payload(benchmark: Any, n: int) -> None:
     pack = payload.pack_payload
-    pairs = list(zip(ARGS[:n], KWARGS[:n]))
+    pairs = list(zip(ARGS[:n], KWARGS[:n], strict=True))
     benchmark.group = f"pack_payload x{n}"
 
     def run() -> list[bytes]:

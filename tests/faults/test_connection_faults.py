@@ -22,7 +22,7 @@ from tests.faults.proxy import TcpProxy
 
 def _enqueue_keys(app: currant.App, task: str, keys: list[str], *extra: Any) -> dict[int, str]:
     ids = app.enqueue_many(task, [(key, *extra) for key in keys])
-    return dict(zip(ids, keys))
+    return dict(zip(ids, keys, strict=True))
 
 
 def test_backends_terminated_at_5_hz(cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any,

@@ -49,7 +49,7 @@ def _with(dsn: str, **changes: str) -> str:
 def _enqueue_keys(app: currant.App, task: str, keys: list[str], *extra: Any) -> dict[int, str]:
     ids = app.enqueue_many(task, [(key, *extra) for key in keys])
     assert len(ids) == len(keys)
-    return dict(zip(ids, keys))
+    return dict(zip(ids, keys, strict=True))
 
 
 def _job(app: currant.App, job_id: int) -> currant.Job:

@@ -31,7 +31,7 @@ from tests.faults.helpers import (
 def _enqueue_keys(app: currant.App, task: str, keys: list[str], *extra: Any) -> dict[int, str]:
     ids = app.enqueue_many(task, [(key, *extra) for key in keys])
     assert len(ids) == len(keys)
-    return dict(zip(ids, keys))
+    return dict(zip(ids, keys, strict=True))
 
 
 def _started(db: Any, schema: str) -> list[str]:

@@ -121,7 +121,9 @@ def test_idle_worker_picks_up_by_notify(app: currant.App, spawn_worker: Any, db:
     assert worker.wait() == 0
 
 
-def test_transactional_enqueue(app: currant.App, spawn_worker: Any, database_dsn: str, db: psycopg.Connection[Any]) -> None:
+def test_transactional_enqueue(
+    app: currant.App, spawn_worker: Any, database_dsn: str, db: psycopg.Connection[Any],
+) -> None:
     with psycopg.connect(database_dsn) as conn:
         app.enqueue("record", ("rolled-back",), connection=conn)
         app.enqueue_many("record", [("rolled-back-many",)], connection=conn)
@@ -273,7 +275,9 @@ def test_unknown_task_is_retried_not_lost(app: currant.App, spawn_worker: Any) -
     assert "UnknownTask: task 'no.such.task' is not registered" in (job.error or "")
 
 
-def test_malformed_payload_fails_only_that_job(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+def test_malformed_payload_fails_only_that_job(
+    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any],
+) -> None:
     good = app.enqueue_many("record", [(f"g{i}",) for i in range(5)])
     bad = app.enqueue("record", ("victim",))
     db.execute(f'UPDATE "{app.schema}".jobs SET payload = %s WHERE id = %s', (b"\x92\x91\xc1", bad))
@@ -384,7 +388,9 @@ def test_concurrent_enqueuers(app: currant.App) -> None:
     assert len(set(ids)) == 200
 
 
-def test_processes_option_supervises_and_restarts(app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any]) -> None:
+def test_processes_option_supervises_and_restarts(
+    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any],
+) -> None:
     import psutil
 
     app.enqueue_many("record", [(f"p{i}",) for i in range(2_000)])

@@ -416,7 +416,7 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     tick_of = _ticks_enqueued(*workers)
     assert set(tick_of) == set(jobs), (tick_of, jobs)
     ticks = sorted(tick_of.values())
-    assert all(_whole_periods(b - a, period) for a, b in zip(ticks, ticks[1:])), ticks  # one job per tick
+    assert all(_whole_periods(b - a, period) for a, b in zip(ticks, ticks[1:], strict=False)), ticks  # one job per tick
     runs = [key for key, _, _ in ledger(db, app.schema)].count("tick")
     assert runs == sum(1 for state in jobs.values() if state == "succeeded")
 
@@ -437,7 +437,7 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     # enqueued. Every later tick is one the late worker saw come due.
     assert catch_up - ticks[-1] >= 2 * period, (ticks[-1], late_ticks)
     assert [tick for _, tick in late_ticks if tick <= first_enqueued_at] == [catch_up], (first_enqueued_at, late_ticks)
-    assert all(_whole_periods(b[1] - a[1], period) for a, b in zip(late_ticks, late_ticks[1:])), late_ticks
+    assert all(_whole_periods(b[1] - a[1], period) for a, b in zip(late_ticks, late_ticks[1:], strict=False)), late_ticks
 
 
 def test_invalid_cron_expression_is_refused() -> None:

@@ -203,7 +203,9 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
 
 
 @pytest.mark.parametrize("override,exc_type,word", [c[1:] for c in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS])
-def test_write_job_rows_bad_row_restores_out(core: types.ModuleType, override: dict[str, Any], exc_type: type[Exception], word: str) -> None:
+def test_write_job_rows_bad_row_restores_out(
+    core: types.ModuleType, override: dict[str, Any], exc_type: type[Exception], word: str,
+) -> None:
     rows = [job(0), job(1), job(2, **override), job(3)]
     out = bytearray(b"keep me")
     with pytest.raises(exc_type, match=f"^row 2: {word}") as info:
@@ -246,14 +248,18 @@ def test_write_job_rows_requires_bytearray(core: types.ModuleType) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [[], [0], [1, 2, -3], [2**63 - 1, -(2**63)], list(range(1000))], ids=["empty", "one", "small", "extremes", "1000"])
+@pytest.mark.parametrize(
+    "values", [[], [0], [1, 2, -3], [2**63 - 1, -(2**63)], list(range(1000))], ids=["empty", "one", "small", "extremes", "1000"],
+)
 def test_pack_int8_array(core: types.ModuleType, values: list[int]) -> None:
     data = core.pack_int8_array(values)
     assert read_int_array(data) == (20, values)
     assert data == PY.pack_int8_array(values) == core.pack_int8_array(tuple(values))
 
 
-@pytest.mark.parametrize("values", [[], [0], [1, 2, -3], [2**31 - 1, -(2**31)]], ids=["empty", "one", "small", "extremes"])
+@pytest.mark.parametrize(
+    "values", [[], [0], [1, 2, -3], [2**31 - 1, -(2**31)]], ids=["empty", "one", "small", "extremes"],
+)
 def test_pack_int4_array(core: types.ModuleType, values: list[int]) -> None:
     data = core.pack_int4_array(values)
     assert read_int_array(data) == (23, values)
@@ -276,7 +282,9 @@ def test_empty_array_bytes(core: types.ModuleType) -> None:
         ("pack_int8_array", [None], TypeError, "element 0 must be int"),
     ],
 )
-def test_pack_int_array_errors(core: types.ModuleType, fn: str, values: list[Any], exc_type: type[Exception], word: str) -> None:
+def test_pack_int_array_errors(
+    core: types.ModuleType, fn: str, values: list[Any], exc_type: type[Exception], word: str,
+) -> None:
     with pytest.raises(exc_type, match=word):
         getattr(core, fn)(values)
 
@@ -338,7 +346,9 @@ def test_copy_into_postgres(core: types.ModuleType, pg_conn: Any) -> None:
         ("pack_int4_array", "int4", []),
     ],
 )
-def test_arrays_match_array_send(core: types.ModuleType, pg_conn: Any, fn: str, sql_type: str, values: list[int]) -> None:
+def test_arrays_match_array_send(
+    core: types.ModuleType, pg_conn: Any, fn: str, sql_type: str, values: list[int],
+) -> None:
     literal = "{" + ",".join(map(str, values)) + "}"
     (sent,) = pg_conn.execute(f"SELECT array_send(%s::{sql_type}[])", [literal]).fetchone()
     assert getattr(core, fn)(values) == bytes(sent)

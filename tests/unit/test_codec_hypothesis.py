@@ -151,7 +151,7 @@ def test_pack_plain_args_matches_pack_payload(core: types.ModuleType, items: lis
     cap = 48
     packed = core.pack_plain_args(items, cap)
     assert len(packed) == len(items)
-    for item, data in zip(items, packed):
+    for item, data in zip(items, packed, strict=True):
         reference = _outcome(P.pack_payload, item, None)
         fits = reference[0] == "ok" and len(P.pack_payload(item, None)) <= cap
         if data is not None:
@@ -208,7 +208,9 @@ def test_corrupted_payloads_are_total_and_isolated(args: Any, kwargs: Any, cut: 
 
 @SETTINGS
 @given(rows=rows_st, prefix=st.binary(max_size=4))
-def test_write_job_rows_identical_and_parses(core: types.ModuleType, rows: list[tuple[Any, ...]], prefix: bytes) -> None:
+def test_write_job_rows_identical_and_parses(
+    core: types.ModuleType, rows: list[tuple[Any, ...]], prefix: bytes,
+) -> None:
     out = bytearray(prefix)
     assert core.write_job_rows(out, rows) == len(rows)
     ref = bytearray(prefix)

@@ -170,7 +170,9 @@ MALFORMED_SHAPE: list[tuple[str, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize("data,word", [c[1:] for c in MALFORMED_ANY + MALFORMED_SHAPE], ids=[c[0] for c in MALFORMED_ANY + MALFORMED_SHAPE])
+@pytest.mark.parametrize(
+    "data,word", [c[1:] for c in MALFORMED_ANY + MALFORMED_SHAPE], ids=[c[0] for c in MALFORMED_ANY + MALFORMED_SHAPE],
+)
 def test_unpack_payload_malformed(data: bytes, word: str) -> None:
     with pytest.raises(P.PayloadError, match=word):
         P.unpack_payload(data)
