@@ -52,7 +52,7 @@ JOB_ROWS = [
     )
     for i in range(1000)
 ]
-CLAIMED = [(i, 1, "app.tasks.send_email", PAYLOADS[i]) for i in range(1000)]
+CLAIMED = [(i, 1, "app.tasks.send_email", PAYLOADS[i], None, 0.001) for i in range(1000)]
 IDS = list(range(10_000_000, 10_001_000))
 
 
@@ -105,7 +105,7 @@ def test_decode_claimed(benchmark: Any, n: int) -> None:
     decode = payload.decode_claimed
     rows = CLAIMED[:n]
     benchmark.group = f"decode_claimed x{n}"
-    out = benchmark(decode, rows)
+    out = benchmark(decode, rows, "default")
     assert len(out) == n and all(r[5] is None for r in out)
 
 

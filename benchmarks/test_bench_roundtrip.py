@@ -69,7 +69,7 @@ def test_claim_complete_roundtrip(
             # The worker's connection setup: binary array dumpers for the id arrays.
             register_array_dumpers(conn)
             row = conn.execute(
-                q["register_worker"], {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": ["default"]}
+                q["register_worker"], {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": ["default"], "concurrency": 1}
             ).fetchone()
             assert row is not None
             worker = int(row[0])
@@ -80,9 +80,9 @@ def test_claim_complete_roundtrip(
 
             def roundtrip() -> tuple[int, int]:
                 rows = conn.execute(q["claim"], claim_params, prepare=True).fetchall()
-                fast, general = completion_params([(job_id, attempt, None) for job_id, attempt, _t, _p in rows], worker)
+                fast, general = completion_params([(job_id, attempt, None) for job_id, attempt, *_rest in rows], worker)
                 assert fast is not None and general is None
-                done = conn.execute(q["complete_succeeded"], fast, prepare=True).rowcount
+                done = sum(n for _q, _t, n in conn.execute(q["complete_succeeded"], fast, prepare=True).fetchall())
                 return len(rows), done
 
             result = benchmark.pedantic(roundtrip, setup=setup, rounds=30, warmup_rounds=3, iterations=1)

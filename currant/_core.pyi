@@ -23,7 +23,7 @@ PG_EPOCH_US: int
 COPY_HEADER: bytes
 COPY_TRAILER: bytes
 
-def pack_plain_args(items: Iterable[Any], max_size: int) -> list[bytes | None]: ...
+def pack_plain_args(items: Iterable[Any], max_size: int, headers: bytes = b"") -> list[bytes | None]: ...
 def write_job_rows(
     out: bytearray,
     rows: Iterable[tuple[int, str, str, _BytesLike, int, int | None, int, str, str | None]],

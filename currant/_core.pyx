@@ -222,10 +222,11 @@ cdef int _put_value(_Buf* b, object value, int depth) except -1:
     return 1
 
 
-def pack_plain_args(items, Py_ssize_t max_size):
+def pack_plain_args(items, Py_ssize_t max_size, bytes headers=b""):
     """``[args, {}]`` in msgpack for every item that is a plain args tuple (not
     an ``(args, kwargs)`` pair) of common value types and fits ``max_size``;
-    None for every other item (the caller's careful path handles it)."""
+    None for every other item (the caller's careful path handles it).
+    ``headers``, msgpack of a map, makes it ``[args, {}, headers]``."""
     cdef list seq = items if type(items) is list else list(items)
     cdef Py_ssize_t n = len(seq), i
     cdef list out = [None] * n
@@ -245,10 +246,12 @@ def pack_plain_args(items, Py_ssize_t max_size):
             if len(t) == 2 and isinstance(t[0], (tuple, list)) and isinstance(t[1], dict):
                 continue
             b.length = 0
-            _put_byte(&b, 0x92)  # [args, kwargs]
+            _put_byte(&b, 0x93 if headers else 0x92)  # [args, kwargs(, headers)]
             if _put_value(&b, t, 1):
                 continue
             _put_byte(&b, 0x80)  # kwargs: an empty map
+            if headers:
+                _put_raw(&b, PyBytes_AS_STRING(headers), PyBytes_GET_SIZE(headers))
             if b.length <= max_size:
                 out[i] = PyBytes_FromStringAndSize(<char*>b.data, b.length)
     finally:

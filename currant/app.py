@@ -9,8 +9,7 @@ transaction policy.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -18,11 +17,12 @@ import psycopg
 from . import codec, control, schema
 from . import dsn as dsns
 from .drivers import DEFAULT_CONNECT_TIMEOUT, AsyncDriver, SyncDriver
-from .enqueue import JobOptions, plan_enqueue, plan_enqueue_many
+from .enqueue import JobOptions
 from .hooks import Hooks
 from .job import Job
 from .names import check_name
 from .plans import Plan
+from .producer import EnqueueAPI
 from .sql import queries, quote_schema
 from .task import BackoffPolicy, Periodic, Task, default_task_name
 
@@ -33,7 +33,7 @@ DEFAULT_SCHEMA = "currant"
 DEFAULT_QUEUE = "default"
 
 
-class App:
+class App(EnqueueAPI):
     """A Currant application: where jobs live and which tasks exist.
 
     ``dsn`` falls back to ``$CURRANT_DSN``, then to the embedded PostgreSQL
@@ -250,110 +250,6 @@ class App:
     ) -> Any:
         """Async :meth:`run_plan`."""
         return await self._async.run(plan, connection, write=write)
-
-    # -- enqueue -------------------------------------------------------------
-
-    def enqueue_plan(
-        self,
-        task: str | Task[Any, Any],
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any] | None,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        unique_key: str | None = None,
-        max_attempts: int | None = None,
-    ) -> Plan:
-        """The plan of one enqueue, for callers that run it on a connection of their own."""
-        return plan_enqueue(
-            self.sql, self.channel, self.job_options(task, queue, priority, max_attempts), args, kwargs,
-            run_at=run_at, delay=delay, unique_key=unique_key, max_payload=self.max_payload_size,
-        )
-
-    def _enqueue_many_plan(
-        self, task: str | Task[Any, Any], items: Iterable[Any], queue: str | None, priority: int | None,
-        max_attempts: int | None,
-    ) -> Plan:
-        return plan_enqueue_many(
-            self.sql, self.channel, self.job_options(task, queue, priority, max_attempts), items,
-            max_payload=self.max_payload_size,
-        )
-
-    def enqueue(
-        self,
-        task: str | Task[Any, Any],
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        unique_key: str | None = None,
-        max_attempts: int | None = None,
-        connection: psycopg.Connection[Any] | None = None,
-    ) -> int:
-        """Enqueue one job and return its id (one round trip).
-
-        With ``connection=``, the job is part of the caller's transaction. With
-        ``unique_key``, a live job with the same key is not duplicated: its id
-        is returned. Raises :class:`EnqueueOutcomeUnknown` if the connection
-        died while the job was committing.
-        """
-        plan = self.enqueue_plan(task, args, kwargs, queue, priority, run_at, delay, unique_key, max_attempts)
-        return int(self._sync.run(plan, connection, write=True))
-
-    async def aenqueue(
-        self,
-        task: str | Task[Any, Any],
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        unique_key: str | None = None,
-        max_attempts: int | None = None,
-        connection: psycopg.AsyncConnection[Any] | None = None,
-    ) -> int:
-        """Async :meth:`enqueue`."""
-        plan = self.enqueue_plan(task, args, kwargs, queue, priority, run_at, delay, unique_key, max_attempts)
-        return int(await self._async.run(plan, connection, write=True))
-
-    def enqueue_many(
-        self,
-        task: str | Task[Any, Any],
-        items: Iterable[Any],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        connection: psycopg.Connection[Any] | None = None,
-    ) -> list[int]:
-        """Enqueue many jobs in one transaction by binary COPY; returns their ids in order.
-
-        Items are args tuples, ``(args, kwargs)`` pairs, or :class:`currant.Item`
-        for per-job options. Every item is encoded before any I/O: a bad one
-        raises an error naming it and nothing is inserted.
-        """
-        plan = self._enqueue_many_plan(task, items, queue, priority, max_attempts)
-        return list(self._sync.run(plan, connection, transaction=True, write=True))
-
-    async def aenqueue_many(
-        self,
-        task: str | Task[Any, Any],
-        items: Iterable[Any],
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        connection: psycopg.AsyncConnection[Any] | None = None,
-    ) -> list[int]:
-        """Async :meth:`enqueue_many`."""
-        plan = self._enqueue_many_plan(task, items, queue, priority, max_attempts)
-        return list(await self._async.run(plan, connection, transaction=True, write=True))
 
     # -- inspection and control ----------------------------------------------
 

@@ -25,10 +25,12 @@ else:
 COPY_HEADER: bytes = _typed_core.COPY_HEADER
 COPY_TRAILER: bytes = _typed_core.COPY_TRAILER
 write_job_rows = _typed_core.write_job_rows
-pack_plain_args = _typed_core.pack_plain_args  # enqueue_many's fast path: None where the careful path must look
+# enqueue_many's fast path: None where the careful path must look.
+pack_plain_args = _typed_core.pack_plain_args
 pack_int8_array = _typed_core.pack_int8_array
 pack_int4_array = _typed_core.pack_int4_array
 decode_claimed = payload.decode_claimed
+pack_headers = payload.pack_headers
 pack_value = payload.pack_value
 unpack_value = payload.unpack_value
 unpack_payload = payload.unpack_payload
@@ -58,11 +60,14 @@ __all__ = [
 
 
 def encode_payload(
-    args: Sequence[Any], kwargs: Mapping[str, Any] | None, max_size: int = DEFAULT_MAX_PAYLOAD
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    max_size: int = DEFAULT_MAX_PAYLOAD,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """msgpack ``[args, kwargs]``; TypeError names the argument that cannot be encoded."""
+    """msgpack ``[args, kwargs(, headers)]``; TypeError names the argument that cannot be encoded."""
     try:
-        encoded = payload.pack_payload(args, kwargs)
+        encoded = payload.pack_payload(args, kwargs, headers)
     except (TypeError, ValueError, OverflowError) as exc:
         raise _name_bad_argument(args, kwargs, exc) from exc
     if len(encoded) > max_size:

@@ -85,13 +85,14 @@ def plan_enqueue(
     delay: float | timedelta | None,
     unique_key: str | None,
     max_payload: int,
+    headers: Mapping[str, str] | None = None,
 ) -> Plan:
     """Validate and encode now (before any I/O), then one INSERT+NOTIFY round trip."""
     _check_run_at(run_at, delay)
     params = {
         "queue": check_name("queue", options.queue),
         "task": check_name("task", options.task),
-        "payload": codec.encode_payload(args, kwargs, max_payload),
+        "payload": codec.encode_payload(args, kwargs, max_payload, headers),
         "priority": _check_priority(options.priority),
         "max_attempts": _check_max_attempts(options.max_attempts),
         "run_at": run_at,
@@ -121,14 +122,16 @@ class _Prepared(NamedTuple):
 ItemLike = Item | Sequence[Any]
 
 
-def _prepare_item(index: int, item: Any, default_priority: int, max_payload: int) -> _Prepared:
+def _prepare_item(
+    index: int, item: Any, default_priority: int, max_payload: int, headers: Mapping[str, str] | None
+) -> _Prepared:
     """Split one ``enqueue_many`` item into its parts; errors name the item."""
     try:
         if isinstance(item, Item):
             _check_run_at(item.run_at, item.delay)
             priority = default_priority if item.priority is None else _check_priority(item.priority)
             return _Prepared(
-                codec.encode_payload(item.args, item.kwargs, max_payload),
+                codec.encode_payload(item.args, item.kwargs, max_payload, headers),
                 priority,
                 None if item.delay is None else _delay_seconds(item.delay),
                 item.run_at,
@@ -140,9 +143,9 @@ def _prepare_item(index: int, item: Any, default_priority: int, max_payload: int
             and isinstance(item[0], (tuple, list))
             and isinstance(item[1], dict)
         ):
-            payload = codec.encode_payload(item[0], item[1], max_payload)
+            payload = codec.encode_payload(item[0], item[1], max_payload, headers)
         elif isinstance(item, (tuple, list)):
-            payload = codec.encode_payload(item, None, max_payload)
+            payload = codec.encode_payload(item, None, max_payload, headers)
         else:
             raise TypeError(
                 f"expected an args tuple, an (args, kwargs) pair or a currant.Item, got {type(item).__name__}"
@@ -159,9 +162,11 @@ def plan_enqueue_many(
     items: Iterable[ItemLike],
     *,
     max_payload: int,
+    headers: Mapping[str, str] | None = None,
 ) -> Plan:
     """Encode every item first (a bad one inserts nothing and is named), then
-    reserve ids, COPY, and notify each queue once. Must run in a transaction."""
+    reserve ids, COPY, and notify each queue once. Must run in a transaction.
+    ``headers`` (a trace context) go with every job."""
     check_name("queue", options.queue)
     check_name("task", options.task)
     _check_priority(options.priority)
@@ -169,11 +174,11 @@ def plan_enqueue_many(
     item_list = items if type(items) is list else list(items)
     # The common case, plain args tuples, is encoded by the core in one call;
     # any other shape (or an error) takes the careful path, which names the item.
-    encoded = codec.pack_plain_args(item_list, max_payload)
+    encoded = codec.pack_plain_args(item_list, max_payload, codec.pack_headers(headers) if headers else b"")
     special: dict[int, _Prepared] = {}  # items with their own options, by position
     for index in _none_positions(encoded):
         item = item_list[index]
-        prepared = _prepare_item(index, item, options.priority, max_payload)
+        prepared = _prepare_item(index, item, options.priority, max_payload, headers)
         encoded[index] = prepared.payload
         if isinstance(item, Item):
             special[index] = prepared

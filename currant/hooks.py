@@ -1,26 +1,32 @@
-"""Hooks: users' (and Currant's own) code run around enqueues and around each job.
+"""Hooks: code of yours (and Currant's own metrics and tracing) run around
+every enqueue and every job.
 
-A hook is any object with some of these methods (all optional)::
+A hook is any object with some of these methods; register it with
+``app.add_hook(hook)``::
 
     class MyHook:
-        def on_enqueue(self, event: EnqueueEvent) -> None: ...
+        def before_enqueue(self, event: EnqueueEvent) -> None: ...   # may add event.headers
+        def after_enqueue(self, event: EnqueueEvent) -> None: ...    # event.ids, or event.error
         def before_job(self, job: JobContext) -> None: ...
         def after_job(self, job: JobContext, outcome: JobOutcome) -> None: ...
+        def on_retry(self, job: JobContext, outcome: JobOutcome) -> None: ...    # the attempt failed; it runs again
+        def on_failure(self, job: JobContext, outcome: JobOutcome) -> None: ...  # the job failed for good
 
-``before_job`` and ``after_job`` run in the job's own execution context: on
-the lane thread for a sync task, inside the task's coroutine for an async one,
-so a hook may set context variables (a tracing span) that the handler sees.
-A method may be ``async def`` only for async tasks' hooks; a coroutine
-returned for a sync task is refused with a logged error.
+Enqueue hooks run in the caller's thread or coroutine. Job hooks run in the
+job's own context: on the lane thread for a sync task, inside the task's
+coroutine for an async one, so a hook may set context variables (a tracing
+span) that the handler sees. Any method may be ``async def``; it is awaited
+where the caller is async (``aenqueue``, async tasks) and refused with a
+logged error where it is not.
 
-A hook that raises is logged and ignored: it never fails, loses or delays the
-job. With no hooks registered the worker pays one branch per job.
+A hook that raises is logged and ignored: it never fails, loses or delays a
+job or an enqueue. With no hook registered Currant pays one branch per job
+and per enqueue.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,25 +35,33 @@ from .job import JobContext
 
 log = logging.getLogger("currant.hooks")
 
+_METHODS = ("before_enqueue", "after_enqueue", "before_job", "after_job", "on_retry", "on_failure")
 
-@dataclass(frozen=True)
+
+@dataclass
 class EnqueueEvent:
-    """What was enqueued: one job (``ids`` of length 1) or a bulk enqueue."""
+    """One enqueue call (``count`` jobs of one task). Hooks may add ``headers``:
+    they travel with every job and are the job's ``JobContext.headers``."""
 
     task: str
     queue: str
-    ids: Sequence[int]
+    count: int
     transactional: bool  # inside the caller's transaction: visible only at its commit
+    headers: dict[str, str] = field(default_factory=dict)
+    ids: Sequence[int] = ()  # after_enqueue: the job ids
+    error: BaseException | None = None  # after_enqueue: why it failed (nothing was enqueued)
+    state: dict[str, Any] = field(default_factory=dict)  # a hook's own scratch space between before and after
 
 
 @dataclass
 class JobOutcome:
-    """How an attempt ended, as the handler left it.
+    """How an attempt ended.
 
-    ``status`` is ``"succeeded"``, ``"error"`` (raised; the database decides
-    between retrying and failed by the attempt limit), ``"cancelled"`` or
-    ``"unrunnable"`` (unknown task or bad payload). ``error`` is the recorded
-    error text, if any; ``exception`` the exception itself.
+    ``status`` is ``"succeeded"``, ``"retrying"`` (it raised and attempts
+    remain: it runs again in ``retry_in`` seconds), ``"failed"`` (for good) or
+    ``"cancelled"``, as the database records it. ``duration`` is the
+    handler's time in seconds, ``error`` the recorded error text,
+    ``exception`` the exception itself, ``result`` the return value.
     """
 
     status: str
@@ -55,54 +69,74 @@ class JobOutcome:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
     result: Any = field(default=None, repr=False)
+    retry_in: float | None = None
 
 
 class Hooks:
     """The hooks of one App, called in registration order."""
 
     def __init__(self) -> None:
-        self._enqueue: list[Any] = []
-        self._before: list[Any] = []
-        self._after: list[Any] = []
+        self._by_method: dict[str, list[Any]] = {name: [] for name in _METHODS}
+        self.watches_jobs = False
+        self.watches_enqueue = False
 
     def __bool__(self) -> bool:
-        return bool(self._before or self._after)
+        return self.watches_jobs
 
     def add(self, hook: Any) -> Any:
-        """Register a hook object; returns it (so this works as a class decorator on an instance)."""
-        found = False
-        for name, registry in (("on_enqueue", self._enqueue), ("before_job", self._before), ("after_job", self._after)):
-            method = getattr(hook, name, None)
-            if method is not None:
-                registry.append(method)
-                found = True
+        """Register a hook object; returns it."""
+        found = [name for name in _METHODS if callable(getattr(hook, name, None))]
         if not found:
-            raise TypeError(f"{hook!r} has none of on_enqueue, before_job, after_job")
+            raise TypeError(f"{hook!r} has none of the hook methods: {', '.join(_METHODS)}")
+        for name in found:
+            self._by_method[name].append(getattr(hook, name))
+        self.watches_jobs = any(self._by_method[name] for name in _METHODS[2:])
+        self.watches_enqueue = bool(self._by_method["before_enqueue"] or self._by_method["after_enqueue"])
         return hook
 
-    @property
-    def watches_enqueue(self) -> bool:
-        return bool(self._enqueue)
+    # -- sync callers ------------------------------------------------------------
 
-    def enqueued(self, event: EnqueueEvent) -> None:
-        for method in self._enqueue:
+    def before_enqueue(self, event: EnqueueEvent) -> None:
+        for method in self._by_method["before_enqueue"]:
+            _call(method, event)
+
+    def after_enqueue(self, event: EnqueueEvent) -> None:
+        for method in self._by_method["after_enqueue"]:
             _call(method, event)
 
     def before_job(self, job: JobContext) -> None:
-        for method in self._before:
+        for method in self._by_method["before_job"]:
             _call(method, job)
 
     def after_job(self, job: JobContext, outcome: JobOutcome) -> None:
-        for method in self._after:
+        for method in self._after(outcome):
             _call(method, job, outcome)
 
+    # -- async callers -------------------------------------------------------------
+
+    async def abefore_enqueue(self, event: EnqueueEvent) -> None:
+        for method in self._by_method["before_enqueue"]:
+            await _acall(method, event)
+
+    async def aafter_enqueue(self, event: EnqueueEvent) -> None:
+        for method in self._by_method["after_enqueue"]:
+            await _acall(method, event)
+
     async def abefore_job(self, job: JobContext) -> None:
-        for method in self._before:
+        for method in self._by_method["before_job"]:
             await _acall(method, job)
 
     async def aafter_job(self, job: JobContext, outcome: JobOutcome) -> None:
-        for method in self._after:
+        for method in self._after(outcome):
             await _acall(method, job, outcome)
+
+    def _after(self, outcome: JobOutcome) -> list[Any]:
+        methods = self._by_method["after_job"]
+        if outcome.status == "retrying" and self._by_method["on_retry"]:
+            return methods + self._by_method["on_retry"]
+        if outcome.status == "failed" and self._by_method["on_failure"]:
+            return methods + self._by_method["on_failure"]
+        return methods
 
 
 def _call(method: Any, *args: Any) -> None:
@@ -110,7 +144,7 @@ def _call(method: Any, *args: Any) -> None:
         value = method(*args)
         if hasattr(value, "__await__"):
             value.close()
-            raise TypeError("an async hook method cannot run around a sync task or an enqueue")
+            raise TypeError("an async hook method cannot run around a sync task or a sync enqueue")
     except Exception:
         log.exception("hook %s failed; ignored", _name(method))
 
@@ -126,7 +160,3 @@ async def _acall(method: Any, *args: Any) -> None:
 
 def _name(method: Any) -> str:
     return getattr(method, "__qualname__", repr(method))
-
-
-def now() -> float:
-    return time.perf_counter()

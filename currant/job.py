@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -51,6 +52,7 @@ class Job:
     kwargs: dict[str, Any] | None = None
     payload_error: str | None = None
     worker_id: int | None = None  # the worker that runs (or last ran) it
+    progress: dict[str, Any] | None = None  # the last JobContext.progress() report: done, total, note, at
 
     @property
     def finished(self) -> bool:
@@ -58,29 +60,63 @@ class Job:
 
 
 class JobContext:
-    """The running job, as a task sees it through :func:`current_job`.
+    """The running job, as its task sees it through :func:`current_job`.
 
     A sync task that may run long should check ``cancel_requested`` and raise
-    :class:`currant.JobCancelled` when it turns true.
+    :class:`currant.JobCancelled` when it turns true, and may report how far
+    it got with :meth:`progress`.
     """
 
-    __slots__ = ("id", "attempt", "task", "cancel_requested", "timed_out")
+    __slots__ = (
+        "id", "attempt", "task", "queue", "max_attempts", "waited", "headers", "cancel_requested", "timed_out",
+        "_progress_sink",
+    )
 
-    def __init__(self, id: int, attempt: int, task: str) -> None:
+    def __init__(
+        self,
+        id: int,
+        attempt: int,
+        task: str,
+        queue: str = "",
+        max_attempts: int | None = None,
+        waited: float = 0.0,
+        headers: dict[str, str] | None = None,
+        progress_sink: Callable[[JobContext, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.id = id
         self.attempt = attempt
         self.task = task
+        self.queue = queue
+        self.max_attempts = max_attempts  # the job's own limit; None: the task's applies
+        self.waited = waited  # seconds from run_at to the claim
+        self.headers = headers  # what the producer attached (a trace context, say)
         self.cancel_requested = False
         self.timed_out = False
+        self._progress_sink = progress_sink
+
+    def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
+        """Report how far the job got (``python -m currant show`` and the dashboard show it).
+
+        Cheap to call often: the worker writes the latest report of each job
+        at most once a second.
+        """
+        if not isinstance(done, (int, float)) or isinstance(done, bool):
+            raise TypeError(f"done must be a number, not {type(done).__name__}")
+        if total is not None and (not isinstance(total, (int, float)) or isinstance(total, bool)):
+            raise TypeError(f"total must be a number or None, not {type(total).__name__}")
+        if note is not None and not isinstance(note, str):
+            raise TypeError(f"note must be a str or None, not {type(note).__name__}")
+        if self._progress_sink is not None:
+            self._progress_sink(self, {"done": done, "total": total, "note": note})
 
 
-_current = threading.local()
+_current: ContextVar[JobContext | None] = ContextVar("currant_current_job", default=None)
 
 
 def current_job() -> JobContext | None:
-    """The job the calling thread is running (sync tasks), or None."""
-    return getattr(_current, "job", None)
+    """The job the caller is running (a sync task on its thread, an async one in its coroutine), or None."""
+    return _current.get()
 
 
 def _set_current(context: JobContext | None) -> None:
-    _current.job = context
+    _current.set(context)

@@ -3,8 +3,9 @@
 Both core implementations use this module: the msgpack rules live here once.
 msgpack's own C extension does the bytes; what is Currant's is the policy:
 
-* a job payload is the 2-array ``[args, kwargs]`` with str keywords; a result
-  is any single value;
+* a job payload is the array ``[args, kwargs]`` with str keywords, or
+  ``[args, kwargs, headers]`` where headers (str to str: a trace context, say)
+  travel with the job but are not arguments; a result is any single value;
 * written with ``use_bin_type=True`` and no ExtTypes or timestamps;
 * read strictly: ExtTypes (timestamps included) are refused, every length
   limit is bounded by the payload's own size (so a header claiming a 4 GiB
@@ -26,9 +27,14 @@ DEFAULT_MAX_SIZE: int = 1 << 20
 # What the decoders accept (psycopg may hand bytea over as memoryview).
 BytesLike = bytes | bytearray | memoryview
 
-# A claimed job, decoded: (id, attempt, task, args, kwargs, payload_error);
-# args and kwargs are None when payload_error says why the payload is unusable.
-Decoded = tuple[int, int, str, "tuple[Any, ...] | None", "dict[str, Any] | None", "str | None"]
+# A claimed job, decoded: (id, attempt, task, args, kwargs, payload_error,
+# headers, queue, max_attempts, waited); args and kwargs are None when
+# payload_error says why the payload is unusable; max_attempts is the job's
+# own (None: the task's applies); waited is seconds from run_at to the claim.
+Decoded = tuple[
+    int, int, str, "tuple[Any, ...] | None", "dict[str, Any] | None", "str | None",
+    "dict[str, str] | None", str, "int | None", float,
+]
 
 
 class PayloadError(ValueError):
@@ -66,8 +72,11 @@ def _pack(obj: Any) -> bytes:
         raise TypeError(f"cannot encode as msgpack: {exc}") from exc
 
 
-def pack_payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> bytes:
-    """msgpack of ``[list(args), dict(kwargs or {})]``; TypeError if it cannot be encoded."""
+def pack_payload(
+    args: Sequence[Any], kwargs: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """msgpack of ``[list(args), dict(kwargs or {})]`` (``+ [headers]`` when given);
+    TypeError if it cannot be encoded."""
     if type(args) is not list and type(args) is not tuple:
         if isinstance(args, (str, bytes, bytearray)):
             raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
@@ -79,7 +88,22 @@ def pack_payload(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> bytes
         for key in kw:
             if not isinstance(key, str):
                 raise TypeError(f"kwargs key {key!r} is not a str")
+    if headers:
+        return _pack([args, kw, _check_headers(headers)])
     return _pack([args, kw])
+
+
+def pack_headers(headers: Mapping[str, str]) -> bytes:
+    """The third element of a payload on its own, for bulk enqueue to append."""
+    return _pack(_check_headers(headers))
+
+
+def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    checked = dict(headers)
+    for key, value in checked.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"headers map str to str, got {key!r}: {value!r}")
+    return checked
 
 
 def is_plain_args(item: Any) -> bool:
@@ -89,10 +113,11 @@ def is_plain_args(item: Any) -> bool:
     )
 
 
-def pack_plain_args(items: Iterable[Any], max_size: int) -> list[bytes | None]:
+def pack_plain_args(items: Iterable[Any], max_size: int, headers: bytes = b"") -> list[bytes | None]:
     """``pack_payload(item, None)`` for every plain args tuple that encodes
     within ``max_size``; None for every other item, which the caller encodes
-    the careful way (and which names the item if it is bad)."""
+    the careful way (and which names the item if it is bad). ``headers``, if
+    given, is :func:`pack_headers`'s output, appended to every payload."""
     out: list[bytes | None] = []
     append = out.append
     no_kwargs: dict[str, Any] = {}
@@ -101,6 +126,8 @@ def pack_plain_args(items: Iterable[Any], max_size: int) -> list[bytes | None]:
         if is_plain_args(item):
             try:
                 packed = _pack([item, no_kwargs])
+                if headers:
+                    packed = b"\x93" + packed[1:] + headers  # [args, kwargs] -> [args, kwargs, headers]
             except Exception:  # noqa: BLE001 - the careful path reports it
                 packed = None
             if packed is not None and len(packed) > max_size:
@@ -192,9 +219,15 @@ def _unpack(data: Any, max_size: int) -> Any:
 
 
 def _shape_failure(value: Any) -> PayloadError | None:
-    """Why a decoded value is not ``[args: list, kwargs: dict[str, Any]]`` (None if it is)."""
+    """Why a decoded value is not ``[args: list, kwargs: dict[str, Any](, headers: dict[str, str])]``
+    (None if it is)."""
     if type(value) is not list:
         return PayloadError(f"top level must be a 2-element array [args, kwargs], not {type(value).__name__}")
+    if len(value) == 3:
+        headers = value[2]
+        if type(headers) is not dict or any(type(k) is not str or type(v) is not str for k, v in headers.items()):
+            return PayloadError("headers (the third element) must be a map of str to str")
+        value = value[:2]
     if len(value) != 2:
         return PayloadError(f"top level must be a 2-element array [args, kwargs], not an array of {len(value)}")
     args, kwargs = value
@@ -210,11 +243,19 @@ def _shape_failure(value: Any) -> PayloadError | None:
 
 def unpack_payload(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Strictly decode a job payload into ``(args, kwargs)``; PayloadError (only) if malformed."""
+    args, kwargs, _headers = unpack_envelope(data, max_size)
+    return args, kwargs
+
+
+def unpack_envelope(
+    data: BytesLike, max_size: int = DEFAULT_MAX_SIZE
+) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, str] | None]:
+    """Strictly decode a job payload into ``(args, kwargs, headers or None)``."""
     value = _unpack(data, max_size)
     failure = _shape_failure(value)
     if failure is not None:
         raise failure
-    return tuple(value[0]), value[1]
+    return tuple(value[0]), value[1], value[2] if len(value) == 3 else None
 
 
 def unpack_value(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Any:
@@ -222,19 +263,21 @@ def unpack_value(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     return _unpack(data, max_size)
 
 
-def decode_claimed(rows: Iterable[tuple[int, int, str, BytesLike]], max_size: int = DEFAULT_MAX_SIZE) -> list[Decoded]:
-    """Decode claimed ``(id, attempt, task, payload)`` rows.
+def decode_claimed(
+    rows: Iterable[tuple[int, int, str, BytesLike, int | None, float]], queue: str, max_size: int = DEFAULT_MAX_SIZE
+) -> list[Decoded]:
+    """Decode claimed ``(id, attempt, task, payload, max_attempts, waited)`` rows of ``queue``.
 
     A malformed payload never raises and never affects the other rows: its
-    row comes back as ``(id, attempt, task, None, None, reason)``.
+    row comes back with args and kwargs None and the reason.
     """
     out: list[Decoded] = []
     append = out.append
-    for job_id, attempt, task, payload in rows:
+    for job_id, attempt, task, payload, max_attempts, waited in rows:
         try:
-            args, kwargs = unpack_payload(payload, max_size)
+            args, kwargs, headers = unpack_envelope(payload, max_size)
         except PayloadError as exc:
-            append((job_id, attempt, task, None, None, str(exc)))
+            append((job_id, attempt, task, None, None, str(exc), None, queue, max_attempts, waited))
         else:
-            append((job_id, attempt, task, args, kwargs, None))
+            append((job_id, attempt, task, args, kwargs, None, headers, queue, max_attempts, waited))
     return out

@@ -1,9 +1,11 @@
 """Currant's SQL, loaded from the ``.sql`` files beside this module.
 
-``queries.sql`` holds every statement by name; ``migrations/NNNN_name.sql``
-hold the schema, applied in order by :mod:`currant.schema`. The only template
-is ``{schema}``, replaced by a schema name that :func:`quote_schema` has
-validated, so no value is ever interpolated into SQL text.
+Every ``*.sql`` file here holds statements by name, one file per part of the
+system (``enqueue.sql``, ``worker.sql``, ``control.sql``, ...); names are
+unique across files. ``migrations/NNNN_name.sql`` hold the schema, applied in
+order by :mod:`currant.schema`. The only template is ``{schema}``, replaced
+by a schema name that :func:`quote_schema` has validated, so no value is ever
+interpolated into SQL text.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def _read(name: str) -> str:
 
 @cache
 def _raw_queries() -> dict[str, str]:
-    text = _read("queries.sql")
-    parts = _STATEMENT_HEADER.split(text)
     queries: dict[str, str] = {}
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        queries[name] = "\n".join(lines).strip()
+    files = sorted(entry.name for entry in resources.files(__name__).iterdir() if entry.name.endswith(".sql"))
+    for file in files:
+        parts = _STATEMENT_HEADER.split(_read(file))
+        # parts = [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise ValueError(f"statement {name!r} is named twice ({file} and another file)")
+            lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+            queries[name] = "\n".join(lines).strip()
     return queries
 
 

@@ -70,9 +70,11 @@ class Claimer:
                 seq = state.wake_seq
                 claimed = await self.link.run(functools.partial(self._claim, limit=limit))
                 state.last_poll = time.monotonic()
-                if claimed:
-                    self._dispatch(claimed)
-                if len(claimed) < limit and seq == state.wake_seq:
+                count = 0
+                for queue, rows in claimed:
+                    self._dispatch(rows, queue)
+                    count += len(rows)
+                if count < limit and seq == state.wake_seq:
                     state.claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue
             if state.stopping:
@@ -104,14 +106,19 @@ class Claimer:
         except asyncio.TimeoutError:
             state.claim_ready = True  # the fallback poll
 
-    async def _claim(self, conn: Connection, limit: int) -> list[Any]:
-        claimed: list[Any] = []
+    async def _claim(self, conn: Connection, limit: int) -> list[tuple[str, list[Any]]]:
+        """Up to ``limit`` jobs, queue by queue in order: [(queue, rows), ...]."""
+        claimed: list[tuple[str, list[Any]]] = []
+        count = 0
         for queue in self.config.queues:
-            if len(claimed) >= limit:
+            if count >= limit:
                 break
-            params = {"queue": queue, "limit": limit - len(claimed), "worker": self.state.worker_id}
+            params = {"queue": queue, "limit": limit - count, "worker": self.state.worker_id}
             cur = await conn.execute(self.sql["claim"], params, prepare=True)
-            claimed.extend(await cur.fetchall())
+            rows = await cur.fetchall()
+            if rows:
+                claimed.append((queue, rows))
+                count += len(rows)
         return claimed
 
     async def _claim_suspect(self) -> None:
@@ -120,7 +127,7 @@ class Claimer:
             rows = await self.link.run(functools.partial(self._claim_one_suspect, queue=queue))
             if rows:
                 log.warning("running rescued job %s alone", rows[0][0])
-                self._dispatch(rows)
+                self._dispatch(rows, queue)
                 return
         self.state.suspects = False
 
@@ -129,10 +136,10 @@ class Claimer:
         cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True)
         return list(await cur.fetchall())
 
-    def _dispatch(self, rows: list[Any]) -> None:
+    def _dispatch(self, rows: list[Any], queue: str) -> None:
         held = self.state.held
         put = self.lanes.local.put
-        for job in codec.decode_claimed(rows):
+        for job in codec.decode_claimed(rows, queue):
             held[job[0]] = job[1]
             put(job)
         faults.point("after_claim_commit")

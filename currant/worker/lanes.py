@@ -29,17 +29,18 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import faults
-from ..errors import JobTimeout
-from ..hooks import Hooks, JobOutcome
+from ..hooks import Hooks
 from ..job import JobContext, _set_current
 from ..task import Task
+from . import attempt as attempt_of
 from . import outcomes
 from .outcomes import CANCELLED, Finished, Outcome
 
 log = logging.getLogger("currant.worker")
 
-# A claimed job as decode_claimed returns it: (id, attempt, task, args, kwargs, payload_error).
-Claimed = tuple[int, int, str, Any, Any, Any]
+# A claimed job as currant.payload.decode_claimed returns it: (id, attempt,
+# task, args, kwargs, payload_error, headers, queue, max_attempts, waited).
+Claimed = tuple[int, int, str, Any, Any, Any, Any, str, Any, float]
 
 
 class Lanes:
@@ -52,9 +53,11 @@ class Lanes:
         concurrency: int,
         wake: Callable[[], None],
         hooks: Hooks | None = None,
+        progress_sink: Callable[[JobContext, dict[str, Any]], None] | None = None,
     ) -> None:
         self.tasks = tasks
         self.hooks = hooks or Hooks()
+        self.progress_sink = progress_sink
         self.loop = loop
         self.concurrency = concurrency
         self.local: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
@@ -130,7 +133,7 @@ class Lanes:
                 self.loop.call_soon_threadsafe(self._wake)
 
     def _run_one(self, job: Claimed) -> Outcome | None | object:
-        job_id, attempt, name, args, kwargs, payload_error = job
+        job_id, attempt, name, args, kwargs, payload_error, headers, queue, max_attempts, waited = job
         task = self.tasks.get(name)
         if task is None or payload_error is not None:
             if task is None and name not in self._unknown:
@@ -145,28 +148,23 @@ class Lanes:
         if job_id in self.cancelled:
             self.cancelled.discard(job_id)
             return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
-        context = JobContext(job_id, attempt, name)
+        context = JobContext(job_id, attempt, name, queue, max_attempts, waited, headers, self.progress_sink)
         _set_current(context)
         self.active[job_id] = context
         if task.timeout is not None and not task.is_async:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
-        hooks = self.hooks if self.hooks and not task.is_async else None  # async tasks run theirs on the loop
+        hooks = self.hooks if self.hooks else None
         outcome: Outcome | None
         try:
             faults.point("before_handler")
             if task.is_async:
-                running = asyncio.run_coroutine_threadsafe(self._run_async(task, args, kwargs, context), self.loop)
-                value = running.result()
-            elif hooks is None:
-                value = task.fn(*args, **kwargs)
+                run = self._run_async(task, args, kwargs, context, hooks)
+                outcome = asyncio.run_coroutine_threadsafe(run, self.loop).result()
             else:
-                value = _with_hooks(hooks, task, args, kwargs, context)
-            faults.point("after_handler")
-        except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
+                outcome = attempt_of.run_sync(task, args, kwargs, context, hooks)
+        except BaseException as exc:  # noqa: BLE001 - nothing an attempt does ends its lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
-        else:
-            outcome = None if value is None else outcomes.guarded(functools.partial(outcomes.success, value, name))
         finally:
             # Only this attempt's entries: an abandoned (timed-out) attempt that
             # ends late must not remove those of the retry running meanwhile.
@@ -182,33 +180,14 @@ class Lanes:
                 del self.deadlines[job_id]
         return outcome
 
-    async def _run_async(self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Any:
+    async def _run_async(
+        self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None
+    ) -> Outcome | None:
         current = asyncio.current_task()
         assert current is not None
-        self.async_runs[context.id] = current
-        hooks = self.hooks if self.hooks else None
-        started = time.perf_counter()
+        self.async_runs[context.id] = current  # so that a cancel can reach it
         try:
-            if hooks is not None:
-                await hooks.abefore_job(context)
-            if context.cancel_requested:  # asked before the task existed to be cancelled
-                raise asyncio.CancelledError
-            if task.timeout is None:
-                value = await task.fn(*args, **kwargs)
-            else:
-                try:
-                    value = await asyncio.wait_for(task.fn(*args, **kwargs), task.timeout)
-                except asyncio.TimeoutError:
-                    context.timed_out = True
-                    raise JobTimeout(f"timed out after {task.timeout:g} s") from None
-        except BaseException as exc:
-            if hooks is not None:
-                await hooks.aafter_job(context, _hook_outcome(context, started, exc=exc))
-            raise
-        else:
-            if hooks is not None:
-                await hooks.aafter_job(context, _hook_outcome(context, started, value=value))
-            return value
+            return await attempt_of.run_async(task, args, kwargs, context, hooks)
         finally:
             if self.async_runs.get(context.id) is current:
                 del self.async_runs[context.id]
@@ -264,26 +243,3 @@ class Lanes:
 
 
 _ABANDONED = object()
-
-
-def _with_hooks(hooks: Hooks, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Any:
-    """A sync handler with the hooks around it, on the lane (the handler's own thread)."""
-    started = time.perf_counter()
-    hooks.before_job(context)
-    try:
-        value = task.fn(*args, **kwargs)
-    except BaseException as exc:
-        hooks.after_job(context, _hook_outcome(context, started, exc=exc))
-        raise
-    hooks.after_job(context, _hook_outcome(context, started, value=value))
-    return value
-
-
-def _hook_outcome(
-    context: JobContext, started: float, value: Any = None, exc: BaseException | None = None
-) -> JobOutcome:
-    duration = time.perf_counter() - started
-    if exc is None:
-        return JobOutcome("succeeded", duration, result=value)
-    cancelled = context.cancel_requested and not context.timed_out
-    return JobOutcome("cancelled" if cancelled else "error", duration, error=outcomes.describe(exc), exception=exc)

@@ -25,7 +25,7 @@ from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 # Every field of currant.Job, in order (what `python -m currant show --json` prints).
 JOB_FIELDS = ("id", "task", "queue", "state", "attempts", "max_attempts", "priority", "result", "error", "errors",
               "enqueued_at", "started_at", "finished_at", "run_at", "cancel_requested", "unique_key", "rescues",
-              "args", "kwargs", "payload_error", "worker_id")
+              "args", "kwargs", "payload_error", "worker_id", "progress")
 
 # Short lease timings for the tests (production defaults: 5 s / 30 s).
 FAST_LEASES = ("--heartbeat", "0.2", "--dead-after", "1.0")

@@ -195,12 +195,13 @@ def test_corrupted_payloads_are_total_and_isolated(args: Any, kwargs: Any, cut: 
         got = _outcome(P.unpack_payload, variant)
         assert got[0] in ("ok", "PayloadError")
         try:
-            decoded = P.unpack_payload(variant)
-            expected.append((i, 1, "t", decoded[0], decoded[1], None))
+            decoded = P.unpack_envelope(variant)
+            expected.append((i, 1, "t", decoded[0], decoded[1], None, decoded[2], "q", None, 0.5))
         except P.PayloadError as exc:
-            expected.append((i, 1, "t", None, None, str(exc)))
+            expected.append((i, 1, "t", None, None, str(exc), None, "q", None, 0.5))
     # One batch: each row decodes as it does alone, whatever its neighbours are.
-    assert repr(P.decode_claimed([(i, 1, "t", v) for i, v in enumerate(variants)])) == repr(expected)
+    rows = [(i, 1, "t", v, None, 0.5) for i, v in enumerate(variants)]
+    assert repr(P.decode_claimed(rows, "q")) == repr(expected)
 
 
 # -- COPY rows and arrays ----------------------------------------------------------

@@ -161,7 +161,8 @@ MALFORMED_SHAPE: list[tuple[str, bytes, str]] = [
     ("top-map", _pk({"args": []}), "top level"),
     ("top-int", _pk(1), "top level"),
     ("top-1-array", _pk([[]]), "top level"),
-    ("top-3-array", _pk([[], {}, None]), "top level"),
+    ("top-3-array", _pk([[], {}, None]), "headers \\(the third element\\)"),
+    ("top-4-array", _pk([[], {}, {}, None]), "top level"),
     ("args-map", _pk([{}, {}]), "args"),
     ("args-nil", _pk([None, {}]), "args"),
     ("kwargs-array", _pk([[], []]), "kwargs"),
@@ -210,22 +211,27 @@ def test_unpack_non_bytes(data: Any) -> None:
 def test_decode_claimed_isolates_bad_rows() -> None:
     good1 = P.pack_payload((1, "a"), {"k": [1]})
     good2 = P.pack_payload((), None)
+    with_headers = P.pack_payload((2,), None, {"traceparent": "00-x"})
     rows = [
-        (10, 1, "t.ok", good1),
-        (11, 2, "t.bad", b"\xc1"),
-        (12, 1, "t.ok2", memoryview(good2)),
-        (13, 3, "t.trunc", good1[:-1]),
-        (14, 1, "t.shape", _pk([1, 2])),
-        (15, 1, "t.null", None),
-        (16, 1, "t.big", _pk([["x" * 50], {}])),
+        (10, 1, "t.ok", good1, None, 0.25),
+        (11, 2, "t.bad", b"\xc1", 5, 0.0),
+        (12, 1, "t.ok2", memoryview(good2), None, 0.0),
+        (13, 3, "t.trunc", good1[:-1], None, 0.0),
+        (14, 1, "t.shape", _pk([1, 2]), None, 0.0),
+        (15, 1, "t.null", None, None, 0.0),
+        (16, 1, "t.big", _pk([["x" * 50], {}]), None, 0.0),
+        (17, 1, "t.headers", with_headers, 3, 1.5),
+        (18, 1, "t.badheaders", _pk([[], {}, {"k": 1}]), None, 0.0),
     ]
-    out = P.decode_claimed(rows, 40)
-    assert out[0] == (10, 1, "t.ok", (1, "a"), {"k": [1]}, None)
-    assert out[1][:5] == (11, 2, "t.bad", None, None) and "invalid" in out[1][5]
-    assert out[2] == (12, 1, "t.ok2", (), {}, None)
+    out = P.decode_claimed(rows, "mail", 40)
+    assert out[0] == (10, 1, "t.ok", (1, "a"), {"k": [1]}, None, None, "mail", None, 0.25)
+    assert out[1][:5] == (11, 2, "t.bad", None, None) and "invalid" in out[1][5] and out[1][7:] == ("mail", 5, 0.0)
+    assert out[2] == (12, 1, "t.ok2", (), {}, None, None, "mail", None, 0.0)
+    assert out[7] == (17, 1, "t.headers", (2,), {}, None, {"traceparent": "00-x"}, "mail", 3, 1.5)
+    assert out[8][:5] == (18, 1, "t.badheaders", None, None) and "str to str" in out[8][5]
     assert out[3][:5] == (13, 3, "t.trunc", None, None) and "truncated" in out[3][5]
     assert out[4][:5] == (14, 1, "t.shape", None, None) and "args" in out[4][5]
     assert out[5][:5] == (15, 1, "t.null", None, None) and "bytes" in out[5][5]
     assert out[6][:5] == (16, 1, "t.big", None, None) and "cap" in out[6][5]
-    assert out == P.decode_claimed(rows, 40)
-    assert P.decode_claimed([]) == []
+    assert out == P.decode_claimed(rows, "mail", 40)
+    assert P.decode_claimed([], "mail") == []

@@ -8,7 +8,7 @@
 --    replaces clock(), so only the schema's owner can do it.
 -- 2. maintain() runs with search_path = pg_catalog, pg_temp and calls
 --    pg_catalog.pg_notify: no function a user creates in another schema can
---    stand in for a built-in (the statements in queries.sql qualify it too).
+--    stand in for a built-in (the statements in currant/sql/*.sql qualify it too).
 -- 3. Retention pruning skips rows another transaction has locked, so it can
 --    no longer deadlock with an admin's purge deleting the same rows in
 --    another order.

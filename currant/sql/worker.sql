@@ -1,0 +1,206 @@
+-- What a worker sends: claims, completions, hand-backs, registration and its
+-- heartbeat. These run on the claim and completion connections under the
+-- planner settings of currant.worker.links.WORK_CONNECTION_OPTIONS (but
+-- maintain and registration, which run on the upkeep connection).
+--
+-- Statements by name: currant.sql loads every .sql file beside this one
+-- (not the migrations) into one dict. "{schema}" becomes the validated,
+-- quoted schema name and every value is a bound %(name)s parameter. A
+-- statement starts at "-- name: <name>"; the comment lines after it say why
+-- it is shaped the way it is.
+
+-- name: claim
+-- The locking SELECTs sit in a CTE so LIMIT bounds the rows locked (the
+-- "id IN (subquery LIMIT n)" form can lock more than n). Highest priority
+-- first, FIFO within a priority, in three ordered parts, each an index walk
+-- that stops after LIMIT rows: priority > 0 from jobs_claim_priority_idx,
+-- priority 0 (almost every job) from jobs_claim_idx (queue, id), priority < 0
+-- from jobs_claim_priority_idx again. UNION ALL runs its parts in order and
+-- the outer LIMIT stops pulling once the batch is full, so a later part locks
+-- nothing it does not return; an empty part costs one index probe. The
+-- middle part names its queue as a range and orders by (queue, id): with
+-- "queue = x" the planner drops the constant from the ORDER BY, and then the
+-- primary key offers "ORDER BY id" as well, a walk that a stale estimate
+-- (every job still queued, as right after a bulk enqueue) can prefer, and
+-- that must step over every finished job before the first queued one. SKIP
+-- LOCKED lets concurrent claimers pass each other.
+-- The attempt is counted here, at claim time, and the lease (worker_id) is
+-- taken in the same write. The update finds its rows by primary key through
+-- "id = ANY(ARRAY(...))": joined to the CTE instead, an analyzed table with a
+-- backlog makes the planner hash-join the whole table on every claim. The
+-- update returns rows in id order, so the batch is sorted again for the
+-- worker's local queue. Each row also says the job's own attempt limit (so
+-- the worker knows a failed attempt's fate, for its hooks) and how long the
+-- job waited past its run_at (the latency users feel, for metrics). Rescued
+-- jobs (rescues > 0) are left to claim_suspect.
+-- The claimer's own registration is share-locked: a lease is only ever given
+-- to a registered worker. A sweep that declares this worker dead either
+-- deletes the row first (this claim then takes nothing) or waits for this claim
+-- to commit (and its rescue, a later statement, then sees these jobs).
+WITH owner AS (
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+), next AS (
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue = %(queue)s AND priority > 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS high
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue >= %(queue)s AND queue <= %(queue)s AND priority = 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY queue, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS normal
+    UNION ALL
+    SELECT id FROM (
+        SELECT id FROM {schema}.jobs
+        WHERE state = 'queued' AND queue = %(queue)s AND priority < 0 AND rescues = 0
+          AND EXISTS (SELECT 1 FROM owner)
+        ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AS low
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.jobs j
+    SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.attempts, j.task, j.payload, j.priority, j.max_attempts, j.run_at
+)
+SELECT id, attempts, task, payload, max_attempts,
+       extract(epoch FROM {schema}.clock() - run_at)::double precision AS waited
+FROM claimed ORDER BY priority DESC, id
+
+-- name: claim_suspect
+-- One job that was running on a worker that died. The worker claims it only
+-- when it holds nothing else and runs it alone: if it kills this worker too,
+-- no other job is rescued with it (see jobs_suspect_idx).
+WITH owner AS (
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+), next AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0 AND EXISTS (SELECT 1 FROM owner)
+    ORDER BY priority DESC, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs j
+SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
+WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
+          extract(epoch FROM {schema}.clock() - j.run_at)::double precision AS waited
+
+-- name: complete_succeeded
+-- The hot completion: jobs that returned None. Fenced on (id, attempt, owner,
+-- state): a worker that lost its lease changes nothing. Sent as its own
+-- implicit transaction, never fused with the claim (a fused statement
+-- deadlocks between claimers, see measured-floor.md). "j.id = ANY(ids)" lets
+-- the planner reach the rows by primary key; with the join alone it misjudges
+-- the unnest and scans the whole table.
+-- Returns how many it recorded per queue and task (a few rows, counted by
+-- the server) for the worker's activity report: no per-job work in Python.
+WITH done AS (
+    UPDATE {schema}.jobs j
+    SET state = 'succeeded', finished_at = {schema}.clock()
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+    RETURNING j.queue, j.task
+)
+SELECT queue, task, count(*) FROM done GROUP BY queue, task
+
+-- name: complete_outcomes
+-- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
+-- 'r' failed and may retry after delay seconds (database clock), 'f' failed
+-- for good, 'c' cancelled. A retryable failure on its last attempt fails; the
+-- job's own max_attempts wins over the task's (o.max_attempts). Returns each
+-- row's new state and its attempt count and limit: the worker logs every
+-- failed attempt with them.
+UPDATE {schema}.jobs j
+SET state = CASE
+        WHEN o.kind = 's' THEN 'succeeded'
+        WHEN o.kind = 'c' OR (o.kind = 'r' AND j.cancel_requested) THEN 'cancelled'
+        WHEN o.kind = 'r' AND j.attempts < coalesce(j.max_attempts, o.max_attempts) THEN 'retrying'
+        ELSE 'failed' END::{schema}.job_state,
+    result = o.result,
+    run_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+                  THEN {schema}.clock() + make_interval(secs => o.delay) ELSE j.run_at END,
+    finished_at = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+                       THEN NULL ELSE {schema}.clock() END,
+    worker_id = CASE WHEN o.kind = 'r' AND NOT j.cancel_requested AND j.attempts < coalesce(j.max_attempts, o.max_attempts)
+                     THEN NULL ELSE j.worker_id END,
+    errors = CASE WHEN o.error IS NULL THEN j.errors
+                  ELSE coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempts, 'at', {schema}.clock(), 'error', o.error, 'traceback', o.traceback)) END
+FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(kinds)s::text[], %(results)s::bytea[],
+            %(errors)s::text[], %(tracebacks)s::text[], %(delays)s::double precision[],
+            %(max_attempts)s::integer[])
+     AS o(id, attempt, kind, result, error, traceback, delay, max_attempts)
+WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = o.id
+  AND j.attempts = o.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.id, j.state::text, j.queue, j.run_at, j.attempts, coalesce(j.max_attempts, o.max_attempts), j.task
+
+-- name: release
+-- Graceful shutdown and lease hand-back: claimed jobs that never started go
+-- back untouched, their attempt refunded (or to cancelled, if that was asked
+-- meanwhile). Same fence as completion.
+UPDATE {schema}.jobs j
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
+    attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+  AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+RETURNING j.queue
+
+-- name: release_unknown
+-- After a reconnect the worker cannot know whether its last claim committed:
+-- any job leased to it that it does not hold goes back, attempt refunded.
+-- Scans running jobs without an index, but runs only after a reconnect.
+UPDATE {schema}.jobs j
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
+    attempts = j.attempts - 1, worker_id = NULL, started_at = NULL
+WHERE j.state = 'running' AND j.worker_id = %(worker)s AND NOT (j.id = ANY(%(held)s::bigint[]))
+RETURNING j.queue
+
+-- name: has_ready
+-- The LISTEN connection's health check after a quiet spell: proves the
+-- connection alive and doubles as that moment's fallback poll.
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s))
+
+-- name: register_worker
+INSERT INTO {schema}.workers (hostname, pid, queues, concurrency)
+VALUES (%(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+RETURNING id
+
+-- name: list_workers
+-- The live workers, as their heartbeats last described them (running is the
+-- number of jobs each held then): no scan of the jobs table.
+SELECT id, hostname, pid, queues, concurrency, running, started_at, last_seen,
+       extract(epoch FROM {schema}.clock() - last_seen)::double precision AS silent_for
+FROM {schema}.workers
+ORDER BY hostname, pid, id
+
+-- name: deregister_worker
+-- The last thing a stopping worker does. Anything still leased to it (a job
+-- whose outcome could not be reported) goes back to the queue in the same
+-- transaction, so no lease outlives its owner.
+WITH gone AS (
+    DELETE FROM {schema}.workers WHERE id = %(worker)s RETURNING id
+)
+UPDATE {schema}.jobs j
+SET state = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END::{schema}.job_state,
+    finished_at = CASE WHEN j.cancel_requested THEN {schema}.clock() END,
+    worker_id = NULL
+FROM gone
+WHERE j.state = 'running' AND j.worker_id = gone.id
+
+-- name: maintain
+-- See {schema}.maintain() in the migrations: heartbeat, activity report,
+-- promotion, rescue and pruning in one round trip.
+SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, suspects, cancel_ids, db_now
+FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(max_rescues)s,
+                       %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s,
+                       %(done_queues)s::text[], %(done_tasks)s::text[], %(done_outcomes)s::text[],
+                       %(done_counts)s::bigint[])
