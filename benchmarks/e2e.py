@@ -291,7 +291,7 @@ def run_once(base_dsn: str, run: int, args: argparse.Namespace) -> RunResult:
         noop = app.task(name="bench.noop")(_noop)
         try:
             app.migrate()
-            app.get_job(0)  # opens the pool and checks the schema, so enqueue timing is the COPY alone
+            app.get_job(1)  # opens the pool and checks the schema, so enqueue timing is the COPY alone
 
             log(f"run {run}: worker startup (burst on an empty queue)")
             empty = run_burst(env, timeout=120)

@@ -157,7 +157,7 @@ class CurrantSystem(System):
         self.app = currant.App(self.db.dsn, schema="bench_peers")
         self.task = self.app.task(name="bench.noop")(_stub)
         self.app.migrate()
-        self.app.get_job(0)  # opens the pool: enqueue timing is the COPY alone
+        self.app.get_job(1)  # opens the pool: enqueue timing is the COPY alone
 
     def teardown(self) -> None:
         self.app.close()
