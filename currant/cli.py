@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="retention of failed and cancelled jobs (default: 604800)")
     add("--processes", type=_positive_int, default=1,
         help="run this many worker processes under one supervisor that restarts any that dies (default: 1)")
+    add("--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics; with --processes, the sum over the processes"
+        " (default: off)")
+    add("--metrics-host", default="0.0.0.0", metavar="ADDRESS",
+        help="the address the metrics server listens on (default: 0.0.0.0)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="the least severe messages logged (default: INFO)")
     add("--log-format", default="text", choices=["text", "json"],
@@ -182,8 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .supervisor import supervise
 
         logging.getLogger("currant.supervisor").info("supervising %d worker processes", args.processes)
-        return supervise(sys.argv[1:] if argv is None else list(argv), args.processes, args.burst)
-    worker = Worker(app, config)
+        given = sys.argv[1:] if argv is None else list(argv)
+        return supervise(given, args.processes, args.burst, args.metrics_port, args.metrics_host)
+    metrics = None
+    if args.metrics_port is not None:
+        from .worker.metrics import WorkerMetrics, serve
+        from .worker.metrics_supervisor import announce
+
+        metrics = WorkerMetrics()
+        port = serve(metrics, args.metrics_port, args.metrics_host)
+        announce(port)
+        logging.getLogger("currant.worker").info("serving metrics on %s:%d/metrics", args.metrics_host, port)
+    worker = Worker(app, config, metrics)
     started = time.monotonic()
     try:
         code = run_async(worker.run())

@@ -72,6 +72,12 @@ def job_detail(job: Job) -> str:
     else:
         lines.append(f"  args         {_readable(list(job.args or ()))}")
         lines.append(f"  kwargs       {_readable(job.kwargs or {})}")
+    if job.progress is not None:
+        report = job.progress
+        of = f" of {report['total']:g}" if report.get("total") is not None else ""
+        note = f": {report['note']}" if report.get("note") else ""
+        lines.append(f"  progress     {report.get('done', 0):g}{of}{note} (attempt {report.get('attempt')},"
+                     f" reported {report.get('at')})")
     if job.state == "succeeded":
         lines.append(f"  result       {_readable(job.result)}")
     for entry in job.errors:

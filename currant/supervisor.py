@@ -26,6 +26,7 @@ from types import FrameType
 
 from .backoff import Backoff
 
+
 log = logging.getLogger("currant.supervisor")
 
 # Set in every child's environment ("2 of 4"): a child never supervises.
@@ -35,7 +36,7 @@ RESTART_FIRST, RESTART_CAP = 0.5, 10.0
 # A child that ran this long before dying starts the backoff afresh.
 HEALTHY_AFTER = 30.0
 # Options whose value the children get another way (or not at all).
-_STRIPPED = {"--processes": "processes", "--dsn": "dsn"}
+_STRIPPED = {"--processes": "processes", "--dsn": "dsn", "--metrics-port": "metrics", "--metrics-host": "metrics"}
 
 
 def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
@@ -54,11 +55,18 @@ def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
     return [sys.executable, "-m", "currant.worker", *out], dsn
 
 
-def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
+def supervise(argv: Sequence[str], processes: int, burst: bool, metrics_port: int | None = None,
+              metrics_host: str = "0.0.0.0") -> int:
     command, dsn = child_command(argv)
     env = dict(os.environ)
     if dsn:
         env["CURRANT_DSN"] = dsn
+    port_dir = None
+    if metrics_port is not None:
+        from .worker.metrics_supervisor import PORT_FILE_ENV, serve_children
+
+        port_dir = serve_children(metrics_port, metrics_host)
+        command += ["--metrics-port", "0", "--metrics-host", "127.0.0.1"]  # each child on a free loopback port
     children: dict[int, subprocess.Popen[bytes]] = {}
     started_at: dict[int, float] = {}
     backoff = {slot: Backoff(RESTART_FIRST, RESTART_CAP) for slot in range(processes)}
@@ -66,7 +74,10 @@ def supervise(argv: Sequence[str], processes: int, burst: bool) -> int:
     stopping = False
 
     def start(slot: int) -> None:
-        children[slot] = subprocess.Popen(command, env={**env, CHILD_MARKER: f"{slot + 1} of {processes}"})
+        child_env = {**env, CHILD_MARKER: f"{slot + 1} of {processes}"}
+        if port_dir is not None:
+            child_env[PORT_FILE_ENV] = str(port_dir / f"{slot}.port")
+        children[slot] = subprocess.Popen(command, env=child_env)
         started_at[slot] = time.monotonic()
         log.info("started worker process %d (pid %d)", slot, children[slot].pid)
 

@@ -10,7 +10,7 @@
 -- name: get_job
 SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, errors,
        enqueued_at, started_at, finished_at, run_at, cancel_requested, unique_key,
-       rescues, worker_id, {schema}.clock() AS db_now, payload
+       rescues, worker_id, {schema}.clock() AS db_now, payload, progress
 FROM {schema}.jobs WHERE id = %(id)s
 
 -- name: cancel

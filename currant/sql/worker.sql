@@ -204,3 +204,14 @@ FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(ma
                        %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s,
                        %(done_queues)s::text[], %(done_tasks)s::text[], %(done_outcomes)s::text[],
                        %(done_counts)s::bigint[])
+
+-- name: record_progress
+-- The latest progress report of each running job, written at most once a
+-- second per worker (currant.worker.progress), stamped with the database
+-- clock. Fenced like a completion: a worker that lost its lease writes
+-- nothing.
+UPDATE {schema}.jobs j
+SET progress = p.report || jsonb_build_object('attempt', p.attempt, 'at', {schema}.clock())
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(reports)s::jsonb[]) AS p(id, attempt, report)
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = p.id
+  AND j.attempts = p.attempt AND j.state = 'running' AND j.worker_id = %(worker)s

@@ -26,6 +26,7 @@ from .arrays import id_arrays
 from .config import WorkerConfig
 from .lanes import Claimed, Lanes
 from .links import Connection, Link
+from .metrics import WorkerMetrics
 from .state import WorkerState
 
 log = logging.getLogger("currant.worker")
@@ -41,6 +42,7 @@ class Claimer:
         sql: dict[str, str],
         channel: str,
         burst_check: Callable[[], Awaitable[bool]],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.state = state
         self.config = config
@@ -50,6 +52,7 @@ class Claimer:
         self.channel = channel
         self.low_water = max(1, config.batch_size // 2)
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
+        self.metrics = metrics
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
@@ -74,6 +77,8 @@ class Claimer:
                 for queue, rows in claimed:
                     self._dispatch(rows, queue)
                     count += len(rows)
+                if self.metrics is not None and count:
+                    self.metrics.claimed(count)
                 if count < limit and seq == state.wake_seq:
                     state.claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue

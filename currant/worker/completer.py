@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -24,6 +25,7 @@ from . import report
 from .arrays import id_arrays
 from .lanes import Lanes
 from .links import Connection, Link
+from .metrics import WorkerMetrics
 from .outcomes import Finished, Outcome, as_failure
 from .state import WorkerState
 
@@ -31,7 +33,11 @@ log = logging.getLogger("currant.worker")
 
 
 class Completer:
-    def __init__(self, state: WorkerState, lanes: Lanes, link: Link, sql: dict[str, str], max_flush: int) -> None:
+    def __init__(
+        self, state: WorkerState, lanes: Lanes, link: Link, sql: dict[str, str], max_flush: int,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
         self.state = state
         self.lanes = lanes
         self.link = link
@@ -84,7 +90,10 @@ class Completer:
             faults.point("after_flush")
             return result
 
+        started = time.perf_counter()
         succeeded, rows = await self.link.run(flush, on_error=store_plainly)
+        if self.metrics is not None:
+            self.metrics.flushed(time.perf_counter() - started)
         state = self.state
         held = state.held
         for job_id, _attempt, _outcome in finished:

@@ -115,6 +115,7 @@ class Link:
         self._suspect = False
         self._down_since: float | None = None
         self._connected_once = False
+        self.reconnects = 0  # times the link came back after a loss (metrics)
         self._lock = asyncio.Lock()
 
     # -- connecting --------------------------------------------------------------
@@ -168,6 +169,7 @@ class Link:
         if self._down_since is not None:
             log.info("%s connection restored after %.1f s", self.role, time.monotonic() - self._down_since)
             self._down_since = None
+            self.reconnects += 1
 
     def down_for(self) -> float:
         return 0.0 if self._down_since is None else time.monotonic() - self._down_since

@@ -28,11 +28,13 @@ class Tally:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.unreported: Counter[tuple[str, str, str]] = Counter()
+        self.by_job: Counter[tuple[str, str, str]] = Counter()  # since start: (queue, task, outcome) -> attempts
+        self.unreported: Counter[tuple[str, str, str]] = Counter()  # since the last heartbeat took them
 
     def add(self, outcome: str, n: int = 1, queue: str | None = None, task: str | None = None) -> None:
         self.counts[outcome] += n
         if queue is not None and task is not None:
+            self.by_job[queue, task, outcome] += n
             self.unreported[queue, task, outcome] += n
 
     def take_unreported(self) -> dict[str, list[Any]]:

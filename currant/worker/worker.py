@@ -34,6 +34,8 @@ from .completer import Completer
 from .config import WorkerConfig
 from .lanes import Lanes
 from .links import WORK_CONNECTION_OPTIONS, Connection, DatabaseRefused, GaveUp, Link
+from .metrics import WorkerMetrics
+from .progress import ProgressReports
 from .shutdown import shut_down
 from .state import WorkerState
 from .upkeep import Upkeep
@@ -52,8 +54,9 @@ QUICK_EXIT = 0.5
 class Worker:
     """One worker process's engine. ``await Worker(app, config).run()`` returns an exit code."""
 
-    def __init__(self, app: App, config: WorkerConfig | None = None) -> None:
+    def __init__(self, app: App, config: WorkerConfig | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
         self.config = config or WorkerConfig(queues=[app.default_queue])
         self.state = WorkerState(self.config.queues, self.config.burst, self.config.round_trip_timeout)
         self._signals = 0
@@ -109,10 +112,16 @@ class Worker:
             completer.wake()
             state.wake.set()
 
-        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks)
-        completer = Completer(state, lanes, completions, app.sql, config.max_flush)
+        progress = ProgressReports(state, upkeep_link, app.sql, loop)
+        metrics = self.metrics
+        if metrics is not None:
+            app.add_hook(metrics)  # the per-job observations ride on the hooks
+        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report)
+        if metrics is not None:
+            metrics.attach(state, lanes, links)
+        completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
-        claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left)
+        claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics)
         listener = Listener(
             listen_link, app.channel, state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready,
             health_check=(app.sql["has_ready"], {"queues": config.queues}), on_health=state.polled,
@@ -128,6 +137,7 @@ class Worker:
             background = [
                 asyncio.create_task(listener.run(), name="currant-listener"),
                 asyncio.create_task(upkeep.run(), name="currant-upkeep"),
+                asyncio.create_task(progress.run(), name="currant-progress"),
             ]
             if any(task.timeout is not None and not task.is_async for task in app.tasks.values()):
                 background.append(asyncio.create_task(lanes.watch_deadlines(), name="currant-watchdog"))

@@ -71,6 +71,18 @@ def noop() -> None:
     pass
 
 
+@app.task(name="report_progress")
+def report_progress(total: int) -> None:
+    """Three progress reports, then waits for the test's "go:<id>" ledger row
+    (so the test reads the progress of a job that still runs)."""
+    job = currant.current_job()
+    assert job is not None
+    for step in range(1, 4):
+        job.progress(step, total, f"step {step}")
+    while not _in_ledger(f"go:{job.id}"):
+        time.sleep(0.05)  # polling the test's signal
+
+
 @app.task(name="add")
 def add(a: int, b: int) -> int:
     return a + b

@@ -1,0 +1,148 @@
+"""Prometheus metrics of a worker process (``--metrics-port``), kept off the hot path.
+
+Most numbers are read when Prometheus scrapes, from what the worker keeps
+anyway: the tally of recorded outcomes, the lanes, the links. Per job there
+is only the hook that drops the handler's duration and the wait into
+histogram buckets (a bisect and an increment under a lock); per claim and per
+flush one observation each. With metrics off none of this runs.
+
+The numbers are exposed through prometheus_client's collector API and its
+HTTP server; with ``--processes N`` the supervisor sums its children's
+(:mod:`currant.worker.metrics_supervisor`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..hooks import JobOutcome
+from ..job import JobContext
+
+if TYPE_CHECKING:
+    from .lanes import Lanes
+    from .links import Link
+    from .state import WorkerState
+
+# Handler time: from a millisecond to a long batch job.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Wait from run_at to the claim: the latency users feel, from a ms to an hour of backlog.
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                900.0, 3600.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Buckets:
+    """A histogram's counts, cheap to add to from any thread."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        out = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return out
+
+
+class WorkerMetrics:
+    """The hook and the collector of one worker's metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.durations: defaultdict[tuple[str, str], Buckets] = defaultdict(lambda: Buckets(DURATION_BUCKETS))
+        self.waits: defaultdict[str, Buckets] = defaultdict(lambda: Buckets(WAIT_BUCKETS))
+        self.claim_sizes = Buckets(BATCH_BUCKETS)
+        self.flushes = Buckets(FLUSH_BUCKETS)
+        self.claims = 0
+        self.state: WorkerState | None = None
+        self.lanes: Lanes | None = None
+        self.links: Sequence[Link] = ()
+
+    def attach(self, state: WorkerState, lanes: Lanes, links: Sequence[Link]) -> None:
+        self.state, self.lanes, self.links = state, lanes, links
+
+    # -- fed by the worker ----------------------------------------------------------
+
+    def before_job(self, job: JobContext) -> None:  # a hook: runs on the job's own thread
+        with self._lock:
+            self.waits[job.queue].add(max(0.0, job.waited))
+
+    def after_job(self, job: JobContext, outcome: JobOutcome) -> None:  # a hook
+        with self._lock:
+            self.durations[job.queue, job.task].add(outcome.duration)
+
+    def claimed(self, batch: int) -> None:  # the claimer, on the loop
+        self.claims += 1
+        self.claim_sizes.add(batch)
+
+    def flushed(self, seconds: float) -> None:  # the completer, on the loop
+        self.flushes.add(seconds)
+
+    # -- read by Prometheus (prometheus_client's collector protocol) ------------------
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        finished = CounterMetricFamily(
+            "currant_jobs_finished", "Attempts recorded, by outcome (rescued: taken back from a dead worker).",
+            labels=["queue", "task", "outcome"],
+        )
+        if self.state is not None:
+            for (queue, task, outcome), n in sorted(self.state.tally.by_job.items()):
+                finished.add_metric([queue, task, outcome], n)
+        yield finished
+        duration = HistogramMetricFamily(
+            "currant_job_duration_seconds", "Handler time per attempt.", labels=["queue", "task"]
+        )
+        wait = HistogramMetricFamily(
+            "currant_job_wait_seconds", "From a job's run_at (or enqueue) to its claim.", labels=["queue"]
+        )
+        with self._lock:
+            for (queue, task), buckets in sorted(self.durations.items()):
+                duration.add_metric([queue, task], buckets.cumulative(), buckets.total)
+            for queue, buckets in sorted(self.waits.items()):
+                wait.add_metric([queue], buckets.cumulative(), buckets.total)
+        yield duration
+        yield wait
+        yield CounterMetricFamily("currant_claims", "Claim statements sent.", value=self.claims)
+        batch = HistogramMetricFamily("currant_claim_batch_size", "Jobs per claim that found any.")
+        batch.add_metric([], self.claim_sizes.cumulative(), self.claim_sizes.total)
+        yield batch
+        flush = HistogramMetricFamily("currant_completion_flush_seconds", "Time to record a batch of outcomes.")
+        flush.add_metric([], self.flushes.cumulative(), self.flushes.total)
+        yield flush
+        running = len(self.lanes.active) if self.lanes is not None else 0
+        prefetched = self.lanes.local.qsize() if self.lanes is not None else 0
+        yield GaugeMetricFamily("currant_worker_running_jobs", "Jobs running now.", value=running)
+        yield GaugeMetricFamily("currant_worker_prefetched_jobs", "Claimed jobs waiting for a lane.", value=prefetched)
+        reconnects = CounterMetricFamily(
+            "currant_db_reconnects", "Connections re-established after a loss.", labels=["connection"]
+        )
+        for link in self.links:
+            reconnects.add_metric([link.role], link.reconnects)
+        yield reconnects
+
+
+def serve(metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> int:
+    """Serve /metrics on ``port`` (0: any free one); returns the port."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(metrics)  # a collector by protocol: it has collect()
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)
