@@ -26,7 +26,6 @@ from types import FrameType
 
 from .backoff import Backoff
 
-
 log = logging.getLogger("currant.supervisor")
 
 # Set in every child's environment ("2 of 4"): a child never supervises.
