@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})")
     command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
     command("top", "a live view of queues and workers, refreshed every second until Ctrl-C")
+    metrics = command("metrics", "serve the queue's health as Prometheus metrics (one scraper per cluster)")
+    metrics.add_argument("--port", type=int, default=9400, help="the port of /metrics (default: 9400)")
+    metrics.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: 0.0.0.0)")
     emb = command("embedded", "the embedded PostgreSQL used when no DSN is given")
     emb.add_argument("action", choices=["status", "path", "stop", "destroy"])
     emb.add_argument("--yes", action="store_true", help="needed by destroy, which deletes every job it holds")
@@ -100,6 +103,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.command == "top":
             return _top(app, out)
+        if args.command == "metrics":
+            from . import metrics
+
+            print(f"serving the queue's metrics on http://{args.host}:{args.port}/metrics (Ctrl-C to stop)", file=out)
+            out.flush()
+            try:
+                metrics.serve(app, args.port, args.host)
+            except KeyboardInterrupt:
+                pass
+            return 0
         return _command(app, args, emit)
     finally:
         app.close()

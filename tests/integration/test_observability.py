@@ -210,3 +210,42 @@ def test_worker_metrics_count_a_known_workload(app: currant.App, spawn_worker: A
 def _text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         return reply.read().decode()
+
+
+def test_database_metrics_describe_the_queue(app: currant.App, database_dsn: str, db: psycopg.Connection[Any]) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    app.enqueue_many("noop", [()] * 3)
+    app.enqueue("noop", queue="mail", delay=3600)
+    failed = app.enqueue("noop", queue="mail")
+    db.execute(f"UPDATE \"{app.schema}\".jobs SET state = 'failed', finished_at = now() WHERE id = %s", (failed,))
+    db.execute(f"UPDATE \"{app.schema}\".jobs SET run_at = now() - interval '90 seconds' WHERE state = 'queued'")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "currant", "--dsn", database_dsn, "--schema", app.schema, "metrics", "--port",
+         str(port), "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        samples = wait_for(lambda: _try_scrape(port), timeout=30, message="the metrics server answers")
+        assert samples['currant_queue_jobs{queue="default",state="queued"}'] == 3
+        assert samples['currant_queue_jobs{queue="mail",state="scheduled"}'] == 1
+        assert samples['currant_queue_jobs{queue="mail",state="failed"}'] == 1
+        assert samples['currant_queue_jobs{queue="mail",state="queued"}'] == 0
+        assert 90 <= samples['currant_queue_oldest_ready_seconds{queue="default"}'] < 200
+        assert samples["currant_workers_alive"] == 0 and samples["currant_jobs_table_bytes"] > 0
+        assert samples["currant_notify_queue_usage_ratio"] == 0
+        assert "currant_oldest_xmin_age_seconds" in samples and "currant_jobs_dead_tuples" in samples
+    finally:
+        server.send_signal(signal.SIGINT)
+        _out, errors = server.communicate(timeout=10)
+    assert server.returncode == 0 and "Traceback" not in errors, errors
+
+
+def _try_scrape(port: int) -> dict[str, float] | None:
+    try:
+        return _scrape(port)
+    except OSError:
+        return None
