@@ -15,16 +15,19 @@ from .errors import (
     Retry,
     UnknownTask,
 )
+from .flow import Call, Group
 from .job import Item, Job, JobContext, current_job
 from .task import Task, exponential_backoff
 
 __all__ = [
     "App",
+    "Call",
     "ConfigurationError",
     "CurrantError",
     "DatabaseUnavailable",
     "Discard",
     "EnqueueOutcomeUnknown",
+    "Group",
     "Item",
     "Job",
     "JobCancelled",

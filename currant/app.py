@@ -14,10 +14,11 @@ from typing import Any, TypeVar, overload
 
 import psycopg
 
-from . import codec, control, schema
+from . import codec, control, flow, schema
 from . import dsn as dsns
 from .drivers import DEFAULT_CONNECT_TIMEOUT, AsyncDriver, SyncDriver
 from .enqueue import JobOptions
+from .flow import Group
 from .hooks import Hooks
 from .job import Job
 from .names import check_name
@@ -301,6 +302,34 @@ class App(EnqueueAPI):
         """The live workers: host, pid, queues, concurrency, jobs held at the last heartbeat, when that was."""
         rows: list[dict[str, Any]] = self._sync.run(control.list_workers(self.sql))
         return rows
+
+    def get_group(self, group_id: int) -> Group | None:
+        """A group's progress: its size, members by state, its callback and the callback's state."""
+        group: Group | None = self._sync.run(flow.get_group(self.sql, group_id))
+        return group
+
+    async def aget_group(self, group_id: int) -> Group | None:
+        group: Group | None = await self._async.run(flow.get_group(self.sql, group_id))
+        return group
+
+    def pause(self, queue: str) -> bool:
+        """Stop workers claiming from ``queue`` (running jobs finish); False if it was paused already."""
+        return bool(self._sync.run(flow.pause(self.sql, queue)))
+
+    async def apause(self, queue: str) -> bool:
+        return bool(await self._async.run(flow.pause(self.sql, queue)))
+
+    def resume(self, queue: str) -> bool:
+        """Let workers claim from ``queue`` again; False if it was not paused."""
+        return bool(self._sync.run(flow.resume(self.sql, self.channel, queue)))
+
+    async def aresume(self, queue: str) -> bool:
+        return bool(await self._async.run(flow.resume(self.sql, self.channel, queue)))
+
+    def paused_queues(self) -> dict[str, Any]:
+        """The paused queues and since when."""
+        paused: dict[str, Any] = self._sync.run(flow.paused(self.sql))
+        return paused
 
     def purge(self, state: str, *, queue: str | None = None, older_than: float | None = None) -> int:
         """Delete jobs in a state (optionally of one queue, older than N seconds); returns how many.

@@ -15,7 +15,7 @@ from .names import check_job_id
 from .plans import Plan
 
 # States whose jobs a worker may still run: purging them needs a clear intent.
-LIVE_STATES = ("queued", "scheduled", "retrying")
+LIVE_STATES = ("waiting", "queued", "scheduled", "retrying")
 PURGEABLE_STATES = tuple(state for state in STATES if state != "running")
 
 

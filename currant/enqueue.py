@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from . import codec
+from .dependency import Dependency, depend_steps
 from .errors import CurrantError
 from .job import Item
 from .names import check_name
@@ -86,9 +87,13 @@ def plan_enqueue(
     unique_key: str | None,
     max_payload: int,
     headers: Mapping[str, str] | None = None,
+    dependency: Dependency | None = None,
 ) -> Plan:
-    """Validate and encode now (before any I/O), then one INSERT+NOTIFY round trip."""
+    """Validate and encode now (before any I/O), then one INSERT+NOTIFY round
+    trip (and the depend statement, for a job that waits for parents: then
+    the plan must run in a transaction)."""
     _check_run_at(run_at, delay)
+    _check_waiting(dependency, run_at, delay, unique_key)
     params = {
         "queue": check_name("queue", options.queue),
         "task": check_name("task", options.task),
@@ -99,14 +104,24 @@ def plan_enqueue(
         "delay": _delay_seconds(delay),
         "unique_key": _check_unique_key(unique_key),
         "channel": channel,
+        "waiting": dependency is not None,
     }
-    return _enqueue_steps(sql["enqueue_one"], params)
+    return _enqueue_steps(sql, channel, params, dependency)
 
 
-def _enqueue_steps(statement: str, params: dict[str, Any]) -> Plan:
+def _check_waiting(
+    dependency: Dependency | None, run_at: datetime | None, delay: float | timedelta | None, unique_key: Any
+) -> None:
+    if dependency is not None and (run_at is not None or delay is not None or unique_key is not None):
+        raise ValueError("a job with depends_on runs when its parents are done: no run_at, delay or unique_key")
+
+
+def _enqueue_steps(sql: Mapping[str, str], channel: str, params: dict[str, Any], dependency: Dependency | None) -> Plan:
     for _ in range(UNIQUE_RETRIES):
-        row = yield ("one", statement, params)
+        row = yield ("one", sql["enqueue_one"], params)
         if row is not None:
+            if dependency is not None:
+                yield from depend_steps(sql, channel, [int(row[0])], dependency)
             return int(row[0])
     raise CurrantError(f"unique_key {params['unique_key']!r}: {_LIVE_KEY_CONFLICT_RETRY} after {UNIQUE_RETRIES} tries")
 
@@ -163,10 +178,12 @@ def plan_enqueue_many(
     *,
     max_payload: int,
     headers: Mapping[str, str] | None = None,
+    dependency: Dependency | None = None,
 ) -> Plan:
     """Encode every item first (a bad one inserts nothing and is named), then
     reserve ids, COPY, and notify each queue once. Must run in a transaction.
-    ``headers`` (a trace context) go with every job."""
+    ``headers`` (a trace context) go with every job; with ``dependency``,
+    every job waits for the same parents."""
     check_name("queue", options.queue)
     check_name("task", options.task)
     _check_priority(options.priority)
@@ -181,8 +198,9 @@ def plan_enqueue_many(
         prepared = _prepare_item(index, item, options.priority, max_payload, headers)
         encoded[index] = prepared.payload
         if isinstance(item, Item):
+            _check_waiting(dependency, prepared.run_at, prepared.delay, prepared.unique_key)
             special[index] = prepared
-    return _enqueue_many_steps(sql, channel, options, encoded, special)  # type: ignore[arg-type]  # no None left
+    return _enqueue_many_steps(sql, channel, options, encoded, special, dependency)  # type: ignore[arg-type]
 
 
 def _none_positions(values: list[Any]) -> Iterator[int]:
@@ -199,13 +217,15 @@ def _enqueue_many_steps(
     options: JobOptions,
     payloads: list[bytes],
     special: dict[int, _Prepared],
+    dependency: Dependency | None,
 ) -> Plan:
     if not payloads:
         return []
     uses_keys = any(p.unique_key is not None for p in special.values())
     all_ids: list[int] = []
     earliest_scheduled: float | None = None
-    any_ready = len(special) < len(payloads)  # a plain item is always ready now
+    waiting = dependency is not None  # every job waits for the same parents
+    any_ready = len(special) < len(payloads) and not waiting  # a plain item is ready now, unless it waits
     queue, task, priority, max_attempts = options.queue, options.task, options.priority, options.max_attempts
     if uses_keys:
         yield ("rowcount", sql["create_stage"], None)
@@ -228,7 +248,9 @@ def _enqueue_many_steps(
                 run_at_us = now_us + int(p.delay * 1_000_000)
             else:
                 run_at_us = now_us
-            if run_at_us > now_us:
+            if waiting:
+                state = "waiting"
+            elif run_at_us > now_us:
                 state = "scheduled"
                 due = db_now.timestamp() + (run_at_us - now_us) / 1e6
                 earliest_scheduled = due if earliest_scheduled is None else min(earliest_scheduled, due)
@@ -238,11 +260,13 @@ def _enqueue_many_steps(
             overrides[index - start] = (
                 ids[index - start], queue, task, p.payload, p.priority, max_attempts, run_at_us, state, p.unique_key
             )
-        plain = (queue, task, priority, max_attempts, now_us)
+        plain = (queue, task, priority, max_attempts, now_us, "waiting" if waiting else "queued")
         yield ("copy", copy_statement, _copy_chunks(ids, batch, plain, overrides))
         all_ids.extend(ids)
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
+    if dependency is not None:
+        yield from depend_steps(sql, channel, all_ids, dependency)
     if any_ready:
         yield ("one", sql["notify"], {"channel": channel, "payload": f"r:{queue}"})
     if earliest_scheduled is not None:
@@ -282,13 +306,13 @@ def _copy_chunks(
 
     Rows are made and encoded a step at a time while the COPY runs, so the
     server inserts one chunk while the next is being built. ``plain`` is
-    (queue, task, priority, max_attempts, run_at) of every row not in
+    (queue, task, priority, max_attempts, run_at, state) of every row not in
     ``overrides`` (whole rows by position)."""
-    queue, task, priority, max_attempts, run_at = plain
+    queue, task, priority, max_attempts, run_at, state = plain
     out = bytearray(codec.COPY_HEADER)
     step = 2_000
     for start in range(0, len(ids), step):
-        rows = [(job_id, queue, task, payload, priority, max_attempts, run_at, "queued", None)
+        rows = [(job_id, queue, task, payload, priority, max_attempts, run_at, state, None)
                 for job_id, payload in zip(ids[start : start + step], payloads[start : start + step], strict=True)]
         if overrides:
             for offset in range(len(rows)):

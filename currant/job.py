@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-STATES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
+STATES = ("waiting", "queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
 FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 

@@ -263,21 +263,36 @@ def unpack_value(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     return _unpack(data, max_size)
 
 
-def decode_claimed(
-    rows: Iterable[tuple[int, int, str, BytesLike, int | None, float]], queue: str, max_size: int = DEFAULT_MAX_SIZE
-) -> list[Decoded]:
-    """Decode claimed ``(id, attempt, task, payload, max_attempts, waited)`` rows of ``queue``.
+def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DEFAULT_MAX_SIZE) -> list[Decoded]:
+    """Decode claimed rows of ``queue``: (id, attempt, task, payload, max_attempts,
+    waited, pass_results, input_ids, inputs).
 
-    A malformed payload never raises and never affects the other rows: its
-    row comes back with args and kwargs None and the reason.
+    A job that waited for parents and asked for their results gets them: the
+    parent's result first among its arguments (``pass_results`` 'f'), or a
+    ``results`` keyword mapping each parent's id to its result ('k'). A
+    malformed payload (or result) never raises and never affects the other
+    rows: its row comes back with args and kwargs None and the reason.
     """
     out: list[Decoded] = []
     append = out.append
-    for job_id, attempt, task, payload, max_attempts, waited in rows:
+    for job_id, attempt, task, payload, max_attempts, waited, pass_results, input_ids, inputs in rows:
         try:
             args, kwargs, headers = unpack_envelope(payload, max_size)
+            if pass_results is not None:
+                args, kwargs = _with_inputs(pass_results, args, kwargs, input_ids or [], inputs or [], max_size)
         except PayloadError as exc:
             append((job_id, attempt, task, None, None, str(exc), None, queue, max_attempts, waited))
         else:
             append((job_id, attempt, task, args, kwargs, None, headers, queue, max_attempts, waited))
     return out
+
+
+def _with_inputs(
+    how: str, args: tuple[Any, ...], kwargs: dict[str, Any], ids: Sequence[int], results: Sequence[Any],
+    max_size: int,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    pairs = zip(ids, results, strict=True)
+    values = {parent: None if data is None else _unpack(data, max_size) for parent, data in pairs}
+    if how == "f":
+        return (next(iter(values.values()), None), *args), kwargs
+    return args, {**kwargs, "results": values}

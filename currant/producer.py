@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 
+from .dependency import Dependency, check_dependency
 from .enqueue import JobOptions, plan_enqueue, plan_enqueue_many
+from .flow import Call, EnqueueMany, EnqueueOne, plan_chain, plan_group
 from .hooks import EnqueueEvent, Hooks
 from .plans import Plan
 
@@ -50,19 +52,29 @@ class EnqueueAPI:
         unique_key: str | None = None,
         max_attempts: int | None = None,
         headers: Mapping[str, str] | None = None,
+        dependency: Dependency | None = None,
     ) -> Plan:
-        """The plan of one enqueue, for callers that run it on a connection of their own."""
+        """The plan of one enqueue, for callers that run it on a connection of their own
+        (in a transaction, if the job has a dependency)."""
         return plan_enqueue(
             self.sql, self.channel, self.job_options(task, queue, priority, max_attempts), args, kwargs,
             run_at=run_at, delay=delay, unique_key=unique_key, max_payload=self.max_payload_size, headers=headers,
+            dependency=dependency,
         )
 
-    def _one(self, task: Any, args: Any, kwargs: Any, options: dict[str, Any]) -> Callable[[dict[str, str]], Plan]:
-        return lambda headers: self.enqueue_plan(task, args, kwargs, **options, headers=headers or None)
+    def _one(
+        self, task: Any, args: Any, kwargs: Any, options: dict[str, Any], dependency: Dependency | None
+    ) -> Callable[[dict[str, str]], Plan]:
+        return lambda headers: self.enqueue_plan(
+            task, args, kwargs, **options, headers=headers or None, dependency=dependency
+        )
 
-    def _many(self, task: Any, items: Iterable[Any], options: JobOptions) -> Callable[[dict[str, str]], Plan]:
+    def _many(
+        self, task: Any, items: Iterable[Any], options: JobOptions, dependency: Dependency | None
+    ) -> Callable[[dict[str, str]], Plan]:
         return lambda headers: plan_enqueue_many(
-            self.sql, self.channel, options, items, max_payload=self.max_payload_size, headers=headers or None
+            self.sql, self.channel, options, items, max_payload=self.max_payload_size, headers=headers or None,
+            dependency=dependency,
         )
 
     def _event(self, options: JobOptions, count: int, connection: Any) -> EnqueueEvent:
@@ -110,6 +122,9 @@ class EnqueueAPI:
         delay: float | timedelta | None = None,
         unique_key: str | None = None,
         max_attempts: int | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: str = "cancel",
+        pass_results: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> int:
         """Enqueue one job and return its id (one round trip).
@@ -121,8 +136,9 @@ class EnqueueAPI:
         """
         options = dict(queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key,
                        max_attempts=max_attempts)
-        plan = self._one(task, args, kwargs, options)
-        run = functools.partial(self._sync.run, connection=connection, write=True)
+        dependency = check_dependency(depends_on, on_parent_failure, pass_results)
+        plan = self._one(task, args, kwargs, options, dependency)
+        run = functools.partial(self._sync.run, connection=connection, transaction=dependency is not None, write=True)
         if self.hooks.watches_enqueue:
             event = self._event(self.job_options(task, queue, priority, max_attempts), 1, connection)
             return int(self._hooked(event, plan, run))
@@ -140,13 +156,17 @@ class EnqueueAPI:
         delay: float | timedelta | None = None,
         unique_key: str | None = None,
         max_attempts: int | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: str = "cancel",
+        pass_results: str | None = None,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> int:
         """Async :meth:`enqueue`."""
         options = dict(queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key,
                        max_attempts=max_attempts)
-        plan = self._one(task, args, kwargs, options)
-        run = functools.partial(self._async.run, connection=connection, write=True)
+        dependency = check_dependency(depends_on, on_parent_failure, pass_results)
+        plan = self._one(task, args, kwargs, options, dependency)
+        run = functools.partial(self._async.run, connection=connection, transaction=dependency is not None, write=True)
         if self.hooks.watches_enqueue:
             event = self._event(self.job_options(task, queue, priority, max_attempts), 1, connection)
             return int(await self._ahooked(event, plan, run))
@@ -160,6 +180,9 @@ class EnqueueAPI:
         queue: str | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: str = "cancel",
+        pass_results: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
         """Enqueue many jobs in one transaction by binary COPY; returns their ids in order.
@@ -170,7 +193,7 @@ class EnqueueAPI:
         """
         options = self.job_options(task, queue, priority, max_attempts)
         items = items if type(items) is list else list(items)
-        plan = self._many(task, items, options)
+        plan = self._many(task, items, options, check_dependency(depends_on, on_parent_failure, pass_results))
         run = functools.partial(self._sync.run, connection=connection, transaction=True, write=True)
         if self.hooks.watches_enqueue:
             return list(self._hooked(self._event(options, len(items), connection), plan, run))
@@ -184,14 +207,82 @@ class EnqueueAPI:
         queue: str | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: str = "cancel",
+        pass_results: str | None = None,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
         """Async :meth:`enqueue_many`."""
         options = self.job_options(task, queue, priority, max_attempts)
         items = items if type(items) is list else list(items)
-        plan = self._many(task, items, options)
+        plan = self._many(task, items, options, check_dependency(depends_on, on_parent_failure, pass_results))
         run = functools.partial(self._async.run, connection=connection, transaction=True, write=True)
         if self.hooks.watches_enqueue:
             return list(await self._ahooked(self._event(options, len(items), connection), plan, run))
         return list(await run(plan({})))
 
+
+    # -- workflows ---------------------------------------------------------------
+
+    def _flow_enqueue(self) -> tuple[EnqueueOne, EnqueueMany]:
+        def one(call: Call, dependency: Dependency | None) -> Plan:
+            return self.enqueue_plan(call.task, call.args, call.kwargs, **call.options, dependency=dependency)
+
+        def many(task: Any, items: list[Any], options: Mapping[str, Any]) -> Plan:
+            get = options.get
+            resolved = self.job_options(task, get("queue"), get("priority"), get("max_attempts"))
+            return plan_enqueue_many(self.sql, self.channel, resolved, items, max_payload=self.max_payload_size)
+
+        return one, many
+
+    def group(
+        self,
+        members: Sequence[Call] | tuple[Any, Iterable[Any]],
+        *,
+        callback: Call | None = None,
+        pass_results: bool = False,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> GroupIds:
+        """Enqueue a group in one transaction: ``[task.s(...), ...]``, or ``(task, items)``
+        for many jobs of one task by binary COPY. ``callback`` runs once every member has
+        finished, with ``group_id`` and ``member_ids`` (and ``results``, member id to
+        result, with ``pass_results``). Returns (group id, member ids, callback id)."""
+        plan = plan_group(self.sql, members, callback, pass_results, *self._flow_enqueue())
+        return GroupIds(*self._sync.run(plan, connection, transaction=True, write=True))
+
+    async def agroup(
+        self,
+        members: Sequence[Call] | tuple[Any, Iterable[Any]],
+        *,
+        callback: Call | None = None,
+        pass_results: bool = False,
+        connection: psycopg.AsyncConnection[Any] | None = None,
+    ) -> GroupIds:
+        """Async :meth:`group`."""
+        plan = plan_group(self.sql, members, callback, pass_results, *self._flow_enqueue())
+        return GroupIds(*await self._async.run(plan, connection, transaction=True, write=True))
+
+    def chain(
+        self, steps: Sequence[Call], *, pass_results: bool = False, connection: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Enqueue steps that each run after the one before succeeded (with its result
+        first among their arguments, with ``pass_results``); a failed step cancels the
+        rest. Returns the steps' ids."""
+        plan = plan_chain(steps, pass_results, self._flow_enqueue()[0])
+        return list(self._sync.run(plan, connection, transaction=True, write=True))
+
+    async def achain(
+        self, steps: Sequence[Call], *, pass_results: bool = False,
+        connection: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[int]:
+        """Async :meth:`chain`."""
+        plan = plan_chain(steps, pass_results, self._flow_enqueue()[0])
+        return list(await self._async.run(plan, connection, transaction=True, write=True))
+
+
+class GroupIds(NamedTuple):
+    """What ``App.group`` enqueued."""
+
+    group_id: int
+    member_ids: list[int]
+    callback_id: int | None

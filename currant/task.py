@@ -13,6 +13,7 @@ from croniter import croniter
 
 from . import codec
 from .errors import ConfigurationError
+from .flow import Call
 from .names import check_name
 
 P = ParamSpec("P")
@@ -130,6 +131,10 @@ class Task(Generic[P, R]):
 
     async def aenqueue_many(self, items: Sequence[Any], **options: Any) -> list[int]:
         return await self.app.aenqueue_many(self, items, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Call:
+        """This task with these arguments, not enqueued: a step of ``app.group`` or ``app.chain``."""
+        return Call(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundOptions:
         """``add.options(delay=10, unique_key="k").enqueue(1, 2)``."""

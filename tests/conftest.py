@@ -197,3 +197,16 @@ def ledger(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, int, i
 def state_counts(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
     rows = conn.execute(f'SELECT state::text, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()
     return {state: count for state, count in rows}
+
+
+def run_worker_here(app: currant.App, **options: Any) -> Any:
+    """A burst worker in the test's own process (its tasks and hooks are the test's), short timings."""
+    import asyncio
+
+    from currant.worker import Worker, WorkerConfig
+
+    settings = {"heartbeat": 0.2, "dead_after": 2.0, "poll_interval": 0.1, "burst": True,
+                "queues": sorted({app.default_queue, *(task.queue for task in app.tasks.values())}), **options}
+    worker = Worker(app, WorkerConfig(**settings))
+    assert asyncio.run(worker.run()) == 0
+    return worker

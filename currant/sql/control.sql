@@ -14,7 +14,8 @@ SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, e
 FROM {schema}.jobs WHERE id = %(id)s
 
 -- name: cancel
--- Queued, scheduled or retrying jobs are cancelled on the spot; a running job
+-- Waiting, queued, scheduled or retrying jobs are cancelled on the spot (a
+-- waiting one's dependents follow, by the trigger of 0006_flow); a running job
 -- is flagged and its worker is told by NOTIFY (and by its next heartbeat).
 -- Reports the state before the call so the caller can say what happened.
 WITH old AS (
@@ -25,7 +26,7 @@ WITH old AS (
         cancel_requested = true,
         finished_at = CASE WHEN old.state = 'running' THEN j.finished_at ELSE {schema}.clock() END
     FROM old
-    WHERE j.id = old.id AND old.state IN ('queued', 'scheduled', 'retrying', 'running')
+    WHERE j.id = old.id AND old.state IN ('waiting', 'queued', 'scheduled', 'retrying', 'running')
     RETURNING j.id
 ), woken AS (
     SELECT pg_catalog.pg_notify(%(channel)s, 'c:' || upd.id) FROM upd JOIN old USING (id) WHERE old.state = 'running'

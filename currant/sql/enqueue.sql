@@ -12,13 +12,16 @@
 -- transaction by PostgreSQL). run_at is computed with the database clock. With
 -- a unique_key, a live duplicate is not inserted and its id is returned
 -- instead (inserted = false); when the conflicting row is not yet visible to
--- this snapshot nothing comes back and the caller retries.
+-- this snapshot nothing comes back and the caller retries. A job that will
+-- wait for parents goes in as 'waiting' and wakes nobody: the depend
+-- statement that follows it in the same transaction links and releases it.
 WITH args AS (
     SELECT coalesce(%(run_at)s::timestamptz, {schema}.clock() + make_interval(secs => %(delay)s::double precision)) AS run_at
 ), ins AS (
     INSERT INTO {schema}.jobs (queue, task, payload, priority, max_attempts, run_at, state, unique_key)
     SELECT %(queue)s::text, %(task)s::text, %(payload)s::bytea, %(priority)s::smallint, %(max_attempts)s::integer, args.run_at,
-           CASE WHEN args.run_at > {schema}.clock() THEN 'scheduled' ELSE 'queued' END::{schema}.job_state,
+           CASE WHEN %(waiting)s::boolean THEN 'waiting'
+                WHEN args.run_at > {schema}.clock() THEN 'scheduled' ELSE 'queued' END::{schema}.job_state,
            %(unique_key)s::text
     FROM args
     ON CONFLICT (unique_key)
@@ -28,7 +31,7 @@ WITH args AS (
 ), woken AS (
     SELECT pg_catalog.pg_notify(%(channel)s::text, CASE WHEN ins.state = 'queued' THEN 'r:' || %(queue)s::text
                                        ELSE 'd:' || extract(epoch FROM ins.run_at)::text || ':' || %(queue)s::text END)
-    FROM ins
+    FROM ins WHERE ins.state <> 'waiting'
 )
 SELECT ins.id, true AS inserted, (SELECT count(*) FROM woken) AS notified FROM ins
 UNION ALL

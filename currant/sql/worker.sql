@@ -37,8 +37,13 @@
 -- to a registered worker. A sweep that declares this worker dead either
 -- deletes the row first (this claim then takes nothing) or waits for this claim
 -- to commit (and its rescue, a later statement, then sees these jobs).
+-- A paused queue (a row in queues) gives nothing: one probe of a tiny table.
+-- A job that waited for parents and asked for their results gets them
+-- (pass_results, input_ids, inputs: NULL for every other job).
 WITH owner AS (
-    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s)
+    FOR KEY SHARE
 ), next AS (
     SELECT id FROM (
         SELECT id FROM {schema}.jobs
@@ -65,18 +70,23 @@ WITH owner AS (
     UPDATE {schema}.jobs j
     SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
-    RETURNING j.id, j.attempts, j.task, j.payload, j.priority, j.max_attempts, j.run_at
+    RETURNING j.id, j.attempts, j.task, j.payload, j.priority, j.max_attempts, j.run_at,
+              j.pass_results, j.input_ids, j.inputs
 )
 SELECT id, attempts, task, payload, max_attempts,
-       extract(epoch FROM {schema}.clock() - run_at)::double precision AS waited
+       extract(epoch FROM {schema}.clock() - run_at)::double precision AS waited,
+       pass_results, input_ids, inputs
 FROM claimed ORDER BY priority DESC, id
 
 -- name: claim_suspect
 -- One job that was running on a worker that died. The worker claims it only
 -- when it holds nothing else and runs it alone: if it kills this worker too,
--- no other job is rescued with it (see jobs_suspect_idx).
+-- no other job is rescued with it (see jobs_suspect_idx). Same columns and
+-- the same pause rule as the claim.
 WITH owner AS (
-    SELECT id FROM {schema}.workers WHERE id = %(worker)s FOR KEY SHARE
+    SELECT id FROM {schema}.workers WHERE id = %(worker)s
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s)
+    FOR KEY SHARE
 ), next AS (
     SELECT id FROM {schema}.jobs
     WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0 AND EXISTS (SELECT 1 FROM owner)
@@ -88,7 +98,8 @@ UPDATE {schema}.jobs j
 SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM next))
 RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
-          extract(epoch FROM {schema}.clock() - j.run_at)::double precision AS waited
+          extract(epoch FROM {schema}.clock() - j.run_at)::double precision AS waited,
+          j.pass_results, j.input_ids, j.inputs
 
 -- name: complete_succeeded
 -- The hot completion: jobs that returned None. Fenced on (id, attempt, owner,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import signal
@@ -14,17 +13,8 @@ import psycopg
 import pytest
 
 import currant
-from currant.worker import Worker, WorkerConfig
+from tests.conftest import run_worker_here as run_worker
 from tests.conftest import wait_for
-
-QUICK = {"heartbeat": 0.2, "dead_after": 2.0, "poll_interval": 0.1, "burst": True}
-
-
-def run_worker(app: currant.App, **options: Any) -> Worker:
-    """A burst worker in this process (so its hooks' effects are visible here)."""
-    worker = Worker(app, WorkerConfig(**{**QUICK, **options}))
-    assert asyncio.run(worker.run()) == 0
-    return worker
 
 
 class Recorder:
