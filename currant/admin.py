@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})")
     command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
     command("top", "a live view of queues and workers, refreshed every second until Ctrl-C")
+    dash = command("dashboard", "serve the web dashboard (pip install \"currant[dashboard]\")")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    dash.add_argument("--port", type=_positive_int, default=8080, help="port to bind (default: 8080)")
+    dash.add_argument("--read-only", action="store_true", help="hide and refuse every action (retry, cancel)")
+    dash.add_argument("--insecure", action="store_true",
+                      help="allow a non-loopback address without CURRANT_DASHBOARD_USER/PASSWORD")
     emb = command("embedded", "the embedded PostgreSQL used when no DSN is given")
     emb.add_argument("action", choices=["status", "path", "stop", "destroy"])
     emb.add_argument("--yes", action="store_true", help="needed by destroy, which deletes every job it holds")
@@ -100,6 +106,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.command == "top":
             return _top(app, out)
+        if args.command == "dashboard":
+            return _dashboard(app, args)
         return _command(app, args, emit)
     finally:
         app.close()
@@ -165,6 +173,14 @@ def _top(app: App, out: TextIO) -> int:
             before, then = stats, now
     except KeyboardInterrupt:
         return 0
+
+
+def _dashboard(app: App, args: argparse.Namespace) -> int:
+    try:
+        from .dashboard.serve import serve
+    except ImportError as exc:
+        return _fail(f"the dashboard needs its extra: pip install \"currant[dashboard]\" ({exc})")
+    return serve(app, host=args.host, port=args.port, read_only=args.read_only, insecure=args.insecure)
 
 
 def _embedded(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:

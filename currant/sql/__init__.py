@@ -1,6 +1,7 @@
 """Currant's SQL, loaded from the ``.sql`` files beside this module.
 
-``queries.sql`` holds every statement by name; ``migrations/NNNN_name.sql``
+``queries.sql`` holds every statement by name (``dashboard.sql``, the
+dashboard's reads, loads the same way: ``queries(schema, "dashboard.sql")``); ``migrations/NNNN_name.sql``
 hold the schema, applied in order by :mod:`currant.schema`. The only template
 is ``{schema}``, replaced by a schema name that :func:`quote_schema` has
 validated, so no value is ever interpolated into SQL text.
@@ -39,8 +40,8 @@ def _read(name: str) -> str:
 
 
 @cache
-def _raw_queries() -> dict[str, str]:
-    text = _read("queries.sql")
+def _raw_queries(file: str = "queries.sql") -> dict[str, str]:
+    text = _read(file)
     parts = _STATEMENT_HEADER.split(text)
     queries: dict[str, str] = {}
     # parts = [preamble, name1, body1, name2, body2, ...]
@@ -51,10 +52,10 @@ def _raw_queries() -> dict[str, str]:
 
 
 @cache
-def queries(schema: str) -> dict[str, str]:
-    """Every named statement with ``{schema}`` filled in."""
+def queries(schema: str, file: str = "queries.sql") -> dict[str, str]:
+    """Every named statement of ``file`` (beside this module) with ``{schema}`` filled in."""
     quoted = quote_schema(schema)
-    return {name: body.replace("{schema}", quoted) for name, body in _raw_queries().items()}
+    return {name: body.replace("{schema}", quoted) for name, body in _raw_queries(file).items()}
 
 
 @cache
