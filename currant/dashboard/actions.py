@@ -10,6 +10,7 @@ browser is redirected (303) to a page that says what happened.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,6 +22,7 @@ from .filters import BadFilter, JobFilter
 from .security import CSRF_FIELD
 from .service import Dashboard
 
+MAX_FORM = 16_384
 Handler = Callable[[Request, Dashboard, dict[str, str]], Awaitable[Response]]
 
 
@@ -31,14 +33,25 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         dashboard: Dashboard = request.app.state.dashboard
         if dashboard.read_only:
             return dashboard.problem(request, 403, "this dashboard is read-only: it takes no actions")
-        form = await request.form()
-        fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        fields = await _form(request)
+        if fields is None:
+            return dashboard.problem(request, 413, "the form is too large")
         refusal = dashboard.csrf.refusal(request, fields.get(CSRF_FIELD))
         if refusal is not None:
             return dashboard.problem(request, 403, f"refused: {refusal}")
         return await handler(request, dashboard, fields)
 
     return endpoint
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The urlencoded fields of a POST (every form here is a few short fields); None past MAX_FORM bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
 def _job_id(request: Request) -> int:

@@ -132,5 +132,5 @@ class Dashboard:
         return response
 
     def problem(self, request: Request, status: int, message: str) -> Response:
-        return self.render(request, "problem.html", {"title": "Not done", "message": message, "status": status},
-                           status=status)
+        return self.render(request, "problem.html",
+                           {"title": "Not done", "message": message, "status": status, "live": False}, status=status)
