@@ -24,7 +24,7 @@ WAITING = ("queued", "scheduled", "retrying")
 FINISHED_OUTCOMES = ("succeeded", "failed", "cancelled")
 # The task and error filters look at this many of the newest jobs passing the
 # indexed filters per page (see dash_jobs).
-SEARCH_WINDOW = 5_000
+SEARCH_WINDOW = 2_000
 PAGE_SIZE = 50
 BULK_BATCH = 1_000
 # The confirmation page counts up to this many (finding each needs its row).
@@ -74,7 +74,7 @@ def overview_activity(dsql: Mapping[str, str]) -> Plan:
     for entry in queues.values():
         entry["out_rate"] = entry["recent_finished"] / window if window > 0 else 0.0
     return {
-        "queues": queues, "chart": chart, "window": window,
+        "queues": queues, "chart": chart, "window": window, "sequence": sequence_now,
         "in_rate": enqueued_recent / window if window > 0 else 0.0,
         "out_rate": sum(e["recent_finished"] for e in queues.values()) / window if window > 0 else 0.0,
     }

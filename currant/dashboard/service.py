@@ -7,6 +7,7 @@ on the App's async pool.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ ACTIVITY_TTL = 2.0
 HEALTH_TTL = 2.0
 # Per-queue "in/s" compares waiting counts this far apart (at least).
 RATE_SPAN = 10.0
+# The total in/s is measured over (up to) this long.
+SEQUENCE_WINDOW = 300.0
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/periodic", "Periodic"),
        ("/health", "Health"))
 
@@ -53,6 +56,7 @@ class Dashboard:
         )
         self.templates.filters.update(FILTERS)
         self._history: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
+        self._sequence: deque[tuple[float, int]] = deque(maxlen=256)
 
     async def run(self, plan: Any, *, write: bool = False) -> Any:
         return await self.app.arun_plan(plan, write=write)
@@ -60,11 +64,11 @@ class Dashboard:
     # -- the overview's data -----------------------------------------------------
 
     async def overview(self) -> dict[str, Any]:
-        counts = await self.cache.get("counts", COUNTS_TTL, self._counts)
-        activity = await self.cache.get("activity", ACTIVITY_TTL,
-                                        lambda: self.run(reads.overview_activity(self.dsql)))
-        workers = await self.cache.get("workers", ACTIVITY_TTL,
-                                       lambda: self.run(reads.workers_view(self.sql, self.dsql, limit=5)))
+        counts, activity, workers = await asyncio.gather(
+            self.cache.get("counts", COUNTS_TTL, self._counts),
+            self.cache.get("activity", ACTIVITY_TTL, self._activity),
+            self.cache.get("workers", ACTIVITY_TTL, lambda: self.run(reads.workers_view(self.sql, self.dsql, limit=5))),
+        )
         names = sorted(set(counts["queues"]) | set(activity["queues"])
                        | {q for w in workers["live"] for q in w["queues"]})
         growth = self._backlog_growth()
@@ -91,6 +95,25 @@ class Dashboard:
         waiting = {q: sum(e["states"].values()) for q, e in counts["queues"].items()}
         self._history.append((time.monotonic(), waiting))
         return counts
+
+    async def _activity(self) -> dict[str, Any]:
+        activity: dict[str, Any] = await self.run(reads.overview_activity(self.dsql))
+        if activity["sequence"] is not None:
+            self._sequence.append((time.monotonic(), int(activity["sequence"])))
+            measured = self._sequence_rate()
+            if measured is not None:
+                activity["in_rate"] = measured
+        return activity
+
+    def _sequence_rate(self) -> float | None:
+        """Jobs/s enqueued, from this process's own samples of the id sequence
+        (exact, and there from the first seconds, where the per-minute marks
+        need a minute); None until two samples are RATE_SPAN apart."""
+        newest_at, newest = self._sequence[-1]
+        for at, value in self._sequence:
+            if newest_at - at <= SEQUENCE_WINDOW and newest_at - at >= RATE_SPAN:
+                return max(0, newest - value) / (newest_at - at)
+        return None
 
     def _backlog_growth(self) -> dict[str, float] | None:
         """Jobs/s by which each queue's waiting jobs grew, between the newest
