@@ -64,5 +64,7 @@ def serve(app: App, *, host: str, port: int, read_only: bool, insecure: bool) ->
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log.info("currant dashboard on http://%s:%d/ for %s, schema %s%s%s", shown, port, dsns.describe(app.dsn),
              app.schema, "; read-only" if read_only else "", "; basic auth on" if credentials else "")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # Open pages hold their event streams forever: on Ctrl-C or SIGTERM, give them a moment, then stop.
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                timeout_graceful_shutdown=2)
     return 0

@@ -50,7 +50,7 @@ def serve(application: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(application, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(application, log_level="warning", access_log=False, lifespan="auto")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
