@@ -6,6 +6,7 @@ Jinja2 filters; pure functions. Escaping is Jinja2's (autoescape), never here.
 from __future__ import annotations
 
 import json
+import pprint
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,8 +50,12 @@ def count(n: int | None, capped: bool = False) -> str:
 
 
 def readable(value: Any) -> str:
-    """A decoded msgpack value as indented JSON; bytes shown as hex."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=_default)
+    """A decoded msgpack value as indented JSON; bytes shown as hex. A map
+    JSON cannot hold (keys that are lists, say) is shown as Python would."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=_default)
+    except (TypeError, ValueError):
+        return pprint.pformat(value, width=100)
 
 
 def _default(value: Any) -> Any:

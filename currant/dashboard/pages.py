@@ -47,8 +47,8 @@ async def jobs(request: Request) -> Response:
     if not dashboard.read_only:
         if where.state in ("failed", "cancelled"):
             bulk = "retry"
-        elif where.state is None or where.state in reads.WAITING:
-            bulk = "cancel"
+        elif where.state in reads.WAITING or (where.state is None and (where.queue or where.task or where.error)):
+            bulk = "cancel"  # not offered on the bare list: "cancel everything waiting" takes a filter
     return dashboard.render(request, "jobs.html", {
         "title": "Jobs", "live": where.first_page, "where": where, "page": page, "bulk": bulk,
         "states": STATES, "done": _done_message(request),

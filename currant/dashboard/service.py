@@ -67,7 +67,7 @@ class Dashboard:
         counts, activity, workers = await asyncio.gather(
             self.cache.get("counts", COUNTS_TTL, self._counts),
             self.cache.get("activity", ACTIVITY_TTL, self._activity),
-            self.cache.get("workers", ACTIVITY_TTL, lambda: self.run(reads.workers_view(self.sql, self.dsql, limit=5))),
+            self.cache.get("workers", ACTIVITY_TTL, lambda: self.run(reads.workers_view(self.sql, self.dsql))),
         )
         names = sorted(set(counts["queues"]) | set(activity["queues"])
                        | {q for w in workers["live"] for q in w["queues"]})
@@ -88,6 +88,7 @@ class Dashboard:
             "counts_age": self.cache.age("counts") or 0.0, "activity": activity,
             "running": sum(int(w["running"] or 0) for w in workers["live"]),
             "workers": len(workers["live"]), "deaths": len(workers["dead"]),
+            "deaths_capped": len(workers["dead"]) >= reads.RECENT_DEATHS,
         }
 
     async def _counts(self) -> dict[str, Any]:

@@ -199,9 +199,9 @@ SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM upd), (SELECT max(id)
 -- name: dash_bulk_cancel
 -- One batch of a bulk cancel of waiting jobs (queued, scheduled, retrying),
 -- in id order like dash_bulk_retry: each job ends as the single "cancel"
--- statement leaves a waiting one. A job a worker claims meanwhile is running
--- by the time its lock is taken and is left alone (the state is checked
--- again under the lock).
+-- statement leaves a waiting one. A job a worker claimed meanwhile is left
+-- alone: FOR UPDATE re-reads a row changed since the snapshot and checks the
+-- state again, and the claim skips rows locked here.
 WITH batch AS (
     SELECT id FROM {schema}.jobs
     WHERE state = ANY(%(states)s::{schema}.job_state[]) AND id > %(after)s
@@ -214,7 +214,7 @@ WITH batch AS (
     UPDATE {schema}.jobs j
     SET state = 'cancelled', cancel_requested = true, finished_at = {schema}.clock()
     FROM batch
-    WHERE j.id = batch.id AND j.state IN ('queued', 'scheduled', 'retrying')
+    WHERE j.id = batch.id
     RETURNING j.id
 )
 SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM upd), (SELECT max(id) FROM batch), 0
