@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     metrics = command("metrics", "serve the queue's health as Prometheus metrics (one scraper per cluster)")
     metrics.add_argument("--port", type=int, default=9400, help="the port of /metrics (default: 9400)")
     metrics.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: 0.0.0.0)")
+    dash = command("dashboard", "serve the web dashboard (pip install \"currant[dashboard]\")")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    dash.add_argument("--port", type=_positive_int, default=8080, help="port to bind (default: 8080)")
+    dash.add_argument("--read-only", action="store_true", help="hide and refuse every action (retry, cancel)")
+    dash.add_argument("--insecure", action="store_true",
+                      help="allow a non-loopback address without CURRANT_DASHBOARD_USER/PASSWORD")
     emb = command("embedded", "the embedded PostgreSQL used when no DSN is given")
     emb.add_argument("action", choices=["status", "path", "stop", "destroy"])
     emb.add_argument("--yes", action="store_true", help="needed by destroy, which deletes every job it holds")
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             except KeyboardInterrupt:
                 pass
             return 0
+        if args.command == "dashboard":
+            return _dashboard(app, args)
         return _command(app, args, emit)
     finally:
         app.close()
@@ -178,6 +186,14 @@ def _top(app: App, out: TextIO) -> int:
             before, then = stats, now
     except KeyboardInterrupt:
         return 0
+
+
+def _dashboard(app: App, args: argparse.Namespace) -> int:
+    try:
+        from .dashboard.serve import serve
+    except ImportError as exc:
+        return _fail(f"the dashboard needs its extra: pip install \"currant[dashboard]\" ({exc})")
+    return serve(app, host=args.host, port=args.port, read_only=args.read_only, insecure=args.insecure)
 
 
 def _embedded(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
