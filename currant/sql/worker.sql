@@ -177,8 +177,10 @@ RETURNING j.queue
 
 -- name: has_ready
 -- The LISTEN connection's health check after a quiet spell: proves the
--- connection alive and doubles as that moment's fallback poll.
-SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s))
+-- connection alive and doubles as that moment's fallback poll (paused queues
+-- do not count).
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s)
+                 AND queue NOT IN (SELECT name FROM {schema}.queues))
 
 -- name: register_worker
 INSERT INTO {schema}.workers (hostname, pid, queues, concurrency)
@@ -210,7 +212,8 @@ WHERE j.state = 'running' AND j.worker_id = gone.id
 -- name: maintain
 -- See {schema}.maintain() in the migrations: heartbeat, activity report,
 -- promotion, rescue and pruning in one round trip.
-SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, suspects, cancel_ids, db_now
+SELECT alive, promoted, rescued, poisoned, pruned, next_due, has_work, suspects, cancel_ids, db_now,
+       rescue_queues, rescue_tasks, rescue_outcomes, rescue_counts
 FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(max_rescues)s,
                        %(keep_succeeded)s, %(keep_failed)s, %(prune_batch)s, %(channel)s,
                        %(done_queues)s::text[], %(done_tasks)s::text[], %(done_outcomes)s::text[],

@@ -37,6 +37,11 @@ class Tally:
             self.by_job[queue, task, outcome] += n
             self.unreported[queue, task, outcome] += n
 
+    def count(self, outcome: str, n: int, queue: str, task: str) -> None:
+        """Count without reporting: what the database already recorded as activity."""
+        self.counts[outcome] += n
+        self.by_job[queue, task, outcome] += n
+
     def take_unreported(self) -> dict[str, list[Any]]:
         """The activity since the last report, as the maintain statement takes it."""
         taken, self.unreported = self.unreported, Counter()
@@ -54,6 +59,8 @@ class Tally:
 
     def summary(self) -> str:
         parts = [f"{self.counts[name]} {name}" for name in ("succeeded", "failed", "retried", "cancelled")]
+        if self.counts["rescued"]:
+            parts.append(f"{self.counts['rescued']} rescued from dead workers")
         if self.counts["fenced"]:
             parts.append(f"{self.counts['fenced']} not recorded (lease lost)")
         return ", ".join(parts)

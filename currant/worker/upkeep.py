@@ -151,6 +151,9 @@ class Upkeep:
         state.next_due = row["next_due"].timestamp() if row["next_due"] is not None else None
         if row["rescued"]:
             log.warning("rescued %d jobs of dead workers (%d failed as poison)", row["rescued"], row["poisoned"])
+            columns = (row["rescue_queues"], row["rescue_tasks"], row["rescue_outcomes"], row["rescue_counts"])
+            for queue, task, outcome, n in zip(*columns, strict=True):
+                state.tally.count(outcome, n, queue, task)  # already in the activity table: not reported again
         if row["pruned"]:
             log.info("pruned %d finished jobs past retention", row["pruned"])
         for job_id in row["cancel_ids"] or ():
