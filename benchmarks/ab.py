@@ -35,9 +35,20 @@ METRICS = [
 def run_tree(path: Path, dsn: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [
-            str(path / ".venv/bin/python"), "benchmarks/e2e.py", "--dsn", dsn, "--runs", "1",
-            "--jobs", str(args.jobs), "--pickup-jobs", str(args.pickup_jobs), "--idle-seconds", "2",
-            "--json", out.name,
+            str(path / ".venv/bin/python"),
+            "benchmarks/e2e.py",
+            "--dsn",
+            dsn,
+            "--runs",
+            "1",
+            "--jobs",
+            str(args.jobs),
+            "--pickup-jobs",
+            str(args.pickup_jobs),
+            "--idle-seconds",
+            "2",
+            "--json",
+            out.name,
         ]
         proc = subprocess.run(command, cwd=path, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
@@ -74,8 +85,9 @@ def main() -> int:
         }
         report["metrics"][key] = {"median": medians, "median_of_round_ratios": ratios}
         cells = "".join(f"{medians[label]:>16,.2f}" for label, _ in trees)
-        ratio_text = ", ".join(f"{label} {medians[label] / medians[base]:.3f}x (rounds {ratios[label]:.3f}x)"
-                               for label, _ in trees[1:])
+        ratio_text = ", ".join(
+            f"{label} {medians[label] / medians[base]:.3f}x (rounds {ratios[label]:.3f}x)" for label, _ in trees[1:]
+        )
         print(f"{name:32}{cells}   {ratio_text}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -169,8 +169,11 @@ async def time_pages(app: currant.App, paths: list[tuple[str, str]], requests: i
                     times.append((time.perf_counter() - start) * 1000)
                     assert response.status_code == 200, (path, response.status_code, response.text[:300])
                 times.sort()
-                row[mode] = {"median": statistics.median(times), "p95": times[int(len(times) * 0.95) - 1],
-                             "max": times[-1]}
+                row[mode] = {
+                    "median": statistics.median(times),
+                    "p95": times[int(len(times) * 0.95) - 1],
+                    "max": times[-1],
+                }
             results.append(row)
             log(f"{name}: cold median {row['cold']['median']:.1f} ms, warm {row['warm']['median']:.1f} ms")
     await app.aclose()
@@ -211,9 +214,13 @@ class OpenDashboard:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CURRANT_DSN": dsn}
         env.pop("CURRANT_DASHBOARD_USER", None)
-        self.process = subprocess.Popen([sys.executable, "-m", "currant", "--schema", schema, "dashboard",
-                                         "--port", str(self.port)], cwd=REPO, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "currant", "--schema", schema, "dashboard", "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -226,14 +233,18 @@ class OpenDashboard:
         self.stop = threading.Event()
         self.fetches = 0
         self.events = 0
-        self.threads = [threading.Thread(target=self._events, daemon=True),
-                        threading.Thread(target=self._refresh, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._events, daemon=True),
+            threading.Thread(target=self._refresh, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
     def _events(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client, \
-                client.stream("GET", self.url + "/events") as response:
+        with (
+            httpx.Client(timeout=httpx.Timeout(10, read=None)) as client,
+            client.stream("GET", self.url + "/events") as response,
+        ):
             for line in response.iter_lines():
                 if self.stop.is_set():
                     return
@@ -269,8 +280,14 @@ def drain_once(dsn: str, jobs: int, with_dashboard: bool) -> dict[str, Any]:
     dashboard = OpenDashboard(dsn, DRAIN_SCHEMA) if with_dashboard else None
     try:
         env = {**os.environ, "CURRANT_DSN": dsn, "CURRANT_SCHEMA": DRAIN_SCHEMA}
-        proc = subprocess.run([sys.executable, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         fetches = dashboard.fetches if dashboard else 0
         events = dashboard.events if dashboard else 0
@@ -290,8 +307,10 @@ def bench_drain(dsn: str, jobs: int, pairs: int) -> dict[str, Any]:
         for side in order:
             run = drain_once(dsn, jobs, side == "with")
             runs[side].append(run)
-            log(f"pair {pair + 1}, {side} dashboard: {run['seconds']:.2f} s ({run['rate']:,.0f} jobs/s; "
-                f"{run['fetches']} page fetches, {run['events']} live events)")
+            log(
+                f"pair {pair + 1}, {side} dashboard: {run['seconds']:.2f} s ({run['rate']:,.0f} jobs/s; "
+                f"{run['fetches']} page fetches, {run['events']} live events)"
+            )
     drop_schema(dsn, DRAIN_SCHEMA)
     medians = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
     return {"runs": runs, "medians": medians, "ratio": medians["with"] / medians["without"]}
@@ -308,37 +327,61 @@ def machine(dsn: str) -> str:
             break
     with psycopg.connect(dsn) as conn:
         server = conn.execute("SHOW server_version").fetchone()
-    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), Python "
-            f"{platform.python_version()}, PostgreSQL {server[0] if server else '?'}, currant core {currant.__impl__}")
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), Python "
+        f"{platform.python_version()}, PostgreSQL {server[0] if server else '?'}, currant core {currant.__impl__}"
+    )
 
 
-def report(args: argparse.Namespace, pages: list[dict[str, Any]], data: dict[str, Any],
-           drain: dict[str, Any] | None, where: str) -> str:
-    lines = ["# Dashboard benchmark", "",
-             f"Command: `python benchmarks/dashboard.py --jobs {args.jobs} --requests {args.requests}"
-             f" --drain-jobs {args.drain_jobs} --pairs {args.pairs}`", "", f"Machine: {where}", "",
-             f"## (a) Server time per page, {args.jobs:,} jobs in the table", "",
-             f"Jobs by state: {', '.join(f'{k} {v:,}' for k, v in sorted(data['states'].items()))};"
-             f" table with indexes {data['size']}. {args.requests} requests per page and mode, in-process"
-             " (ASGI, no network). cold = the dashboard's cache cleared before every request.", "",
-             "| page | cold median | cold p95 | cold max | warm median | warm p95 |",
-             "|---|---:|---:|---:|---:|---:|"]
+def report(
+    args: argparse.Namespace,
+    pages: list[dict[str, Any]],
+    data: dict[str, Any],
+    drain: dict[str, Any] | None,
+    where: str,
+) -> str:
+    lines = [
+        "# Dashboard benchmark",
+        "",
+        f"Command: `python benchmarks/dashboard.py --jobs {args.jobs} --requests {args.requests}"
+        f" --drain-jobs {args.drain_jobs} --pairs {args.pairs}`",
+        "",
+        f"Machine: {where}",
+        "",
+        f"## (a) Server time per page, {args.jobs:,} jobs in the table",
+        "",
+        f"Jobs by state: {', '.join(f'{k} {v:,}' for k, v in sorted(data['states'].items()))};"
+        f" table with indexes {data['size']}. {args.requests} requests per page and mode, in-process"
+        " (ASGI, no network). cold = the dashboard's cache cleared before every request.",
+        "",
+        "| page | cold median | cold p95 | cold max | warm median | warm p95 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row in pages:
         c, w = row["cold"], row["warm"]
-        lines.append(f"| {row['page']} (`{row['path']}`) | {c['median']:.1f} | {c['p95']:.1f} | {c['max']:.1f} |"
-                     f" {w['median']:.1f} | {w['p95']:.1f} |")
+        lines.append(
+            f"| {row['page']} (`{row['path']}`) | {c['median']:.1f} | {c['p95']:.1f} | {c['max']:.1f} |"
+            f" {w['median']:.1f} | {w['p95']:.1f} |"
+        )
     lines.append("")
     lines.append("All times in ms.")
     if drain is not None:
-        lines += ["", f"## (b) A drain of {args.drain_jobs:,} no-op jobs, without and with an open dashboard", "",
-                  "| pair | without (s) | with (s) | page fetches during 'with' | live events |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## (b) A drain of {args.drain_jobs:,} no-op jobs, without and with an open dashboard",
+            "",
+            "| pair | without (s) | with (s) | page fetches during 'with' | live events |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for i, (a, b) in enumerate(zip(drain["runs"]["without"], drain["runs"]["with"], strict=True)):
             lines.append(f"| {i + 1} | {a['seconds']:.2f} | {b['seconds']:.2f} | {b['fetches']} | {b['events']} |")
         m = drain["medians"]
-        lines += ["", f"Medians: without {m['without']:.2f} s ({args.drain_jobs / m['without']:,.0f} jobs/s), "
-                  f"with {m['with']:.2f} s ({args.drain_jobs / m['with']:,.0f} jobs/s); "
-                  f"ratio with/without {drain['ratio']:.3f} ({(drain['ratio'] - 1) * 100:+.1f} %)."]
+        lines += [
+            "",
+            f"Medians: without {m['without']:.2f} s ({args.drain_jobs / m['without']:,.0f} jobs/s), "
+            f"with {m['with']:.2f} s ({args.drain_jobs / m['with']:,.0f} jobs/s); "
+            f"ratio with/without {drain['ratio']:.3f} ({(drain['ratio'] - 1) * 100:+.1f} %).",
+        ]
     return "\n".join(lines) + "\n"
 
 

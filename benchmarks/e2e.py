@@ -185,8 +185,14 @@ def run_burst(env: dict[str, str], timeout: float) -> BurstResult:
     """Run a ``--burst`` worker with default options; wall time from spawn to exit."""
     started = time.perf_counter()
     proc = subprocess.run(
-        worker_cmd("--burst"), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, timeout=timeout, check=False,
+        worker_cmd("--burst"),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     seconds = time.perf_counter() - started
     match = _WORKER_RATE.search(proc.stderr)
@@ -322,7 +328,9 @@ def run_once(base_dsn: str, run: int, args: argparse.Namespace) -> RunResult:
             result.details["drain_worker_report"] = {"processed": drain.processed, "seconds": drain.worker_seconds}
             verify_drain(app, n, result)
 
-            log(f"run {run}: idle worker: statements/s over {args.idle_seconds:.0f} s, then pickup of {args.pickup_jobs} jobs")
+            log(
+                f"run {run}: idle worker: statements/s over {args.idle_seconds:.0f} s, then pickup of {args.pickup_jobs} jobs"
+            )
             idle, pickup = idle_and_pickup(base_dsn, dbname, env, app, noop, args, result)
             result.details["idle"] = idle
             result.metrics["idle_statements_per_s"] = idle["statements_per_s"]
@@ -346,7 +354,9 @@ def run_once(base_dsn: str, run: int, args: argparse.Namespace) -> RunResult:
         if not guarded["ok"]:
             result.fail(f"guarded floor drained {guarded['drained']} of {n}")
         result.metrics["floor_guarded_drain_jobs_per_s"] = guarded["drain_jobs_per_s"]
-        result.metrics["drain_net_vs_floor_guarded"] = result.metrics["drain_net_jobs_per_s"] / guarded["drain_jobs_per_s"]
+        result.metrics["drain_net_vs_floor_guarded"] = (
+            result.metrics["drain_net_jobs_per_s"] / guarded["drain_jobs_per_s"]
+        )
     return result
 
 
@@ -368,8 +378,11 @@ def verify_drain(app: currant.App, n: int, result: RunResult) -> None:
     assert row is not None
     total, once, unfinished, max_attempts, db_span = row
     result.details["drain_check"] = {
-        "total": total, "succeeded_first_attempt": once, "not_succeeded": unfinished,
-        "max_attempts": max_attempts, "db_span_s": float(db_span or 0.0),
+        "total": total,
+        "succeeded_first_attempt": once,
+        "not_succeeded": unfinished,
+        "max_attempts": max_attempts,
+        "db_span_s": float(db_span or 0.0),
     }
     if not (total == n and once == n):
         result.fail(
@@ -396,9 +409,9 @@ def serving_worker(base_dsn: str, dbname: str, env: dict[str, str], app: currant
     """A worker with default options, past its start-up (connections open,
     registered, first claim and heartbeat done), so it is idle; SIGTERM at exit."""
     workers = sql.SQL("SELECT count(*) FROM {}.workers").format(sql.Identifier(app.schema))
-    served = ServedWorker(subprocess.Popen(
-        worker_cmd(), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ))
+    served = ServedWorker(
+        subprocess.Popen(worker_cmd(), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    )
     try:
         with psycopg.connect(base_dsn, autocommit=True) as conn:
 
@@ -519,7 +532,12 @@ def summarise(results: list[RunResult]) -> dict[str, dict[str, float]]:
     for key, _label, _fmt in ROWS:
         values = [r.metrics[key] for r in good if key in r.metrics]
         if values:
-            summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+            summary[key] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "n": len(values),
+            }
     return summary
 
 
@@ -541,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="PostgreSQL to use (default: $CURRANT_DSN, else a throwaway embedded server)")
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per throughput run (default: 100000)")
     parser.add_argument("--runs", type=int, default=3, help="runs; the summary reports medians (default: 3)")
-    parser.add_argument("--pickup-jobs", type=int, default=200, help="single enqueues for idle pickup latency (default: 200)")
+    parser.add_argument(
+        "--pickup-jobs", type=int, default=200, help="single enqueues for idle pickup latency (default: 200)"
+    )
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="window for idle statements/s (default: 10)")
     parser.add_argument("--json", type=Path, help="write machine info, every run and the summary here")
     args = parser.parse_args(argv)
@@ -556,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(dsn: str, args: argparse.Namespace) -> int:
     machine = machine_info(dsn)
-    log(f"machine: {machine['nproc']} x {machine['cpu']}, PostgreSQL {machine['postgres']}, core={machine['currant_core']}")
+    log(
+        f"machine: {machine['nproc']} x {machine['cpu']}, PostgreSQL {machine['postgres']}, core={machine['currant_core']}"
+    )
     results: list[RunResult] = []
     for run in range(1, args.runs + 1):
         log(f"run {run}/{args.runs}")

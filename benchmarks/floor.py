@@ -29,7 +29,9 @@ BATCH = 1000
 # Without them this floor's claim sorts the whole remaining backlog for every
 # batch once the table is big enough (BENCHMARKS.md, "About the floor"); the
 # guarded floor is the stronger reference.
-PLANNER_GUARDS = "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
+PLANNER_GUARDS = (
+    "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
+)
 # msgpack of [[], {}]: the same bytes Currant stores for a no-argument job, so
 # both sides move the same payload.
 NOOP_PAYLOAD = b"\x92\x90\x80"

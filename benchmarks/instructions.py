@@ -91,11 +91,23 @@ class Cluster:
 
     @contextlib.contextmanager
     def server(self) -> Iterator[psycopg.Connection[Any]]:
-        self._run(["pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.root, "log"),
-                   "-o", f"-p {self.port} -k {self.root} -c listen_addresses=''", "start"])
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                self.data,
+                "-w",
+                "-l",
+                os.path.join(self.root, "log"),
+                "-o",
+                f"-p {self.port} -k {self.root} -c listen_addresses=''",
+                "start",
+            ]
+        )
         try:
-            with psycopg.connect(host=self.root, port=self.port, user="postgres", dbname="postgres",
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                host=self.root, port=self.port, user="postgres", dbname="postgres", autocommit=True
+            ) as conn:
                 yield conn
         finally:
             self._run(["pg_ctl", "-D", self.data, "-w", "stop"])
@@ -113,9 +125,17 @@ class Cluster:
         """Instructions executed inside the ``collect`` functions while a
         single-user backend runs ``script`` (one statement per line)."""
         out = os.path.join(self.root, "callgrind.out")
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                *(f"--toggle-collect={name}" for name in collect),
-                os.path.join(self.bindir, "postgres"), "--single", "-D", self.data, "postgres"]
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            *(f"--toggle-collect={name}" for name in collect),
+            os.path.join(self.bindir, "postgres"),
+            "--single",
+            "-D",
+            self.data,
+            "postgres",
+        ]
         done = subprocess.run(self._as_owner(argv), input=script, capture_output=True, text=True, check=True)
         if "ERROR:" in done.stdout + done.stderr:
             raise SystemExit(f"statement failed in the single-user backend:\n{done.stdout[-2000:]}")
@@ -143,8 +163,11 @@ def profile_copy(cluster: Cluster, n: int) -> None:
 
     def floor_rows(conn: psycopg.Connection[Any]) -> None:
         create_floor_table(conn, FLOOR_SCHEMA)
-        conn.execute(f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
-                     " FROM generate_series(1, %s)", (NOOP_PAYLOAD, n))
+        conn.execute(
+            f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
+            " FROM generate_series(1, %s)",
+            (NOOP_PAYLOAD, n),
+        )
 
     floor = measure_copy(floor_rows, f"{FLOOR_SCHEMA}.t {FLOOR_COLUMNS}")
     print(f"{'floor table (ids by nextval)':<42} {floor:>8,}  1.00x")
@@ -154,15 +177,19 @@ def profile_copy(cluster: Cluster, n: int) -> None:
             fresh_jobs_table(conn)
             for statement in ddl:
                 conn.execute(statement)
-            conn.execute(f"INSERT INTO {SCHEMA}.jobs {JOBS_COLUMNS} SELECT g, 'default', 'bench.noop', %s, 0, NULL,"
-                         " now(), 'queued', NULL FROM generate_series(1, %s) g", (NOOP_PAYLOAD, n))
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.jobs {JOBS_COLUMNS} SELECT g, 'default', 'bench.noop', %s, 0, NULL,"
+                " now(), 'queued', NULL FROM generate_series(1, %s) g",
+                (NOOP_PAYLOAD, n),
+            )
 
         count = measure_copy(jobs_rows, f"{SCHEMA}.jobs {columns}")
         print(f"{name:<42} {count:>8,}  {floor / count:.2f}x")
     with cluster.server() as conn:
         fresh_jobs_table(conn)
-        statement = pgsql.SQL(queries(SCHEMA)["reserve_ids"].replace("%(n)s", "{n}")).format(
-            n=pgsql.Literal(n)).as_string(conn)
+        statement = (
+            pgsql.SQL(queries(SCHEMA)["reserve_ids"].replace("%(n)s", "{n}")).format(n=pgsql.Literal(n)).as_string(conn)
+        )
     per_id = cluster.count(one_line(statement) + "\n", ["PortalRun", "pg_plan_queries"]) // n
     print(f"{'reserve_ids, per id':<42} {per_id:>8,}")
 
@@ -171,10 +198,14 @@ def profile_drain(cluster: Cluster) -> None:
     sql = queries(SCHEMA)
     with cluster.server() as conn:
         fresh_jobs_table(conn)
-        conn.execute(f"INSERT INTO {SCHEMA}.jobs (queue, task, payload) SELECT 'default', 'bench.noop', %s"
-                     " FROM generate_series(1, %s)", (NOOP_PAYLOAD, CLAIMS * CLAIM_BATCH))
-        (worker,) = conn.execute(f"INSERT INTO {SCHEMA}.workers (hostname, pid, queues)"
-                                 " VALUES ('bench', 1, '{default}') RETURNING id").fetchone()  # type: ignore[misc]
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.jobs (queue, task, payload) SELECT 'default', 'bench.noop', %s"
+            " FROM generate_series(1, %s)",
+            (NOOP_PAYLOAD, CLAIMS * CLAIM_BATCH),
+        )
+        (worker,) = conn.execute(
+            f"INSERT INTO {SCHEMA}.workers (hostname, pid, queues) VALUES ('bench', 1, '{{default}}') RETURNING id"
+        ).fetchone()  # type: ignore[misc]
         ids = [row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.jobs ORDER BY id")]
         conn.execute(f"VACUUM ANALYZE {SCHEMA}.jobs")
         conn.execute("CHECKPOINT")
@@ -183,8 +214,9 @@ def profile_drain(cluster: Cluster) -> None:
             text = template
             for name in values:
                 text = text.replace(f"%({name})s", "{" + name + "}").replace(f"%({name})b", "{" + name + "}")
-            return one_line(pgsql.SQL(text).format(
-                **{name: pgsql.Literal(value) for name, value in values.items()}).as_string(conn))
+            return one_line(
+                pgsql.SQL(text).format(**{name: pgsql.Literal(value) for name, value in values.items()}).as_string(conn)
+            )
 
         claims, completions = [], []
         for k in range(CLAIMS):
@@ -198,7 +230,9 @@ def profile_drain(cluster: Cluster) -> None:
     # From the same data, the claims again, each followed by its completion:
     # the difference is the completions.
     cluster.restore()
-    both = cluster.count(guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions, strict=True)), collect)
+    both = cluster.count(
+        guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions, strict=True)), collect
+    )
     jobs = CLAIMS * CLAIM_BATCH
     print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind)")
     print(f"{'claim':<42} {claim // jobs:>8,}")

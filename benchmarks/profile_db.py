@@ -70,18 +70,32 @@ JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
     "jobs, COPY (ids sent)": ([], JOBS_COLUMNS),
     "  as migration 0001 left it": (SHAPE_OF_0001, JOBS_COLUMNS),
     "  without jobs_claim_idx": ([f"DROP INDEX {SCHEMA}.jobs_claim_idx"], JOBS_COLUMNS),
-    "  without the 3 CHECKs": ([
-        f"ALTER TABLE {SCHEMA}.jobs DROP CONSTRAINT jobs_queue_name, DROP CONSTRAINT jobs_task_name,"
-        " DROP CONSTRAINT jobs_max_attempts",
-    ], JOBS_COLUMNS),
-    "  without the 5 other partial indexes": ([
-        f"DROP INDEX {SCHEMA}.{name}"
-        for name in ("jobs_claim_priority_idx", "jobs_suspect_idx", "jobs_due_idx", "jobs_unique_key_idx",
-                     "jobs_finished_idx")
-    ], JOBS_COLUMNS),
-    "  queue, task COLLATE \"C\"": ([
-        f'ALTER TABLE {SCHEMA}.jobs ALTER queue TYPE text COLLATE "C", ALTER task TYPE text COLLATE "C"',
-    ], JOBS_COLUMNS),
+    "  without the 3 CHECKs": (
+        [
+            f"ALTER TABLE {SCHEMA}.jobs DROP CONSTRAINT jobs_queue_name, DROP CONSTRAINT jobs_task_name,"
+            " DROP CONSTRAINT jobs_max_attempts",
+        ],
+        JOBS_COLUMNS,
+    ),
+    "  without the 5 other partial indexes": (
+        [
+            f"DROP INDEX {SCHEMA}.{name}"
+            for name in (
+                "jobs_claim_priority_idx",
+                "jobs_suspect_idx",
+                "jobs_due_idx",
+                "jobs_unique_key_idx",
+                "jobs_finished_idx",
+            )
+        ],
+        JOBS_COLUMNS,
+    ),
+    '  queue, task COLLATE "C"': (
+        [
+            f'ALTER TABLE {SCHEMA}.jobs ALTER queue TYPE text COLLATE "C", ALTER task TYPE text COLLATE "C"',
+        ],
+        JOBS_COLUMNS,
+    ),
     "  enqueued_at sent, not clock()": ([], JOBS_COLUMNS_WITH_ENQUEUED_AT),
 }
 
@@ -116,18 +130,25 @@ def profile_wal(args: argparse.Namespace) -> None:
         start = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
     log("drain with one --burst worker")
     began = time.perf_counter()
-    subprocess.run(worker_cmd("--burst", "--log-level", "WARNING"), env=worker_env(args.dsn, SCHEMA), cwd=REPO,
-                   check=True)
+    subprocess.run(
+        worker_cmd("--burst", "--log-level", "WARNING"), env=worker_env(args.dsn, SCHEMA), cwd=REPO, check=True
+    )
     seconds = time.perf_counter() - began
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         end = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
         size = conn.execute(f"SELECT pg_total_relation_size('{SCHEMA}.jobs')").fetchone()[0]  # type: ignore[index]
         conn.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
-    stats = subprocess.run([waldump, "-p", waldir, "-s", str(start), "-e", str(end), "--stats=record"],
-                           capture_output=True, text=True, check=True).stdout
+    stats = subprocess.run(
+        [waldump, "-p", waldir, "-s", str(start), "-e", str(end), "--stats=record"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     n = args.jobs
-    print(f"drain of {n:,} jobs in {seconds:.2f} s (with start-up); jobs table + indexes after: {size / 2**20:.0f} MiB;"
-          f" fillfactor {args.fillfactor or 'as migrated'}")
+    print(
+        f"drain of {n:,} jobs in {seconds:.2f} s (with start-up); jobs table + indexes after: {size / 2**20:.0f} MiB;"
+        f" fillfactor {args.fillfactor or 'as migrated'}"
+    )
     print(f"{'record type':<24} {'records/job':>12} {'bytes/job':>10} {'of which FPI':>13}")
     total = [0, 0]
     for line in stats.splitlines():
@@ -165,28 +186,40 @@ def profile_copy(args: argparse.Namespace) -> None:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         # The streams, made by the server itself from identical rows.
         create_floor_table(conn, FLOOR_SCHEMA)
-        conn.execute(f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
-                     " FROM generate_series(1, %s)", (NOOP_PAYLOAD, n))
+        conn.execute(
+            f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
+            " FROM generate_series(1, %s)",
+            (NOOP_PAYLOAD, n),
+        )
         floor_stream = _copy_out(conn, f"COPY {FLOOR_SCHEMA}.t {FLOOR_COLUMNS} TO STDOUT (FORMAT BINARY)")
         fresh_jobs_table(conn)
-        conn.execute(f"INSERT INTO {SCHEMA}.jobs {JOBS_COLUMNS} SELECT g, 'default', 'bench.noop', %s, 0, NULL,"
-                     " now(), 'queued', NULL FROM generate_series(1, %s) g", (NOOP_PAYLOAD, n))
-        jobs_streams = {columns: _copy_out(conn, f"COPY {SCHEMA}.jobs {columns} TO STDOUT (FORMAT BINARY)")
-                        for columns in {columns for _, columns in JOBS_VARIANTS.values()}}
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.jobs {JOBS_COLUMNS} SELECT g, 'default', 'bench.noop', %s, 0, NULL,"
+            " now(), 'queued', NULL FROM generate_series(1, %s) g",
+            (NOOP_PAYLOAD, n),
+        )
+        jobs_streams = {
+            columns: _copy_out(conn, f"COPY {SCHEMA}.jobs {columns} TO STDOUT (FORMAT BINARY)")
+            for columns in {columns for _, columns in JOBS_VARIANTS.values()}
+        }
         reserve = queries(SCHEMA)["reserve_ids"]
         for run in range(args.runs):
             log(f"run {run + 1}/{args.runs}")
             create_floor_table(conn, FLOOR_SCHEMA)
             conn.execute("CHECKPOINT")
-            timings[floor_name].append(_timed_copy_in(
-                conn, f"COPY {FLOOR_SCHEMA}.t {FLOOR_COLUMNS} FROM STDIN (FORMAT BINARY)", floor_stream))
+            timings[floor_name].append(
+                _timed_copy_in(conn, f"COPY {FLOOR_SCHEMA}.t {FLOOR_COLUMNS} FROM STDIN (FORMAT BINARY)", floor_stream)
+            )
             for name, (ddl, columns) in JOBS_VARIANTS.items():
                 fresh_jobs_table(conn)
                 for statement in ddl:
                     conn.execute(statement)
                 conn.execute("CHECKPOINT")
-                timings[name].append(_timed_copy_in(
-                    conn, f"COPY {SCHEMA}.jobs {columns} FROM STDIN (FORMAT BINARY)", jobs_streams[columns]))
+                timings[name].append(
+                    _timed_copy_in(
+                        conn, f"COPY {SCHEMA}.jobs {columns} FROM STDIN (FORMAT BINARY)", jobs_streams[columns]
+                    )
+                )
             began = time.perf_counter()
             for start in range(0, n, 50_000):  # as enqueue_many does (client.ENQUEUE_BATCH)
                 conn.execute(reserve, {"n": min(50_000, n - start)}).fetchone()
@@ -197,8 +230,10 @@ def profile_copy(args: argparse.Namespace) -> None:
     print(f"{n:,} rows, median of {args.runs} (min-max); rate = rows/s; ratio = floor table's time / this time")
     for name, values in timings.items():
         median = statistics.median(values)
-        print(f"{name:<38} {median:.3f} s ({min(values):.3f}-{max(values):.3f})  {n / median:>10,.0f}/s"
-              f"  {floor_s / median:.2f}x")
+        print(
+            f"{name:<38} {median:.3f} s ({min(values):.3f}-{max(values):.3f})  {n / median:>10,.0f}/s"
+            f"  {floor_s / median:.2f}x"
+        )
     both = statistics.median(timings["jobs, COPY (ids sent)"]) + statistics.median(timings[reserve_name])
     print(f"{'jobs, reserve_ids + COPY':<38} {both:.3f} s  {n / both:>25,.0f}/s  {floor_s / both:.2f}x")
 
@@ -210,8 +245,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None, help="default: 100,000 (wal), 200,000 (copy)")
     parser.add_argument("--runs", type=int, default=5, help="copy: repetitions (default 5)")
     parser.add_argument("--fillfactor", type=int, default=None, help="wal: the jobs table's fillfactor")
-    parser.add_argument("--waldump", default=None, help="wal: path of pg_waldump (default: found on PATH or"
-                        " under /usr/lib/postgresql)")
+    parser.add_argument(
+        "--waldump", default=None, help="wal: path of pg_waldump (default: found on PATH or under /usr/lib/postgresql)"
+    )
     args = parser.parse_args()
     if args.profile == "wal":
         args.jobs = args.jobs or 100_000

@@ -122,8 +122,16 @@ def _next_xid(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ...], processes: int, run: int,
-             sample_cpu: bool = True) -> CaseResult:
+def run_case(
+    base_dsn: str,
+    case: str,
+    jobs: int,
+    task: str,
+    args: tuple[Any, ...],
+    processes: int,
+    run: int,
+    sample_cpu: bool = True,
+) -> CaseResult:
     with fresh_target(base_dsn, run) as (dsn, schema):
         app = currant.App(dsn, schema=schema)
         app.migrate()
@@ -138,16 +146,20 @@ def run_case(base_dsn: str, case: str, jobs: int, task: str, args: tuple[Any, ..
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with PostgresCpu() if sample_cpu else contextlib.nullcontext() as postgres_cpu:
                 started = time.perf_counter()
-                proc = subprocess.run(worker_cmd(*extra), env=env, cwd=REPO, capture_output=True, text=True, timeout=3600)
+                proc = subprocess.run(
+                    worker_cmd(*extra), env=env, cwd=REPO, capture_output=True, text=True, timeout=3600
+                )
                 seconds = time.perf_counter() - started
             children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
             xid_after = _next_xid(conn)
             row = conn.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE state = 'succeeded' AND attempts = 1),"
-                f" extract(epoch FROM max(finished_at) - min(started_at)) FROM \"{schema}\".jobs"
+                f' extract(epoch FROM max(finished_at) - min(started_at)) FROM "{schema}".jobs'
             ).fetchone()
         app.close()
-    worker_cpu = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
+    worker_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     problem = ""
     if proc.returncode != 0:
         problem = f"worker exited {proc.returncode}: {proc.stderr[-300:]}"
@@ -206,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, for a first look")
     parser.add_argument("--cases", default="", help="only the cases whose name contains this (e.g. 'backlog')")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="window of the idle case")
-    parser.add_argument("--no-cpu", action="store_true",
-                        help="do not sample PostgreSQL's CPU (the sampler walks every process each 50 ms: on"
-                             " 2 cores that costs the drain a few percent)")
+    parser.add_argument(
+        "--no-cpu",
+        action="store_true",
+        help="do not sample PostgreSQL's CPU (the sampler walks every process each 50 ms: on"
+        " 2 cores that costs the drain a few percent)",
+    )
     args = parser.parse_args(argv)
     if args.dsn:
         return bench(args.dsn, args)
@@ -263,18 +278,31 @@ def bench(dsn: str, args: argparse.Namespace) -> int:
         for run in range(1, args.runs + 1):
             log(f"run {run}/{args.runs}: {IDLE_CASE}, {args.idle_seconds:.0f} s")
             idle_runs.append(idle_case(dsn, run, args.idle_seconds))
-            log(f"  {idle_runs[-1]['statements_per_s']:.2f} statements/s"
-                f"{'' if idle_runs[-1]['ok'] else '  FAILED: ' + idle_runs[-1]['problem']}")
+            log(
+                f"  {idle_runs[-1]['statements_per_s']:.2f} statements/s"
+                f"{'' if idle_runs[-1]['ok'] else '  FAILED: ' + idle_runs[-1]['problem']}"
+            )
         rates = [r["statements_per_s"] for r in idle_runs if r["ok"]]
         if rates:
-            summary[IDLE_CASE] = {"statements_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-                                  "runs_passed": len(rates)}
+            summary[IDLE_CASE] = {
+                "statements_per_s": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+                "runs_passed": len(rates),
+            }
             print(f"{IDLE_CASE:<16} statements/s {statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f})")
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": machine_info(dsn), "runs": [asdict(r) for r in results], "idle_runs": idle_runs,
-            "summary": summary,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine_info(dsn),
+                    "runs": [asdict(r) for r in results],
+                    "idle_runs": idle_runs,
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
     return 0 if all(r.ok for r in results) and all(r["ok"] for r in idle_runs) else 1
 
 

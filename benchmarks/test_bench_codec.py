@@ -52,7 +52,7 @@ JOB_ROWS = [
     )
     for i in range(1000)
 ]
-CLAIMED = [(i, 1, "app.tasks.send_email", PAYLOADS[i], None, 0.001) for i in range(1000)]
+CLAIMED = [(i, 1, "app.tasks.send_email", PAYLOADS[i], None, 0.001, None, None, None) for i in range(1000)]
 IDS = list(range(10_000_000, 10_001_000))
 
 

@@ -69,7 +69,8 @@ def test_claim_complete_roundtrip(
             # The worker's connection setup: binary array dumpers for the id arrays.
             register_array_dumpers(conn)
             row = conn.execute(
-                q["register_worker"], {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": ["default"], "concurrency": 1}
+                q["register_worker"],
+                {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": ["default"], "concurrency": 1},
             ).fetchone()
             assert row is not None
             worker = int(row[0])

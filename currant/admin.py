@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, allow_abbrev=False, parents=[common], description="Administer a Currant queue.")
     parser.add_argument("--dsn", help="PostgreSQL connection string (default: $CURRANT_DSN, else the embedded server)")
     parser.add_argument("--schema", help="schema of Currant's tables (default: $CURRANT_SCHEMA or 'currant')")
-    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
-                        help=f"give up on the database after this long (default: {DEFAULT_CONNECT_TIMEOUT:g})")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on the database after this long (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -70,27 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
         listing.add_argument("--limit", type=_positive_int, default=50, help="at most this many jobs (default: 50)")
     show = command("show", "one job in full: arguments, result, every attempt's error and traceback")
     show.add_argument("id", type=int, metavar="JOB_ID")
-    for name, help in (("retry", "queue failed or cancelled jobs again"),
-                       ("cancel", "cancel jobs (running ones are asked to stop)")):
+    for name, help in (
+        ("retry", "queue failed or cancelled jobs again"),
+        ("cancel", "cancel jobs (running ones are asked to stop)"),
+    ):
         command(name, help).add_argument("ids", type=int, nargs="+", metavar="JOB_ID")
     purge = command("purge", "delete jobs in a state")
     purge.add_argument("state", choices=PURGEABLE_STATES)
     purge.add_argument("--queue", help="only jobs of this queue")
-    purge.add_argument("--older-than", type=float, metavar="SECONDS",
-                       help="only jobs finished (or enqueued) this long ago")
-    purge.add_argument("--yes", action="store_true",
-                       help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})")
+    purge.add_argument(
+        "--older-than", type=float, metavar="SECONDS", help="only jobs finished (or enqueued) this long ago"
+    )
+    purge.add_argument(
+        "--yes", action="store_true", help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})"
+    )
     command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
     command("top", "a live view of queues and workers, refreshed every second until Ctrl-C")
     metrics = command("metrics", "serve the queue's health as Prometheus metrics (one scraper per cluster)")
     metrics.add_argument("--port", type=int, default=9400, help="the port of /metrics (default: 9400)")
     metrics.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: 0.0.0.0)")
-    dash = command("dashboard", "serve the web dashboard (pip install \"currant[dashboard]\")")
+    dash = command("dashboard", 'serve the web dashboard (pip install "currant[dashboard]")')
     dash.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     dash.add_argument("--port", type=_positive_int, default=8080, help="port to bind (default: 8080)")
     dash.add_argument("--read-only", action="store_true", help="hide and refuse every action (retry, cancel)")
-    dash.add_argument("--insecure", action="store_true",
-                      help="allow a non-loopback address without CURRANT_DASHBOARD_USER/PASSWORD")
+    dash.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without CURRANT_DASHBOARD_USER/PASSWORD"
+    )
     emb = command("embedded", "the embedded PostgreSQL used when no DSN is given")
     emb.add_argument("action", choices=["status", "path", "stop", "destroy"])
     emb.add_argument("--yes", action="store_true", help="needed by destroy, which deletes every job it holds")
@@ -133,8 +143,10 @@ def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
         emit({"applied": applied}, f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
     elif name == "stats":
         stats = app.stats()
-        rows = [{"queue": queue, **entry["states"], "oldest_ready_s": entry["oldest_queued_age"]}
-                for queue, entry in stats["queues"].items()]
+        rows = [
+            {"queue": queue, **entry["states"], "oldest_ready_s": entry["oldest_queued_age"]}
+            for queue, entry in stats["queues"].items()
+        ]
         emit(stats, console.table(rows, ["queue", *STATES, "oldest_ready_s"]))
     elif name in ("failed", "list"):
         state = "failed" if name == "failed" else args.state
@@ -160,8 +172,12 @@ def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
         emit({"deleted": deleted}, f"deleted {deleted} {args.state} jobs")
     elif name == "workers":
         workers = app.workers()
-        emit(workers, console.table(workers, ["id", "hostname", "pid", "queues", "concurrency", "running",
-                                              "started_at", "last_seen"]))
+        emit(
+            workers,
+            console.table(
+                workers, ["id", "hostname", "pid", "queues", "concurrency", "running", "started_at", "last_seen"]
+            ),
+        )
     return 0
 
 
@@ -180,8 +196,9 @@ def _top(app: App, out: TextIO) -> int:
         while True:
             time.sleep(TOP_INTERVAL)
             stats, now = app.stats(), time.monotonic()
-            screen = console.top_screen(stats, app.workers(), console.rates_between(before, stats, now - then),
-                                        datetime.now(timezone.utc))
+            screen = console.top_screen(
+                stats, app.workers(), console.rates_between(before, stats, now - then), datetime.now(timezone.utc)
+            )
             print("\x1b[H\x1b[2J" + screen if out.isatty() else screen + "\n", file=out, flush=True)
             before, then = stats, now
     except KeyboardInterrupt:
@@ -192,7 +209,7 @@ def _dashboard(app: App, args: argparse.Namespace) -> int:
     try:
         from .dashboard.serve import serve
     except ImportError as exc:
-        return _fail(f"the dashboard needs its extra: pip install \"currant[dashboard]\" ({exc})")
+        return _fail(f'the dashboard needs its extra: pip install "currant[dashboard]" ({exc})')
     return serve(app, host=args.host, port=args.port, read_only=args.read_only, insecure=args.insecure)
 
 
@@ -228,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"error: {exc}")
     except psycopg.errors.UndefinedTable:
         schema = args.schema or os.environ.get("CURRANT_SCHEMA") or "currant"
-        return _fail(f"error: Currant is not installed in schema {schema!r} of this database"
-                     " (python -m currant migrate installs it; --schema names another)")
+        return _fail(
+            f"error: Currant is not installed in schema {schema!r} of this database"
+            " (python -m currant migrate installs it; --schema names another)"
+        )
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         first_line = str(exc).strip().split("\n", 1)[0]
         return _fail(f"error: {type(exc).__name__}: {first_line}")

@@ -61,43 +61,106 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("app", metavar="MODULE:APP", help="where the currant.App lives, e.g. myproject.tasks:app")
-    add("--dsn", help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
-        " server); prefer $CURRANT_DSN for one with a password: a command line is visible to every user")
+    add(
+        "--dsn",
+        help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
+        " server); prefer $CURRANT_DSN for one with a password: a command line is visible to every user",
+    )
     add("--schema", help="schema holding Currant's tables (default: the app's, $CURRANT_SCHEMA or 'currant')")
-    add("--queues", type=_queue_list,
+    add(
+        "--queues",
+        type=_queue_list,
         help="comma-separated queues, claimed strictly in this order (default: the app's default queue, then every"
-        " queue its tasks declare)")
+        " queue its tasks declare)",
+    )
     add("--concurrency", type=_positive_int, default=4, help="jobs run at once, one thread each (default: 4)")
     add("--burst", action="store_true", help="run until no job is ready, then exit 0")
-    add("--poll-interval", type=_positive_float, default=1.0, metavar="SECONDS",
-        help="fallback poll when no notification arrives (default: 1)")
-    add("--batch-size", type=_positive_int, default=1000,
-        help="most jobs claimed per round trip; also the prefetch size (default: 1000)")
+    add(
+        "--poll-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="fallback poll when no notification arrives (default: 1)",
+    )
+    add(
+        "--batch-size",
+        type=_positive_int,
+        default=1000,
+        help="most jobs claimed per round trip; also the prefetch size (default: 1000)",
+    )
     add("--heartbeat", type=_positive_float, default=5.0, metavar="SECONDS", help="heartbeat period (default: 5)")
-    add("--dead-after", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="a worker silent this long is dead and its jobs are rescued (default: 30)")
-    add("--shutdown-grace", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long running jobs may finish (default: 30)")
-    add("--db-timeout", type=_positive_float, metavar="SECONDS",
+    add(
+        "--dead-after",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a worker silent this long is dead and its jobs are rescued (default: 30)",
+    )
+    add(
+        "--shutdown-grace",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running jobs may finish (default: 30)",
+    )
+    add(
+        "--db-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
         help="abandon and retry on a new connection any database round trip slower than this (finds half-open"
-        " connections); with --burst, also how long the database may stay unreachable (default: --dead-after)")
-    add("--max-rescues", type=_positive_int, default=3,
-        help="rescues after which a job is failed as poison (default: 3)")
-    add("--keep-succeeded", type=_positive_float, default=24 * 3600.0, metavar="SECONDS",
-        help="retention of succeeded jobs (default: 86400)")
-    add("--keep-failed", type=_positive_float, default=7 * 24 * 3600.0, metavar="SECONDS",
-        help="retention of failed and cancelled jobs (default: 604800)")
-    add("--processes", type=_positive_int, default=1,
-        help="run this many worker processes under one supervisor that restarts any that dies (default: 1)")
-    add("--metrics-port", type=int, metavar="PORT",
+        " connections); with --burst, also how long the database may stay unreachable (default: --dead-after)",
+    )
+    add(
+        "--max-rescues",
+        type=_positive_int,
+        default=3,
+        help="rescues after which a job is failed as poison (default: 3)",
+    )
+    add(
+        "--keep-succeeded",
+        type=_positive_float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="retention of succeeded jobs (default: 86400)",
+    )
+    add(
+        "--keep-failed",
+        type=_positive_float,
+        default=7 * 24 * 3600.0,
+        metavar="SECONDS",
+        help="retention of failed and cancelled jobs (default: 604800)",
+    )
+    add(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="run this many worker processes under one supervisor that restarts any that dies (default: 1)",
+    )
+    add(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
         help="serve Prometheus metrics on this port at /metrics; with --processes, the sum over the processes"
-        " (default: off)")
-    add("--metrics-host", default="0.0.0.0", metavar="ADDRESS",
-        help="the address the metrics server listens on (default: 0.0.0.0)")
-    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="the least severe messages logged (default: INFO)")
-    add("--log-format", default="text", choices=["text", "json"],
-        help="text for people, json for log shippers: one JSON object per line (default: text)")
+        " (default: off)",
+    )
+    add(
+        "--metrics-host",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="the address the metrics server listens on (default: 0.0.0.0)",
+    )
+    add(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe messages logged (default: INFO)",
+    )
+    add(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text for people, json for log shippers: one JSON object per line (default: text)",
+    )
     return parser
 
 

@@ -12,15 +12,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import payload
-from ._impl import core
-from .errors import PayloadTooLarge
-from .payload import PayloadError
+from . import _impl
+from .errors import PayloadError, PayloadTooLarge
 
-if TYPE_CHECKING:  # type checkers read the twin, the readable spec of the core
+if TYPE_CHECKING:  # type checkers read the pure modules, the readable spec of the compiled ones
     from . import _core_py as _typed_core
+    from . import payload
 else:
-    _typed_core = core
+    _typed_core = _impl.core
+    payload = _impl.payload
 
 COPY_HEADER: bytes = _typed_core.COPY_HEADER
 COPY_TRAILER: bytes = _typed_core.COPY_TRAILER
@@ -41,7 +41,9 @@ DEFAULT_MAX_PAYLOAD = payload.DEFAULT_MAX_SIZE
 
 def core_name() -> str:
     """Which core encodes: "compiled" or "pure Python" (see currant._impl)."""
-    return "compiled" if core.__name__ == "currant._core" else "pure Python"
+    return "compiled" if _impl.__impl__ == "c" else "pure Python"
+
+
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 __all__ = [
@@ -83,9 +85,7 @@ def encode_result(value: Any) -> bytes:
     try:
         return payload.pack_value(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(
-            f"task returned a {type(value).__name__}, which msgpack cannot encode: {exc}"
-        ) from exc
+        raise TypeError(f"task returned a {type(value).__name__}, which msgpack cannot encode: {exc}") from exc
 
 
 def pg_micros(moment: datetime) -> int:
@@ -96,18 +96,14 @@ def pg_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _name_bad_argument(
-    args: Sequence[Any], kwargs: Mapping[str, Any] | None, cause: Exception
-) -> TypeError:
+def _name_bad_argument(args: Sequence[Any], kwargs: Mapping[str, Any] | None, cause: Exception) -> TypeError:
     if not isinstance(args, (list, tuple)):
         return TypeError(f"args must be a tuple or list, not {type(args).__name__}")
     for index, value in enumerate(args):
         try:
             payload.pack_value(value)
         except Exception as exc:  # noqa: BLE001 - any failure pinpoints the argument
-            return TypeError(
-                f"argument {index} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"
-            )
+            return TypeError(f"argument {index} ({type(value).__name__}) cannot be encoded as msgpack: {exc}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         return TypeError(f"kwargs must be a mapping, not {type(kwargs).__name__}")
     for key, value in (kwargs or {}).items():
@@ -116,7 +112,5 @@ def _name_bad_argument(
         try:
             payload.pack_value(value)
         except Exception as exc:  # noqa: BLE001
-            return TypeError(
-                f"keyword argument {key!r} ({type(value).__name__}) cannot be encoded as msgpack: {exc}"
-            )
+            return TypeError(f"keyword argument {key!r} ({type(value).__name__}) cannot be encoded as msgpack: {exc}")
     return TypeError(f"arguments cannot be encoded as msgpack: {cause}")

@@ -76,8 +76,10 @@ def job_detail(job: Job) -> str:
         report = job.progress
         of = f" of {report['total']:g}" if report.get("total") is not None else ""
         note = f": {report['note']}" if report.get("note") else ""
-        lines.append(f"  progress     {report.get('done', 0):g}{of}{note} (attempt {report.get('attempt')},"
-                     f" reported {report.get('at')})")
+        lines.append(
+            f"  progress     {report.get('done', 0):g}{of}{note} (attempt {report.get('attempt')},"
+            f" reported {report.get('at')})"
+        )
     if job.state == "succeeded":
         lines.append(f"  result       {_readable(job.result)}")
     for entry in job.errors:
@@ -109,7 +111,9 @@ def _json_default(value: Any) -> Any:
 
 
 def top_screen(
-    stats: Mapping[str, Any], workers: Sequence[Mapping[str, Any]], rates: Mapping[str, tuple[float, float]],
+    stats: Mapping[str, Any],
+    workers: Sequence[Mapping[str, Any]],
+    rates: Mapping[str, tuple[float, float]],
     now: datetime,
 ) -> str:
     """The ``top`` view: per queue, counts and jobs/s in and out; then the workers."""
@@ -118,12 +122,18 @@ def top_screen(
     for queue, entry in sorted(stats["queues"].items()):
         states = entry["states"]
         in_rate, out_rate = rates.get(queue, (0.0, 0.0))
-        rows.append({
-            "queue": queue, "ready": states["queued"], "running": states["running"],
-            "scheduled": states["scheduled"] + states["retrying"], "failed": states["failed"],
-            "in/s": f"{in_rate:,.0f}", "out/s": f"{out_rate:,.0f}",
-            "oldest ready": "" if entry["oldest_queued_age"] is None else f"{entry['oldest_queued_age']:.1f} s",
-        })
+        rows.append(
+            {
+                "queue": queue,
+                "ready": states["queued"],
+                "running": states["running"],
+                "scheduled": states["scheduled"] + states["retrying"],
+                "failed": states["failed"],
+                "in/s": f"{in_rate:,.0f}",
+                "out/s": f"{out_rate:,.0f}",
+                "oldest ready": "" if entry["oldest_queued_age"] is None else f"{entry['oldest_queued_age']:.1f} s",
+            }
+        )
     lines.append(table(rows, ["queue", "ready", "running", "scheduled", "failed", "in/s", "out/s", "oldest ready"]))
     lines += ["", f"{len(workers)} workers"]
     lines.append(table(workers, ["id", "hostname", "pid", "queues", "concurrency", "running", "silent_for"]))

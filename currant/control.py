@@ -89,9 +89,28 @@ def _purge(statement: str, params: dict[str, Any]) -> Plan:
 def job_from_row(row: Sequence[Any] | None) -> Job | None:
     if row is None:
         return None
-    (job_id, task, queue, state, attempts, max_attempts, priority, result, errors, enqueued_at,
-     started_at, finished_at, run_at, cancel_requested, unique_key, rescues, worker_id, db_now, payload,
-     progress) = row
+    (
+        job_id,
+        task,
+        queue,
+        state,
+        attempts,
+        max_attempts,
+        priority,
+        result,
+        errors,
+        enqueued_at,
+        started_at,
+        finished_at,
+        run_at,
+        cancel_requested,
+        unique_key,
+        rescues,
+        worker_id,
+        db_now,
+        payload,
+        progress,
+    ) = row
     if state == "queued" and run_at > db_now:
         state = "scheduled"
     errors = errors or []

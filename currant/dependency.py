@@ -51,7 +51,9 @@ def check_dependency(
 def depend_steps(sql: Mapping[str, str], channel: str, children: list[int], dependency: Dependency) -> Plan:
     """Link ``children`` (inserted as waiting in this transaction) to their parents."""
     params: dict[str, Any] = {
-        "children": children, "parents": list(dependency.parents), "on_failure": dependency.on_failure,
+        "children": children,
+        "parents": list(dependency.parents),
+        "on_failure": dependency.on_failure,
         "pass_results": dependency.pass_results,
     }
     missing, ready_queues = yield ("one", sql["depend"], params)

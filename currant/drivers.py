@@ -80,8 +80,13 @@ class SyncDriver:
                 with self.direct():
                     pass
                 self._pool = ConnectionPool(
-                    self._dsn(), min_size=1, max_size=POOL_MAX_SIZE, kwargs=self._kwargs(), timeout=self._timeout,
-                    open=True, name="currant",
+                    self._dsn(),
+                    min_size=1,
+                    max_size=POOL_MAX_SIZE,
+                    kwargs=self._kwargs(),
+                    timeout=self._timeout,
+                    open=True,
+                    name="currant",
                 )
             pool = self._pool
         if self._auto_migrate and not self.schema_checked:
@@ -181,8 +186,13 @@ class AsyncDriver:
                 async with self.direct():  # reports a bad DSN or no server at once (see SyncDriver.pool)
                     pass
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    await asyncio.to_thread(self._dsn), min_size=1, max_size=POOL_MAX_SIZE,
-                    kwargs=self._kwargs(), timeout=self._timeout, open=False, name="currant-async",
+                    await asyncio.to_thread(self._dsn),
+                    min_size=1,
+                    max_size=POOL_MAX_SIZE,
+                    kwargs=self._kwargs(),
+                    timeout=self._timeout,
+                    open=False,
+                    name="currant-async",
                     configure=self._track,
                 )
                 await pool.open()

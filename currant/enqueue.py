@@ -258,7 +258,15 @@ def _enqueue_many_steps(
                 state = "queued"
                 any_ready = True
             overrides[index - start] = (
-                ids[index - start], queue, task, p.payload, p.priority, max_attempts, run_at_us, state, p.unique_key
+                ids[index - start],
+                queue,
+                task,
+                p.payload,
+                p.priority,
+                max_attempts,
+                run_at_us,
+                state,
+                p.unique_key,
             )
         plain = (queue, task, priority, max_attempts, now_us, "waiting" if waiting else "queued")
         yield ("copy", copy_statement, _copy_chunks(ids, batch, plain, overrides))
@@ -312,8 +320,10 @@ def _copy_chunks(
     out = bytearray(codec.COPY_HEADER)
     step = 2_000
     for start in range(0, len(ids), step):
-        rows = [(job_id, queue, task, payload, priority, max_attempts, run_at, state, None)
-                for job_id, payload in zip(ids[start : start + step], payloads[start : start + step], strict=True)]
+        rows = [
+            (job_id, queue, task, payload, priority, max_attempts, run_at, state, None)
+            for job_id, payload in zip(ids[start : start + step], payloads[start : start + step], strict=True)
+        ]
         if overrides:
             for offset in range(len(rows)):
                 row = overrides.get(start + offset)

@@ -23,6 +23,13 @@ class EnqueueOutcomeUnknown(CurrantError):
     """
 
 
+class PayloadError(CurrantError, ValueError):
+    """A stored payload or result is not a well-formed Currant msgpack value.
+
+    ``str(exc)`` is a human-readable reason, suitable for recording on the job.
+    """
+
+
 class DatabaseUnavailable(CurrantError, ConnectionError):
     """PostgreSQL could not be reached within the connect timeout, or refused us.
 

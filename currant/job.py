@@ -68,7 +68,15 @@ class JobContext:
     """
 
     __slots__ = (
-        "id", "attempt", "task", "queue", "max_attempts", "waited", "headers", "cancel_requested", "timed_out",
+        "id",
+        "attempt",
+        "task",
+        "queue",
+        "max_attempts",
+        "waited",
+        "headers",
+        "cancel_requested",
+        "timed_out",
         "_progress_sink",
     )
 

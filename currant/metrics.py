@@ -31,8 +31,14 @@ def snapshot(sql: dict[str, str], schema: str) -> Plan:
     table_bytes, dead = yield ("one", sql["metrics_table"], {"table": f"{quote_schema(schema)}.jobs"})
     xmin_age, notify_usage = yield ("one", sql["metrics_server"], None)
     return {
-        "jobs": jobs, "oldest": oldest, "workers": workers, "running": running, "table_bytes": table_bytes,
-        "dead_tuples": dead, "xmin_age": xmin_age, "notify_usage": notify_usage,
+        "jobs": jobs,
+        "oldest": oldest,
+        "workers": workers,
+        "running": running,
+        "table_bytes": table_bytes,
+        "dead_tuples": dead,
+        "xmin_age": xmin_age,
+        "notify_usage": notify_usage,
     }
 
 
@@ -47,7 +53,8 @@ class DatabaseCollector:
 
         data = self.app.run_plan(snapshot(self.app.sql, self.app.schema))
         jobs = GaugeMetricFamily(
-            "currant_queue_jobs", "Jobs per queue in each state still to run, and failed or cancelled ones kept.",
+            "currant_queue_jobs",
+            "Jobs per queue in each state still to run, and failed or cancelled ones kept.",
             labels=["queue", "state"],
         )
         counts = {(queue, state): count for queue, state, count in data["jobs"]}
@@ -56,7 +63,8 @@ class DatabaseCollector:
                 jobs.add_metric([queue, state], counts.get((queue, state), 0))
         yield jobs
         oldest = GaugeMetricFamily(
-            "currant_queue_oldest_ready_seconds", "How long the next job of each queue has been ready.",
+            "currant_queue_oldest_ready_seconds",
+            "How long the next job of each queue has been ready.",
             labels=["queue"],
         )
         for queue, seconds in data["oldest"]:
@@ -71,11 +79,13 @@ class DatabaseCollector:
         )
         yield GaugeMetricFamily("currant_jobs_dead_tuples", "Dead tuples in the jobs table.", value=data["dead_tuples"])
         yield GaugeMetricFamily(
-            "currant_oldest_xmin_age_seconds", "Age of the oldest transaction holding back vacuum.",
+            "currant_oldest_xmin_age_seconds",
+            "Age of the oldest transaction holding back vacuum.",
             value=data["xmin_age"],
         )
         yield GaugeMetricFamily(
-            "currant_notify_queue_usage_ratio", "pg_notification_queue_usage(): 1.0 is full.",
+            "currant_notify_queue_usage_ratio",
+            "pg_notification_queue_usage(): 1.0 is full.",
             value=data["notify_usage"],
         )
 

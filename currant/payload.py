@@ -22,6 +22,9 @@ from typing import Any
 import msgpack  # msgpack ships no type information
 from msgpack.exceptions import ExtraData, FormatError, StackError
 
+# Defined in errors so that the compiled build of this file raises the same class.
+from .errors import PayloadError
+
 DEFAULT_MAX_SIZE: int = 1 << 20
 
 # What the decoders accept (psycopg may hand bytea over as memoryview).
@@ -32,16 +35,17 @@ BytesLike = bytes | bytearray | memoryview
 # payload_error says why the payload is unusable; max_attempts is the job's
 # own (None: the task's applies); waited is seconds from run_at to the claim.
 Decoded = tuple[
-    int, int, str, "tuple[Any, ...] | None", "dict[str, Any] | None", "str | None",
-    "dict[str, str] | None", str, "int | None", float,
+    int,
+    int,
+    str,
+    "tuple[Any, ...] | None",
+    "dict[str, Any] | None",
+    "str | None",
+    "dict[str, str] | None",
+    str,
+    "int | None",
+    float,
 ]
-
-
-class PayloadError(ValueError):
-    """A stored payload or result is not a well-formed Currant msgpack value.
-
-    ``str(exc)`` is a human-readable reason, suitable for recording on the job.
-    """
 
 
 # --------------------------------------------------------------------------
@@ -208,8 +212,16 @@ def _unpack(data: Any, max_size: int) -> Any:
         # An element takes at least one byte and a map entry two, so no
         # honest payload exceeds these limits.
         value = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
-            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n // 2, max_ext_len=n,
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_reject_ext,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=n,
         )
     except (ValueError, RecursionError, msgpack.UnpackException) as exc:
         raise _failure(exc) from None
@@ -275,7 +287,38 @@ def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DE
     """
     out: list[Decoded] = []
     append = out.append
+    unpackb = msgpack.unpackb
+    reject_ext = _reject_ext
     for job_id, attempt, task, payload, max_attempts, waited, pass_results, input_ids, inputs in rows:
+        # The fast path: the common payload, [args, {}] or [args, {str: ...}],
+        # without 0xff (so without a timestamp), decoded with the very limits
+        # of _unpack. Anything else, or any doubt, goes the canonical way
+        # (unpack_envelope), which decides and names what is wrong.
+        if type(payload) is bytes and (n := len(payload)) <= max_size and b"\xff" not in payload:
+            try:
+                value = unpackb(
+                    payload,
+                    raw=False,
+                    strict_map_key=True,
+                    use_list=True,
+                    ext_hook=reject_ext,
+                    max_str_len=n,
+                    max_bin_len=n,
+                    max_array_len=n,
+                    max_map_len=n // 2,
+                    max_ext_len=n,
+                )
+            except Exception:  # noqa: BLE001 - the canonical path below says what is wrong
+                value = None
+            if type(value) is list and len(value) == 2 and pass_results is None:
+                args, kwargs = value
+                if type(args) is list and type(kwargs) is dict:
+                    for key in kwargs:  # strict_map_key lets bytes keys through: a kwarg is a str
+                        if type(key) is not str:
+                            break
+                    else:
+                        append((job_id, attempt, task, tuple(args), kwargs, None, None, queue, max_attempts, waited))
+                        continue
         try:
             args, kwargs, headers = unpack_envelope(payload, max_size)
             if pass_results is not None:
@@ -288,7 +331,11 @@ def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DE
 
 
 def _with_inputs(
-    how: str, args: tuple[Any, ...], kwargs: dict[str, Any], ids: Sequence[int], results: Sequence[Any],
+    how: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ids: Sequence[int],
+    results: Sequence[Any],
     max_size: int,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     pairs = zip(ids, results, strict=True)

@@ -57,8 +57,16 @@ class EnqueueAPI:
         """The plan of one enqueue, for callers that run it on a connection of their own
         (in a transaction, if the job has a dependency)."""
         return plan_enqueue(
-            self.sql, self.channel, self.job_options(task, queue, priority, max_attempts), args, kwargs,
-            run_at=run_at, delay=delay, unique_key=unique_key, max_payload=self.max_payload_size, headers=headers,
+            self.sql,
+            self.channel,
+            self.job_options(task, queue, priority, max_attempts),
+            args,
+            kwargs,
+            run_at=run_at,
+            delay=delay,
+            unique_key=unique_key,
+            max_payload=self.max_payload_size,
+            headers=headers,
             dependency=dependency,
         )
 
@@ -73,7 +81,12 @@ class EnqueueAPI:
         self, task: Any, items: Iterable[Any], options: JobOptions, dependency: Dependency | None
     ) -> Callable[[dict[str, str]], Plan]:
         return lambda headers: plan_enqueue_many(
-            self.sql, self.channel, options, items, max_payload=self.max_payload_size, headers=headers or None,
+            self.sql,
+            self.channel,
+            options,
+            items,
+            max_payload=self.max_payload_size,
+            headers=headers or None,
             dependency=dependency,
         )
 
@@ -134,8 +147,9 @@ class EnqueueAPI:
         is returned. Raises :class:`EnqueueOutcomeUnknown` if the connection
         died while the job was committing.
         """
-        options = dict(queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key,
-                       max_attempts=max_attempts)
+        options = dict(
+            queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key, max_attempts=max_attempts
+        )
         dependency = check_dependency(depends_on, on_parent_failure, pass_results)
         plan = self._one(task, args, kwargs, options, dependency)
         run = functools.partial(self._sync.run, connection=connection, transaction=dependency is not None, write=True)
@@ -162,8 +176,9 @@ class EnqueueAPI:
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> int:
         """Async :meth:`enqueue`."""
-        options = dict(queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key,
-                       max_attempts=max_attempts)
+        options = dict(
+            queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key, max_attempts=max_attempts
+        )
         dependency = check_dependency(depends_on, on_parent_failure, pass_results)
         plan = self._one(task, args, kwargs, options, dependency)
         run = functools.partial(self._async.run, connection=connection, transaction=dependency is not None, write=True)
@@ -221,7 +236,6 @@ class EnqueueAPI:
             return list(await self._ahooked(self._event(options, len(items), connection), plan, run))
         return list(await run(plan({})))
 
-
     # -- workflows ---------------------------------------------------------------
 
     def _flow_enqueue(self) -> tuple[EnqueueOne, EnqueueMany]:
@@ -272,7 +286,10 @@ class EnqueueAPI:
         return list(self._sync.run(plan, connection, transaction=True, write=True))
 
     async def achain(
-        self, steps: Sequence[Call], *, pass_results: bool = False,
+        self,
+        steps: Sequence[Call],
+        *,
+        pass_results: bool = False,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
         """Async :meth:`chain`."""

@@ -54,8 +54,9 @@ def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
     return [sys.executable, "-m", "currant.worker", *out], dsn
 
 
-def supervise(argv: Sequence[str], processes: int, burst: bool, metrics_port: int | None = None,
-              metrics_host: str = "0.0.0.0") -> int:
+def supervise(
+    argv: Sequence[str], processes: int, burst: bool, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
+) -> int:
     command, dsn = child_command(argv)
     env = dict(os.environ)
     if dsn:

@@ -60,6 +60,7 @@ def default_task_name(function: Callable[..., Any]) -> str:
             )
     return f"{module}.{function.__qualname__}"
 
+
 def exponential_backoff(base: float = 1.0, cap: float = 3600.0) -> BackoffPolicy:
     """Delay before the next attempt: base * 2**(attempt-1), capped, with ±25% jitter.
 
@@ -120,9 +121,7 @@ class Task(Generic[P, R]):
         """Enqueue one job with these arguments; returns its id (one round trip)."""
         return self.app.enqueue(self, args, kwargs)
 
-    def enqueue_many(
-        self, items: Sequence[Any] | Any, **options: Any
-    ) -> list[int]:
+    def enqueue_many(self, items: Sequence[Any] | Any, **options: Any) -> list[int]:
         """Enqueue many jobs in one transaction with binary COPY; returns their ids."""
         return self.app.enqueue_many(self, items, **options)
 

@@ -49,10 +49,13 @@ class Tracing:
         from opentelemetry import propagate
 
         span = self.tracer.start_span(
-            "currant.enqueue", kind=self._trace.SpanKind.PRODUCER,
+            "currant.enqueue",
+            kind=self._trace.SpanKind.PRODUCER,
             attributes={
-                "messaging.system": SYSTEM, "messaging.destination.name": event.queue,
-                "messaging.operation.type": "send", "currant.task": event.task,
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": event.queue,
+                "messaging.operation.type": "send",
+                "currant.task": event.task,
                 "messaging.batch.message_count": event.count,
             },
         )
@@ -76,11 +79,16 @@ class Tracing:
         producer = self._trace.get_current_span(propagate.extract(job.headers or {})).get_span_context()
         links = [self._trace.Link(producer)] if producer.is_valid else []
         span = self.tracer.start_span(
-            "currant.process", kind=self._trace.SpanKind.CONSUMER, links=links,
+            "currant.process",
+            kind=self._trace.SpanKind.CONSUMER,
+            links=links,
             attributes={
-                "messaging.system": SYSTEM, "messaging.destination.name": job.queue,
-                "messaging.operation.type": "process", "messaging.message.id": str(job.id),
-                "currant.task": job.task, "currant.attempt": job.attempt,
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": job.queue,
+                "messaging.operation.type": "process",
+                "messaging.message.id": str(job.id),
+                "currant.task": job.task,
+                "currant.attempt": job.attempt,
             },
         )
         token = context.attach(self._trace.set_span_in_context(span))

@@ -69,17 +69,22 @@ def main() -> None:
 
     first, last = app.get_job(ids[0]), app.get_job(ids[-1])
     assert first is not None and last is not None
-    print(f"job {first.id}: {first.task}{('document-0', 10)} -> {first.result!r} ({first.state}, attempt {first.attempts})")
+    print(
+        f"job {first.id}: {first.task}{('document-0', 10)} -> {first.result!r} ({first.state}, attempt {first.attempts})"
+    )
     print(f"job {last.id}: state {last.state}, result {last.result!r}")
     for job_id in flaky_ids:
         job = app.get_job(job_id)
         assert job is not None
         errors = "; ".join(e["error"] for e in job.errors)
-        print(f"job {job.id}: demo.flaky -> {job.result!r} after {job.attempts} attempts ({job.state}); errors: {errors}")
+        print(
+            f"job {job.id}: demo.flaky -> {job.result!r} after {job.attempts} attempts ({job.state}); errors: {errors}"
+        )
     with app.connect(autocommit=True) as conn:
         counts = conn.execute(
             f"SELECT state::text, count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
-            (min(ids), max(flaky_ids))).fetchall()
+            (min(ids), max(flaky_ids)),
+        ).fetchall()
     print("this run's jobs by state:", dict(counts))
     app.close()
 
@@ -90,7 +95,9 @@ def wait_until_finished(ids: list[int], deadline: float) -> None:
         while True:
             (unfinished,) = conn.execute(  # type: ignore[misc]
                 f"SELECT count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s"
-                " AND state NOT IN ('succeeded', 'failed', 'cancelled')", (min(ids), last)).fetchone()
+                " AND state NOT IN ('succeeded', 'failed', 'cancelled')",
+                (min(ids), last),
+            ).fetchone()
             if unfinished == 0:
                 return
             if time.monotonic() > deadline:

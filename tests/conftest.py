@@ -149,7 +149,11 @@ def spawn_worker(database_dsn: str, schema_name: str, tmp_path: Path) -> Iterato
         log_file = open(log_path, "w")
         popen = subprocess.Popen(
             [sys.executable, "-m", "currant.worker", app, "--log-level", "INFO", *args],
-            cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         worker = WorkerProcess(popen, log_path)
         started.append(worker)
@@ -182,10 +186,16 @@ def wait_listening(conn: psycopg.Connection[Any], channel: str, timeout: float =
     """
     statement = f'LISTEN "{channel}"'
     wait_for(
-        lambda: conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle'"
-            " AND query = %s", (statement,)).fetchone()[0] > 0,
-        timeout=timeout, message=f"a session listening on {channel}",
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle'"
+                " AND query = %s",
+                (statement,),
+            ).fetchone()[0]
+            > 0
+        ),
+        timeout=timeout,
+        message=f"a session listening on {channel}",
     )
 
 
@@ -205,8 +215,14 @@ def run_worker_here(app: currant.App, **options: Any) -> Any:
 
     from currant.worker import Worker, WorkerConfig
 
-    settings = {"heartbeat": 0.2, "dead_after": 2.0, "poll_interval": 0.1, "burst": True,
-                "queues": sorted({app.default_queue, *(task.queue for task in app.tasks.values())}), **options}
+    settings = {
+        "heartbeat": 0.2,
+        "dead_after": 2.0,
+        "poll_interval": 0.1,
+        "burst": True,
+        "queues": sorted({app.default_queue, *(task.queue for task in app.tasks.values())}),
+        **options,
+    }
     worker = Worker(app, WorkerConfig(**settings))
     assert asyncio.run(worker.run()) == 0
     return worker

@@ -171,8 +171,14 @@ class CurrantSystem(System):
         return env
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        cmd = [sys.executable, "-m", "currant.worker", "benchmarks.peers.apps.currant_app:app",
-               "--concurrency", str(self.cfg.currant_concurrency)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "currant.worker",
+            "benchmarks.peers.apps.currant_app:app",
+            "--concurrency",
+            str(self.cfg.currant_concurrency),
+        ]
         return cmd + (["--burst"] if burst else [])
 
     def enqueue_many(self, items: list[Item]) -> None:
@@ -224,9 +230,23 @@ class CelerySystem(RedisSystem):
         Resp(self.cfg.redis_url).call("DEL", "warmup")
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "benchmarks.peers.apps.celery_app", "worker",
-                "--pool", "prefork", "--concurrency", str(self.cfg.celery_concurrency), "--loglevel", "WARNING",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "benchmarks.peers.apps.celery_app",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(self.cfg.celery_concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
 
     def enqueue_many(self, items: list[Item]) -> None:
         # Celery has no bulk enqueue; one pooled producer for the whole batch
@@ -267,18 +287,26 @@ class RQSystem(RedisSystem):
         return env
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        return [str(BIN / "rq"), "worker", "--url", self.cfg.redis_url, "--logging_level", "WARNING",
-                "--worker-class", self.cfg.rq_worker_class,
-                *(["--burst"] if burst else []), "default"]
+        return [
+            str(BIN / "rq"),
+            "worker",
+            "--url",
+            self.cfg.redis_url,
+            "--logging_level",
+            "WARNING",
+            "--worker-class",
+            self.cfg.rq_worker_class,
+            *(["--burst"] if burst else []),
+            "default",
+        ]
 
     def enqueue_many(self, items: list[Item]) -> None:
         from rq import Queue
 
         # enqueue_many pipelines the whole batch in one round trip (RQ's bulk API).
-        self.queue.enqueue_many([
-            Queue.prepare_data("benchmarks.peers.apps.rq_app.noop", args=item, result_ttl=0)
-            for item in items
-        ])
+        self.queue.enqueue_many(
+            [Queue.prepare_data("benchmarks.peers.apps.rq_app.noop", args=item, result_ttl=0) for item in items]
+        )
 
     def enqueue_one(self, item: Item) -> None:
         self.queue.enqueue("benchmarks.peers.apps.rq_app.noop", *item, result_ttl=0)
@@ -302,8 +330,16 @@ class DramatiqSystem(RedisSystem):
         self.mod.broker.client.ping()
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "dramatiq", "benchmarks.peers.apps.dramatiq_app",
-                "--processes", str(self.cfg.dramatiq_processes), "--threads", str(self.cfg.dramatiq_threads)]
+        return [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "benchmarks.peers.apps.dramatiq_app",
+            "--processes",
+            str(self.cfg.dramatiq_processes),
+            "--threads",
+            str(self.cfg.dramatiq_threads),
+        ]
 
     def enqueue_many(self, items: list[Item]) -> None:
         # No bulk API on the Redis broker: group().run() is this same loop.
@@ -340,8 +376,15 @@ class PgQueuerSystem(System):
         super().teardown()
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.peers.apps.pgqueuer_app", "--batch-size", str(self.cfg.pgqueuer_batch),
-                "--mode", "drain" if burst else "continuous"]
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.peers.apps.pgqueuer_app",
+            "--batch-size",
+            str(self.cfg.pgqueuer_batch),
+            "--mode",
+            "drain" if burst else "continuous",
+        ]
 
     def enqueue_many(self, items: list[Item]) -> None:
         # List arguments: one INSERT ... SELECT unnest(...) statement for the batch.
@@ -377,8 +420,14 @@ class ProcrastinateSystem(System):
         super().teardown()
 
     def worker_cmd(self, burst: bool) -> list[str]:
-        return [str(BIN / "procrastinate"), "--app=benchmarks.peers.apps.procrastinate_app.app", "worker",
-                "--concurrency", str(self.cfg.procrastinate_concurrency), *(["--one-shot"] if burst else [])]
+        return [
+            str(BIN / "procrastinate"),
+            "--app=benchmarks.peers.apps.procrastinate_app.app",
+            "worker",
+            "--concurrency",
+            str(self.cfg.procrastinate_concurrency),
+            *(["--one-shot"] if burst else []),
+        ]
 
     def enqueue_many(self, items: list[Item]) -> None:
         self.mod.noop.batch_defer(*({"i": i, "t": t} for i, t in items))
@@ -463,8 +512,9 @@ class Worker:
         self.log_path = logdir / f"{tag}.log"
         self.log_file = self.log_path.open("wb")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def exited(self) -> bool:
         return self.proc.poll() is not None
@@ -535,9 +585,11 @@ def drain(system: System, ledger: Ledger, n: int, timeout: float, logdir: Path, 
             last_report = time.monotonic()
         time.sleep(POLL)
     if done is None:
-        result.fail(f"not drained: {ledger.size():,} of {n:,} recorded"
-                    f" ({'worker exited ' + str(worker.proc.returncode) if worker.exited() else 'timed out'})"
-                    f"; worker log tail: {worker.tail()}")
+        result.fail(
+            f"not drained: {ledger.size():,} of {n:,} recorded"
+            f" ({'worker exited ' + str(worker.proc.returncode) if worker.exited() else 'timed out'})"
+            f"; worker log tail: {worker.tail()}"
+        )
     if system.burst and done is not None:
         wait_until(worker.exited, 60, 0.02)
         exit_s = time.perf_counter() - worker.started
@@ -664,8 +716,10 @@ def sustained(system: System, ledger: Ledger, rates: list[int], seconds: float, 
                 "finished": finished,
             }
             levels.append(level)
-            log(f"{system.name}: offered {rate:,}/s: enqueued {level['enqueue_rate_per_s']:,.0f}/s,"
-                f" achieved {level['achieved_per_s']:,.0f}/s, p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms")
+            log(
+                f"{system.name}: offered {rate:,}/s: enqueued {level['enqueue_rate_per_s']:,.0f}/s,"
+                f" achieved {level['achieved_per_s']:,.0f}/s, p50 {level['p50_ms']:.1f} ms, p99 {level['p99_ms']:.1f} ms"
+            )
             if check["duplicated"] or check["unexpected"] or (finished and check["missing"]):
                 result.fail(f"sustained {rate}/s exactly-once check: {check}")
             if not finished or level["achieved_per_s"] < 0.9 * rate:

@@ -1,6 +1,6 @@
 """``results.json`` -> ``results.md`` and ``results.png`` (run in the peers venv, for matplotlib).
 
-    python -m benchmarks.peers.report benchmarks/peers/results/results.json
+python -m benchmarks.peers.report benchmarks/peers/results/results.json
 """
 
 from __future__ import annotations
@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ["floor", "floor_guarded", "currant", "celery", "rq", "dramatiq", "pgqueuer", "procrastinate"]
-LABEL = {"floor": "raw-SQL floor", "floor_guarded": "raw-SQL floor, planner-guarded", "currant": "Currant", "celery": "Celery (Redis)", "rq": "RQ",
-         "dramatiq": "Dramatiq (Redis)", "pgqueuer": "pgqueuer", "procrastinate": "procrastinate"}
+LABEL = {
+    "floor": "raw-SQL floor",
+    "floor_guarded": "raw-SQL floor, planner-guarded",
+    "currant": "Currant",
+    "celery": "Celery (Redis)",
+    "rq": "RQ",
+    "dramatiq": "Dramatiq (Redis)",
+    "pgqueuer": "pgqueuer",
+    "procrastinate": "procrastinate",
+}
 
 Summary = dict[str, dict[str, float]]
 
@@ -49,59 +57,97 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Currant vs peers: results",
         "",
-        (f"Command: `{data['command']}` ({data['when']}). {a['runs']} run(s); median (min–max) over the runs that"
-        " passed the exactly-once check."),
-        (f"Machine: {m['nproc']} × {m['cpu']}, {m['os']}, Python {m['python']}; PostgreSQL {m['postgres']}"
-        f" (fsync {m['postgres_settings'].get('fsync')}, synchronous_commit {m['postgres_settings'].get('synchronous_commit')});"
-        f" Redis {m['redis']} (save '{m['redis_persistence']['save']}', appendonly {m['redis_persistence']['appendonly']})."),
+        (
+            f"Command: `{data['command']}` ({data['when']}). {a['runs']} run(s); median (min–max) over the runs that"
+            " passed the exactly-once check."
+        ),
+        (
+            f"Machine: {m['nproc']} × {m['cpu']}, {m['os']}, Python {m['python']}; PostgreSQL {m['postgres']}"
+            f" (fsync {m['postgres_settings'].get('fsync')}, synchronous_commit {m['postgres_settings'].get('synchronous_commit')});"
+            f" Redis {m['redis']} (save '{m['redis_persistence']['save']}', appendonly {m['redis_persistence']['appendonly']})."
+        ),
         "Driver, workers, PostgreSQL and Redis share these cores.",
         "",
     ]
 
     cur = summary.get("currant", {}).get("drain", {})
-    lines += ["## Headline: Currant's ratio to each system (same run)", "",
-              "| vs | enqueue | drain | end to end | idle pickup p50 (lower is better: theirs / Currant's) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += [
+        "## Headline: Currant's ratio to each system (same run)",
+        "",
+        "| vs | enqueue | drain | end to end | idle pickup p50 (lower is better: theirs / Currant's) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     cur_pick = summary.get("currant", {}).get("pickup", {})
     for s in systems:
         if s == "currant":
             continue
         d = summary[s].get("drain", {})
         p = summary[s].get("pickup", {})
-        lines.append(f"| {LABEL[s]} | {ratio(cur.get('enqueue_jobs_per_s'), d.get('enqueue_jobs_per_s'))}"
-                     f" | {ratio(cur.get('drain_jobs_per_s'), d.get('drain_jobs_per_s'))}"
-                     f" | {ratio(cur.get('e2e_jobs_per_s'), d.get('e2e_jobs_per_s'))}"
-                     f" | {ratio(p.get('pickup_p50_ms'), cur_pick.get('pickup_p50_ms'))} |")
-    lines += ["", ("A ratio above 1× means Currant is faster. The floor is psycopg alone with no queue logic, so"
-              " Currant is expected below 1× against it; above 1× means the floor's own claim plan degraded at this N"
-              " (see RESULTS.md). Peers drain N = "
-              f"{a['peer_jobs']:,} jobs, Currant and the floor N = {a['currant_jobs']:,} (per-job rates; see README.md)."), ""]
+        lines.append(
+            f"| {LABEL[s]} | {ratio(cur.get('enqueue_jobs_per_s'), d.get('enqueue_jobs_per_s'))}"
+            f" | {ratio(cur.get('drain_jobs_per_s'), d.get('drain_jobs_per_s'))}"
+            f" | {ratio(cur.get('e2e_jobs_per_s'), d.get('e2e_jobs_per_s'))}"
+            f" | {ratio(p.get('pickup_p50_ms'), cur_pick.get('pickup_p50_ms'))} |"
+        )
+    lines += [
+        "",
+        (
+            "A ratio above 1× means Currant is faster. The floor is psycopg alone with no queue logic, so"
+            " Currant is expected below 1× against it; above 1× means the floor's own claim plan degraded at this N"
+            " (see RESULTS.md). Peers drain N = "
+            f"{a['peer_jobs']:,} jobs, Currant and the floor N = {a['currant_jobs']:,} (per-job rates; see README.md)."
+        ),
+        "",
+    ]
 
-    lines += ["## Workload 1: drain (jobs/s)", "",
-              "| system | version | N | runs ok | enqueue | drain | drain after first job | end to end | worker start-up (s) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Workload 1: drain (jobs/s)",
+        "",
+        "| system | version | N | runs ok | enqueue | drain | drain after first job | end to end | worker start-up (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in systems:
         d = summary[s].get("drain", {})
         n = runs[s]["drain"][0].get("jobs", "?") if runs[s]["drain"] else "?"
-        lines.append(f"| {LABEL[s]} | {data['versions'].get(s, '?')} | {n:,} | {runs_ok(runs[s]['drain'])}"
-                     f" | {fmt(d.get('enqueue_jobs_per_s'))} | {fmt(d.get('drain_jobs_per_s'))}"
-                     f" | {fmt(d.get('drain_steady_jobs_per_s'))} | {fmt(d.get('e2e_jobs_per_s'))}"
-                     f" | {fmt(d.get('startup_s'), '{:.2f}')} |")
-    lines += ["", ("drain = spawn of the worker command until the ledger holds all N ids (start-up included);"
-              " \"after first job\" = from the first recorded job to the last. The floor has no worker process:"
-              " its drain is the claim/delete loop alone."), ""]
+        lines.append(
+            f"| {LABEL[s]} | {data['versions'].get(s, '?')} | {n:,} | {runs_ok(runs[s]['drain'])}"
+            f" | {fmt(d.get('enqueue_jobs_per_s'))} | {fmt(d.get('drain_jobs_per_s'))}"
+            f" | {fmt(d.get('drain_steady_jobs_per_s'))} | {fmt(d.get('e2e_jobs_per_s'))}"
+            f" | {fmt(d.get('startup_s'), '{:.2f}')} |"
+        )
+    lines += [
+        "",
+        (
+            "drain = spawn of the worker command until the ledger holds all N ids (start-up included);"
+            ' "after first job" = from the first recorded job to the last. The floor has no worker process:'
+            " its drain is the claim/delete loop alone."
+        ),
+        "",
+    ]
 
-    lines += ["## Workload 3: idle pickup latency (ms), single jobs at 50/s into an idle worker", "",
-              "| system | runs ok | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Workload 3: idle pickup latency (ms), single jobs at 50/s into an idle worker",
+        "",
+        "| system | runs ok | p50 | p90 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for s in systems:
         p = summary[s].get("pickup")
         if not p:
             continue
-        lines.append(f"| {LABEL[s]} | {runs_ok(runs[s]['pickup'])} | {fmt(p.get('pickup_p50_ms'), '{:.1f}')}"
-                     f" | {fmt(p.get('pickup_p90_ms'), '{:.1f}')} | {fmt(p.get('pickup_p99_ms'), '{:.1f}')}"
-                     f" | {fmt(p.get('pickup_max_ms'), '{:.1f}')} |")
-    lines += ["", ("Latency = handler start (`time.time()` in the worker) minus the `time.time()` the producer put in"
-              " the job's arguments just before the enqueue call; same machine clock."), ""]
+        lines.append(
+            f"| {LABEL[s]} | {runs_ok(runs[s]['pickup'])} | {fmt(p.get('pickup_p50_ms'), '{:.1f}')}"
+            f" | {fmt(p.get('pickup_p90_ms'), '{:.1f}')} | {fmt(p.get('pickup_p99_ms'), '{:.1f}')}"
+            f" | {fmt(p.get('pickup_max_ms'), '{:.1f}')} |"
+        )
+    lines += [
+        "",
+        (
+            "Latency = handler start (`time.time()` in the worker) minus the `time.time()` the producer put in"
+            " the job's arguments just before the enqueue call; same machine clock."
+        ),
+        "",
+    ]
 
     sustained = [s for s in systems if summary[s].get("sustained")]
     rates = [int(r) for r in str(a["sustained_rates"]).split(",")]
@@ -115,13 +161,23 @@ def markdown(data: dict[str, Any]) -> str:
                     lines.append(f"| {LABEL[s]} | {r:,} | saturated below this rate | | |")
                     break
                 nruns = sum(1 for x in runs[s]["sustained"] if x["ok"])
-                lines.append(f"| {LABEL[s]} | {r:,} | {fmt(st[f'sustained_{r}_achieved_per_s'], runs=nruns)}"
-                             f" | {fmt(st[f'sustained_{r}_p50_ms'], '{:.1f}')} | {fmt(st[f'sustained_{r}_p99_ms'], '{:.1f}')} |")
-        lines += ["", (f"Each level runs {a['sustained_seconds']:.0f} s; a level whose achieved rate is under 90 % of the"
-                  " offered rate is saturation and ends the ladder. The producer shares the machine, so at 10,000/s its"
-                  " own enqueue rate is part of the limit (see results.json: enqueue_rate_per_s)."),
-                  (f"Not measured here: {', '.join(LABEL[s] for s in systems if s not in sustained and not s.startswith('floor')) or 'none'}"
-                  " (`--sustained-systems` adds them)."), ""]
+                lines.append(
+                    f"| {LABEL[s]} | {r:,} | {fmt(st[f'sustained_{r}_achieved_per_s'], runs=nruns)}"
+                    f" | {fmt(st[f'sustained_{r}_p50_ms'], '{:.1f}')} | {fmt(st[f'sustained_{r}_p99_ms'], '{:.1f}')} |"
+                )
+        lines += [
+            "",
+            (
+                f"Each level runs {a['sustained_seconds']:.0f} s; a level whose achieved rate is under 90 % of the"
+                " offered rate is saturation and ends the ladder. The producer shares the machine, so at 10,000/s its"
+                " own enqueue rate is part of the limit (see results.json: enqueue_rate_per_s)."
+            ),
+            (
+                f"Not measured here: {', '.join(LABEL[s] for s in systems if s not in sustained and not s.startswith('floor')) or 'none'}"
+                " (`--sustained-systems` adds them)."
+            ),
+            "",
+        ]
     else:
         lines += ["TODO: not run (`--sustained-systems` was empty).", ""]
 
@@ -142,25 +198,34 @@ def scale_section(scale: dict[str, Any] | None) -> list[str]:
     if not scale:
         return lines + ["Not run (`--no-scale`, or Currant was not among `--systems`).", ""]
     cases = {name: entry for name, entry in scale["summary"].items() if "jobs" in entry}
-    lines += [f"`{scale['command']}`" + ("" if scale["ok"] else " **(some runs FAILED; left out of the medians)**"), "",
-              "| case | jobs | drain jobs/s, DB clock | with start-up | worker CPU s / 1k jobs |"
-              " PostgreSQL CPU s / 1k jobs | xids / job |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"`{scale['command']}`" + ("" if scale["ok"] else " **(some runs FAILED; left out of the medians)**"),
+        "",
+        "| case | jobs | drain jobs/s, DB clock | with start-up | worker CPU s / 1k jobs |"
+        " PostgreSQL CPU s / 1k jobs | xids / job |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in cases.items():
         pg = "–" if e.get("postgres_cpu_per_1k") is None else f"{e['postgres_cpu_per_1k']:.3f}"
-        lines.append(f"| {name} | {e['jobs']:,} | {e['jobs_per_s']:,.0f} ({e['min']:,.0f}–{e['max']:,.0f})"
-                     f" | {e['with_startup_per_s']:,.0f} | {e['worker_cpu_per_1k']:.3f} | {pg} | {e['xids_per_job']:.4f} |")
+        lines.append(
+            f"| {name} | {e['jobs']:,} | {e['jobs_per_s']:,.0f} ({e['min']:,.0f}–{e['max']:,.0f})"
+            f" | {e['with_startup_per_s']:,.0f} | {e['worker_cpu_per_1k']:.3f} | {pg} | {e['xids_per_job']:.4f} |"
+        )
     backlogs = sorted((e["jobs"], e["jobs_per_s"]) for name, e in cases.items() if name.startswith("backlog"))
     notes = []
     if len(backlogs) >= 2:
         (small, small_rate), (big, big_rate) = backlogs[0], backlogs[-1]
-        notes.append(f"{big:,} queued vs {small:,} queued: {big_rate / small_rate:.2f}× (ratio of the medians; the"
-                     " PostgreSQL CPU sampler costs the long drain about 12 % on 2 cores, so `benchmarks/scale.py"
-                     " --cases backlog --no-cpu` is the fairer throughput ratio, see BENCHMARKS.md).")
+        notes.append(
+            f"{big:,} queued vs {small:,} queued: {big_rate / small_rate:.2f}× (ratio of the medians; the"
+            " PostgreSQL CPU sampler costs the long drain about 12 % on 2 cores, so `benchmarks/scale.py"
+            " --cases backlog --no-cpu` is the fairer throughput ratio, see BENCHMARKS.md)."
+        )
     idle = scale["summary"].get("idle worker")
     if idle:
-        notes.append(f"Idle worker (default options, empty queue): {idle['statements_per_s']:.2f} statements/s"
-                     f" ({idle['min']:.2f}–{idle['max']:.2f}).")
+        notes.append(
+            f"Idle worker (default options, empty queue): {idle['statements_per_s']:.2f} statements/s"
+            f" ({idle['min']:.2f}–{idle['max']:.2f})."
+        )
     return lines + ["", *notes, ""]
 
 

@@ -65,8 +65,9 @@ def ensure_peers_venv(venv: Path) -> Path:
         log("peers venv is broken; rebuilding it")
     log(f"creating the peers virtualenv {venv} from {REQUIREMENTS.name} (a minute or two)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-                   check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)], check=True
+    )
     subprocess.run([str(python), "-c", IMPORT_CHECK], check=True)
     stamp.write_text(want)
     return python
@@ -86,8 +87,9 @@ def ensure_redis(url: str) -> None:
     if redis_answers(url):
         return
     log("Redis does not answer: starting redis-server (no persistence) on port 6379")
-    subprocess.run(["redis-server", "--daemonize", "yes", "--port", "6379", "--save", "", "--appendonly", "no"],
-                   check=True)
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--port", "6379", "--save", "", "--appendonly", "no"], check=True
+    )
     deadline = time.monotonic() + 20
     while not redis_answers(url):
         if time.monotonic() > deadline:
@@ -97,8 +99,14 @@ def ensure_redis(url: str) -> None:
 
 def start_pg(currant_python: str, dsn: str) -> tuple[str, subprocess.Popen[str]]:
     """A DSN that answers; the helper process holds an embedded server if it had to start one."""
-    proc = subprocess.Popen([currant_python, "-m", "benchmarks.peers.services", "pg", "--dsn", dsn], cwd=REPO,
-                            env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [currant_python, "-m", "benchmarks.peers.services", "pg", "--dsn", dsn],
+        cwd=REPO,
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line:
@@ -135,14 +143,30 @@ class Harness:
         return self.pythons["currant"] if system in ("currant", *FLOORS) else self.pythons["peers"]
 
     def drive(self, system: str, workload: str, tag: str, *extra: str) -> dict[str, Any]:
-        cmd = [self.python_for(system), "-m", "benchmarks.peers.driver", system, workload,
-               "--config", json.dumps(self.config), "--logdir", str(self.logdir), "--tag", tag, *extra]
+        cmd = [
+            self.python_for(system),
+            "-m",
+            "benchmarks.peers.driver",
+            system,
+            workload,
+            "--config",
+            json.dumps(self.config),
+            "--logdir",
+            str(self.logdir),
+            "--tag",
+            tag,
+            *extra,
+        ]
         proc = subprocess.run(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, text=True, check=False)
         try:
             return json.loads(proc.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
-            return {"ok": False, "problems": [f"driver exited {proc.returncode} without a result"],
-                    "metrics": {}, "details": {}}
+            return {
+                "ok": False,
+                "problems": [f"driver exited {proc.returncode} without a result"],
+                "metrics": {},
+                "details": {},
+            }
 
     def version(self, system: str) -> str:
         return str(self.drive(system, "version", "version").get("version", "?"))
@@ -166,19 +190,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
     parser.add_argument("--systems", default="currant,floor,floor_guarded," + ",".join(PEERS), help="comma list to run")
     parser.add_argument("--peer-jobs", type=int, help="N for peers' drain (default 20000; 2000 with --quick)")
-    parser.add_argument("--currant-jobs", type=int, help="N for Currant and the floor (default 200000; 20000 with --quick)")
-    parser.add_argument("--pickup-jobs", type=int, help="single jobs at 50/s for idle pickup (default 200; 50 with --quick)")
-    parser.add_argument("--sustained-systems", default="currant," + ",".join(PEERS),
-                        help="who gets workload 2 (default: every queue; '' for none)")
+    parser.add_argument(
+        "--currant-jobs", type=int, help="N for Currant and the floor (default 200000; 20000 with --quick)"
+    )
+    parser.add_argument(
+        "--pickup-jobs", type=int, help="single jobs at 50/s for idle pickup (default 200; 50 with --quick)"
+    )
+    parser.add_argument(
+        "--sustained-systems",
+        default="currant," + ",".join(PEERS),
+        help="who gets workload 2 (default: every queue; '' for none)",
+    )
     parser.add_argument("--sustained-rates", default="100,1000,10000")
     parser.add_argument("--sustained-seconds", type=float, help="seconds per offered rate (default 5; 2 with --quick)")
-    parser.add_argument("--no-scale", action="store_true",
-                        help="skip workload 4, Currant's scale cases (benchmarks/scale.py: backlog size, worker"
-                             " processes, payload size, CPU per 1,000 jobs, idle statements/s)")
-    parser.add_argument("--pg-dsn", default=os.environ.get("CURRANT_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="skip workload 4, Currant's scale cases (benchmarks/scale.py: backlog size, worker"
+        " processes, payload size, CPU per 1,000 jobs, idle statements/s)",
+    )
+    parser.add_argument(
+        "--pg-dsn", default=os.environ.get("CURRANT_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9", help="its database is FLUSHed")
-    parser.add_argument("--currant-python", default=os.environ.get("CURRANT_PYTHON", sys.executable),
-                        help="interpreter with Currant importable from the checkout (default: this one)")
+    parser.add_argument(
+        "--currant-python",
+        default=os.environ.get("CURRANT_PYTHON", sys.executable),
+        help="interpreter with Currant importable from the checkout (default: this one)",
+    )
     parser.add_argument("--venv", type=Path, default=VENV, help="the peers' virtualenv (created if missing)")
     # Worker configuration: each peer's documented recommendation for light jobs (README.md says why).
     parser.add_argument("--currant-concurrency", type=int, default=4, help="Currant worker --concurrency (its default)")
@@ -187,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dramatiq-threads", type=int, default=8)
     parser.add_argument("--pgqueuer-batch", type=int, default=10, help="pgqueuer batch_size (its default)")
     parser.add_argument("--procrastinate-concurrency", type=int, default=10)
-    parser.add_argument("--rq-worker-class", default="rq.worker.SimpleWorker",
-                        help="rq.worker.Worker forks per job (~50 jobs/s here); see README.md")
+    parser.add_argument(
+        "--rq-worker-class",
+        default="rq.worker.SimpleWorker",
+        help="rq.worker.Worker forks per job (~50 jobs/s here); see README.md",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (1 if quick else 3)
@@ -201,20 +243,32 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s for s in args.systems.split(",") if s]
     sustained_systems = [s for s in args.sustained_systems.split(",") if s and s in systems]
 
-    check = subprocess.run([args.currant_python, "-c", "import currant, psycopg"], cwd=REPO, env=child_env(),
-                           capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        [args.currant_python, "-c", "import currant, psycopg"],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if check.returncode != 0:
-        raise SystemExit(f"{args.currant_python} cannot import currant from {REPO} (build the extension first:"
-                         f" python setup.py build_ext --inplace):\n{check.stderr.strip()[-800:]}")
+        raise SystemExit(
+            f"{args.currant_python} cannot import currant from {REPO} (build the extension first:"
+            f" python setup.py build_ext --inplace):\n{check.stderr.strip()[-800:]}"
+        )
     peers_python = str(ensure_peers_venv(args.venv))
     ensure_redis(args.redis_url)
     pg_dsn, pg_proc = start_pg(args.currant_python, args.pg_dsn)
     try:
         config = {
-            "pg_dsn": pg_dsn, "redis_url": args.redis_url,
-            "currant_concurrency": args.currant_concurrency, "celery_concurrency": args.celery_concurrency,
-            "dramatiq_processes": args.dramatiq_processes, "dramatiq_threads": args.dramatiq_threads,
-            "pgqueuer_batch": args.pgqueuer_batch, "procrastinate_concurrency": args.procrastinate_concurrency,
+            "pg_dsn": pg_dsn,
+            "redis_url": args.redis_url,
+            "currant_concurrency": args.currant_concurrency,
+            "celery_concurrency": args.celery_concurrency,
+            "dramatiq_processes": args.dramatiq_processes,
+            "dramatiq_threads": args.dramatiq_threads,
+            "pgqueuer_batch": args.pgqueuer_batch,
+            "procrastinate_concurrency": args.procrastinate_concurrency,
             "rq_worker_class": args.rq_worker_class,
         }
         harness = Harness(args, {"currant": args.currant_python, "peers": peers_python}, config)
@@ -225,18 +279,31 @@ def main(argv: list[str] | None = None) -> int:
         pg_proc.wait(timeout=60)
 
 
-def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustained_systems: list[str],
-          peers_python: str, pg_dsn: str) -> int:
-    info = subprocess.run([peers_python, "-m", "benchmarks.peers.services", "info", "--dsn", pg_dsn,
-                           "--redis-url", args.redis_url], cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          check=True)
+def bench(
+    harness: Harness,
+    args: argparse.Namespace,
+    systems: list[str],
+    sustained_systems: list[str],
+    peers_python: str,
+    pg_dsn: str,
+) -> int:
+    info = subprocess.run(
+        [peers_python, "-m", "benchmarks.peers.services", "info", "--dsn", pg_dsn, "--redis-url", args.redis_url],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     machine = json.loads(info.stdout)
     versions = {s: harness.version(s) for s in systems}
     log(f"machine: {machine['nproc']} x {machine['cpu']}; PostgreSQL {machine['postgres']}; Redis {machine['redis']}")
     for s, v in versions.items():
         log(f"  {s}: {v}")
 
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"drain": [], "pickup": [], "sustained": []} for s in systems}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s: {"drain": [], "pickup": [], "sustained": []} for s in systems
+    }
     started = time.monotonic()
     for run in range(1, args.runs + 1):
         # Systems interleaved within a run, so a noisy minute hits everyone, not one system's three runs.
@@ -248,9 +315,12 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
             res["jobs"] = n
             runs[system]["drain"].append(res)
             m = res["metrics"]
-            log(f"run {run}: {system}: " + ("ok" if res["ok"] else "FAILED " + "; ".join(res["problems"])[:300])
+            log(
+                f"run {run}: {system}: "
+                + ("ok" if res["ok"] else "FAILED " + "; ".join(res["problems"])[:300])
                 + f"; enqueue {m.get('enqueue_jobs_per_s', 0):,.0f}/s, drain {m.get('drain_jobs_per_s', 0):,.0f}/s,"
-                f" e2e {m.get('e2e_jobs_per_s', 0):,.0f}/s")
+                f" e2e {m.get('e2e_jobs_per_s', 0):,.0f}/s"
+            )
         for system in systems:
             if system in FLOORS:
                 continue
@@ -258,12 +328,21 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
             res = harness.drive(system, "pickup", f"{system}-r{run}", "--jobs", str(args.pickup_jobs), "--rate", "50")
             runs[system]["pickup"].append(res)
             m = res["metrics"]
-            log(f"run {run}: {system}: pickup p50 {m.get('pickup_p50_ms', float('nan')):.1f} ms,"
-                f" p99 {m.get('pickup_p99_ms', float('nan')):.1f} ms" + ("" if res["ok"] else " FAILED"))
+            log(
+                f"run {run}: {system}: pickup p50 {m.get('pickup_p50_ms', float('nan')):.1f} ms,"
+                f" p99 {m.get('pickup_p99_ms', float('nan')):.1f} ms" + ("" if res["ok"] else " FAILED")
+            )
         for system in sustained_systems:
             log(f"run {run}/{args.runs}: {system} sustained")
-            res = harness.drive(system, "sustained", f"{system}-r{run}", "--rates", args.sustained_rates,
-                                "--seconds", str(args.sustained_seconds))
+            res = harness.drive(
+                system,
+                "sustained",
+                f"{system}-r{run}",
+                "--rates",
+                args.sustained_rates,
+                "--seconds",
+                str(args.sustained_seconds),
+            )
             runs[system]["sustained"].append(res)
     scale = None if args.no_scale or "currant" not in systems else run_scale(args, pg_dsn)
     log(f"measurements took {time.monotonic() - started:.0f} s")
@@ -283,8 +362,9 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
     out_json = args.out / "results.json"
     out_json.write_text(json.dumps(payload, indent=2, default=str))
     log(f"wrote {out_json}")
-    subprocess.run([peers_python, "-m", "benchmarks.peers.report", str(out_json)], cwd=REPO, env=child_env(),
-                   check=True)
+    subprocess.run(
+        [peers_python, "-m", "benchmarks.peers.report", str(out_json)], cwd=REPO, env=child_env(), check=True
+    )
     sys.stdout.write((args.out / "results.md").read_text())
     failed = [(s, w) for s, by_w in runs.items() for w, rs in by_w.items() for r in rs if not r["ok"]]
     return 1 if failed or (scale is not None and not scale["ok"]) else 0
@@ -293,8 +373,17 @@ def bench(harness: Harness, args: argparse.Namespace, systems: list[str], sustai
 def run_scale(args: argparse.Namespace, pg_dsn: str) -> dict[str, Any]:
     """Workload 4, Currant alone: benchmarks/scale.py with this run's repetitions; its summary for the report."""
     out = args.out / "scale.json"
-    command = [args.currant_python, "benchmarks/scale.py", "--dsn", pg_dsn, "--runs", str(args.runs),
-               "--json", str(out), *(["--quick"] if args.quick else [])]
+    command = [
+        args.currant_python,
+        "benchmarks/scale.py",
+        "--dsn",
+        pg_dsn,
+        "--runs",
+        str(args.runs),
+        "--json",
+        str(out),
+        *(["--quick"] if args.quick else []),
+    ]
     shown = " ".join(["python", *command[1:]]).replace(pg_dsn, "DSN")
     out.unlink(missing_ok=True)  # never report an earlier run's numbers
     log(f"workload 4 (scale): {shown}")

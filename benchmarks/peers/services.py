@@ -73,15 +73,18 @@ def info(dsn: str, redis_url: str) -> dict[str, Any]:
         pass
     with psycopg.connect(dsn, autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()
-        settings = dict(conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
-            (["shared_buffers", "synchronous_commit", "fsync", "max_connections"],),
-        ).fetchall())
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                (["shared_buffers", "synchronous_commit", "fsync", "max_connections"],),
+            ).fetchall()
+        )
     redis = Resp(redis_url)
     server = redis.call("INFO", "server")
     assert isinstance(server, bytes)
-    redis_version = next((line.split(":", 1)[1] for line in server.decode().splitlines()
-                          if line.startswith("redis_version:")), "unknown")
+    redis_version = next(
+        (line.split(":", 1)[1] for line in server.decode().splitlines() if line.startswith("redis_version:")), "unknown"
+    )
     save = redis.call("CONFIG", "GET", "save")
     aof = redis.call("CONFIG", "GET", "appendonly")
     redis.close()

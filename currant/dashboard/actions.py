@@ -84,13 +84,15 @@ async def _bulk(request: Request, dashboard: Dashboard, fields: dict[str, str]) 
         reads.bulk_states(action, where)
     except (BadFilter, ValueError) as exc:
         return dashboard.problem(request, 400, str(exc))
-    changed = await dashboard.run(
-        reads.bulk_apply(dashboard.dsql, dashboard.app.channel, action, where), write=True)
+    changed = await dashboard.run(reads.bulk_apply(dashboard.dsql, dashboard.app.channel, action, where), write=True)
     dashboard.cache.clear()
     # Afterwards: the jobs the action moved, in their new state.
     state = "queued" if action == "retry" else "cancelled"
-    params = {**where.params(state=state, before=None), "done": "retried" if action == "retry" else "cancelled",
-              "n": str(changed)}
+    params = {
+        **where.params(state=state, before=None),
+        "done": "retried" if action == "retry" else "cancelled",
+        "n": str(changed),
+    }
     return RedirectResponse(dashboard.url(request, "/jobs", params), status_code=303)
 
 

@@ -26,13 +26,33 @@ def throughput(series: Sequence[dict[str, Any]]) -> dict[str, Any]:
         x = i * slot
         for offset, kind in ((0.0, "enqueued"), (bar, "finished")):
             h = plot * point[kind] / peak
-            bars.append({"kind": kind, "x": round(x + offset, 1), "y": round(TOP + plot - h, 1),
-                         "w": round(bar, 1), "h": round(h, 1),
-                         "title": f"{point['minute']:%H:%M} UTC: {point[kind]:,} {kind}"})
+            bars.append(
+                {
+                    "kind": kind,
+                    "x": round(x + offset, 1),
+                    "y": round(TOP + plot - h, 1),
+                    "w": round(bar, 1),
+                    "h": round(h, 1),
+                    "title": f"{point['minute']:%H:%M} UTC: {point[kind]:,} {kind}",
+                }
+            )
         if point["failed"]:
-            marks.append({"x": round(x + bar, 1), "y": TOP - 4,
-                          "title": f"{point['minute']:%H:%M} UTC: {point['failed']:,} failed"})
+            marks.append(
+                {
+                    "x": round(x + bar, 1),
+                    "y": TOP - 4,
+                    "title": f"{point['minute']:%H:%M} UTC: {point['failed']:,} failed",
+                }
+            )
         if i % 10 == 0:
             labels.append({"x": round(x, 1), "text": f"{point['minute']:%H:%M}"})
-    return {"width": WIDTH, "height": HEIGHT, "bars": bars, "marks": marks, "labels": labels, "peak": peak,
-            "axis_y": HEIGHT - BOTTOM, "label_y": HEIGHT - 4}
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "bars": bars,
+        "marks": marks,
+        "labels": labels,
+        "peak": peak,
+        "axis_y": HEIGHT - BOTTOM,
+        "label_y": HEIGHT - 4,
+    }

@@ -52,8 +52,13 @@ class JobFilter:
     def params(self, **changes: Any) -> dict[str, str]:
         """The filter as query parameters (empty ones left out), with ``changes`` applied."""
         changed = replace(self, **changes) if changes else self
-        values = {"state": changed.state, "queue": changed.queue, "task": changed.task, "error": changed.error,
-                  "before": changed.before}
+        values = {
+            "state": changed.state,
+            "queue": changed.queue,
+            "task": changed.task,
+            "error": changed.error,
+            "before": changed.before,
+        }
         return {key: str(value) for key, value in values.items() if value is not None}
 
     def query(self, **changes: Any) -> str:

@@ -38,8 +38,7 @@ class Check:
 
 
 def checks(reading: Mapping[str, Any], now: datetime) -> list[Check]:
-    return [_dead_rows(reading), _vacuum(reading, now), _oldest_xmin(reading), _notify(reading),
-            _connections(reading)]
+    return [_dead_rows(reading), _vacuum(reading, now), _oldest_xmin(reading), _notify(reading), _connections(reading)]
 
 
 def _dead_rows(reading: Mapping[str, Any]) -> Check:
@@ -48,12 +47,15 @@ def _dead_rows(reading: Mapping[str, Any]) -> Check:
         return Check("Jobs table size", "no statistics yet", True, "PostgreSQL has not counted this table yet.")
     live, dead = int(table["live"] or 0), int(table["dead"] or 0)
     share = dead / (live + dead) if live + dead else 0.0
-    value = (f"{_bytes(table['total_bytes'])} with indexes; {live:,} live rows, {dead:,} dead "
-             f"({share:.0%})")
+    value = f"{_bytes(table['total_bytes'])} with indexes; {live:,} live rows, {dead:,} dead ({share:.0%})"
     if dead >= DEAD_MIN and share >= DEAD_SHARE:
-        return Check("Jobs table size", value, False,
-                     f"More than {DEAD_SHARE:.0%} of the table is dead rows: vacuum is not keeping up (or something "
-                     "holds it back, see below). Claims step over dead rows, so they slow down as these pile up.")
+        return Check(
+            "Jobs table size",
+            value,
+            False,
+            f"More than {DEAD_SHARE:.0%} of the table is dead rows: vacuum is not keeping up (or something "
+            "holds it back, see below). Claims step over dead rows, so they slow down as these pile up.",
+        )
     return Check("Jobs table size", value, True, "Dead rows are few: vacuum keeps up.")
 
 
@@ -66,9 +68,13 @@ def _vacuum(reading: Mapping[str, Any], now: datetime) -> Check:
     dead = int(table["dead"] or 0)
     stale = last is None or (now - last).total_seconds() > VACUUM_STALE_SECONDS
     if stale and dead >= DEAD_MIN:
-        return Check("Last vacuum", value, False,
-                     f"The table has {dead:,} dead rows and vacuum has not run for over an hour: check that "
-                     "autovacuum is on and that no old transaction holds it back.")
+        return Check(
+            "Last vacuum",
+            value,
+            False,
+            f"The table has {dead:,} dead rows and vacuum has not run for over an hour: check that "
+            "autovacuum is on and that no old transaction holds it back.",
+        )
     return Check("Last vacuum", value, True, "Autovacuum visits the table.")
 
 
@@ -85,10 +91,14 @@ def _oldest_xmin(reading: Mapping[str, Any]) -> Check:
     seconds = oldest["xact_seconds"]
     value = f"{who}: {age:,} transactions old" + (f", open {_duration(seconds)}" if seconds is not None else "")
     if age >= XMIN_AGE_WARN or (seconds is not None and seconds >= XACT_SECONDS_WARN):
-        return Check("Oldest transaction", value, False,
-                     "This transaction (or slot) keeps vacuum from removing any row that died after it began: "
-                     "the jobs table and its indexes grow and claims slow down until it ends. Finish or "
-                     "terminate it (pg_terminate_backend) if it is not needed.")
+        return Check(
+            "Oldest transaction",
+            value,
+            False,
+            "This transaction (or slot) keeps vacuum from removing any row that died after it began: "
+            "the jobs table and its indexes grow and claims slow down until it ends. Finish or "
+            "terminate it (pg_terminate_backend) if it is not needed.",
+        )
     return Check("Oldest transaction", value, True, "No long transaction holds vacuum back.")
 
 
@@ -96,9 +106,13 @@ def _notify(reading: Mapping[str, Any]) -> Check:
     usage = float(reading["notify_usage"])
     value = f"{usage:.1%} of the NOTIFY queue used"
     if usage >= NOTIFY_WARN:
-        return Check("NOTIFY queue", value, False,
-                     "A session that LISTENs is not reading its notifications (often one stuck in a long "
-                     "transaction). When the queue is full every NOTIFY fails, and so does every enqueue.")
+        return Check(
+            "NOTIFY queue",
+            value,
+            False,
+            "A session that LISTENs is not reading its notifications (often one stuck in a long "
+            "transaction). When the queue is full every NOTIFY fails, and so does every enqueue.",
+        )
     return Check("NOTIFY queue", value, True, "Listeners keep up.")
 
 
@@ -108,10 +122,14 @@ def _connections(reading: Mapping[str, Any]) -> Check:
     share = used / usable
     value = f"{used} of {usable} ({share:.0%})"
     if share >= CONNECTIONS_WARN:
-        return Check("Connections", value, False,
-                     "The server is close to its connection limit: new workers, producers or this dashboard "
-                     "will be refused. Each worker process holds four; a pooler (PgBouncer) or fewer "
-                     "processes help.")
+        return Check(
+            "Connections",
+            value,
+            False,
+            "The server is close to its connection limit: new workers, producers or this dashboard "
+            "will be refused. Each worker process holds four; a pooler (PgBouncer) or fewer "
+            "processes help.",
+        )
     return Check("Connections", value, True, "Room for more clients.")
 
 

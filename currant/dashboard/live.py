@@ -38,7 +38,12 @@ KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing an idle
 
 class Hub:
     def __init__(
-        self, app: App, sql: Mapping[str, str], *, debounce: float = 1.0, pulse_every: float = 2.0,
+        self,
+        app: App,
+        sql: Mapping[str, str],
+        *,
+        debounce: float = 1.0,
+        pulse_every: float = 2.0,
         linger: float = 10.0,
     ) -> None:
         self.app = app
@@ -98,8 +103,11 @@ class Hub:
             try:
                 dsn = await asyncio.to_thread(lambda: self.app.dsn)
                 conn = await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, application_name="currant-dashboard",
-                    connect_timeout=max(2, int(self.app.connect_timeout)))
+                    dsn,
+                    autocommit=True,
+                    application_name="currant-dashboard",
+                    connect_timeout=max(2, int(self.app.connect_timeout)),
+                )
                 async with conn:
                     # The channel is "currant_<schema>", and the schema name was validated.
                     await conn.execute(f'LISTEN "{self.app.channel}"')
@@ -110,8 +118,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
-                log.warning("dashboard: live updates lost their connection (%s); reconnecting",
-                            type(exc).__name__)
+                log.warning("dashboard: live updates lost their connection (%s); reconnecting", type(exc).__name__)
                 await backoff.wait()
             finally:
                 self.listening.clear()

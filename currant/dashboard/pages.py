@@ -28,9 +28,16 @@ def _dashboard(request: Request) -> Dashboard:
 async def overview(request: Request) -> Response:
     dashboard = _dashboard(request)
     data = await dashboard.overview()
-    return dashboard.render(request, "overview.html", {
-        "title": "Overview", "live": True, **data, "chart": chart.throughput(data["activity"]["chart"]),
-    })
+    return dashboard.render(
+        request,
+        "overview.html",
+        {
+            "title": "Overview",
+            "live": True,
+            **data,
+            "chart": chart.throughput(data["activity"]["chart"]),
+        },
+    )
 
 
 async def jobs(request: Request) -> Response:
@@ -49,11 +56,20 @@ async def jobs(request: Request) -> Response:
             bulk = "retry"
         elif where.state in reads.WAITING or (where.state is None and (where.queue or where.task or where.error)):
             bulk = "cancel"  # not offered on the bare list: "cancel everything waiting" takes a filter
-    return dashboard.render(request, "jobs.html", {
-        "title": "Jobs", "live": where.first_page, "where": where, "page": page, "bulk": bulk,
-        "states": STATES, "done": _done_message(request),
-        "bulk_url": dashboard.url(request, "/jobs/bulk", {**where.params(before=None), "action": bulk or ""}),
-    })
+    return dashboard.render(
+        request,
+        "jobs.html",
+        {
+            "title": "Jobs",
+            "live": where.first_page,
+            "where": where,
+            "page": page,
+            "bulk": bulk,
+            "states": STATES,
+            "done": _done_message(request),
+            "bulk_url": dashboard.url(request, "/jobs/bulk", {**where.params(before=None), "action": bulk or ""}),
+        },
+    )
 
 
 def _done_message(request: Request) -> str | None:
@@ -74,10 +90,16 @@ async def job(request: Request) -> Response:
     if view["job"] is None:
         return dashboard.problem(request, 404, f"job {wanted} does not exist (or was pruned after its retention)")
     outcome = request.query_params.get("outcome")
-    return dashboard.render(request, "job.html", {
-        "title": f"Job {wanted}", "live": True, **view,
-        "outcome": _OUTCOMES.get(outcome or ""),
-    })
+    return dashboard.render(
+        request,
+        "job.html",
+        {
+            "title": f"Job {wanted}",
+            "live": True,
+            **view,
+            "outcome": _OUTCOMES.get(outcome or ""),
+        },
+    )
 
 
 _OUTCOMES = {
@@ -106,14 +128,23 @@ async def health_page(request: Request) -> Response:
     reading = await dashboard.cache.get("health", HEALTH_TTL, lambda: dashboard.run(reads.health_view(dashboard.dsql)))
     checks = health.checks(reading, datetime.now(timezone.utc))
     if request.query_params.get("format") == "json":
-        return JSONResponse({
+        return JSONResponse(
+            {
+                "ok": all(check.ok for check in checks),
+                "checks": [{"name": c.name, "ok": c.ok, "value": c.value, "advice": c.advice} for c in checks],
+            }
+        )
+    return dashboard.render(
+        request,
+        "health.html",
+        {
+            "title": "Health",
+            "live": False,
+            "checks": checks,
+            "reading": reading,
             "ok": all(check.ok for check in checks),
-            "checks": [{"name": c.name, "ok": c.ok, "value": c.value, "advice": c.advice} for c in checks],
-        })
-    return dashboard.render(request, "health.html", {
-        "title": "Health", "live": False, "checks": checks, "reading": reading,
-        "ok": all(check.ok for check in checks),
-    })
+        },
+    )
 
 
 async def bulk_confirm(request: Request) -> Response:
@@ -127,13 +158,23 @@ async def bulk_confirm(request: Request) -> Response:
         states = reads.bulk_states(action, where)
     except ValueError as exc:  # BadFilter, or an action the filter does not allow
         return dashboard.problem(request, 400, str(exc))
-    return dashboard.render(request, "bulk.html", {
-        "title": f"Bulk {action}", "live": False, "action": action, "where": replace(where, before=None),
-        "count": count, "capped": capped, "states": states,
-    })
+    return dashboard.render(
+        request,
+        "bulk.html",
+        {
+            "title": f"Bulk {action}",
+            "live": False,
+            "action": action,
+            "where": replace(where, before=None),
+            "count": count,
+            "capped": capped,
+            "states": states,
+        },
+    )
 
 
 async def events(request: Request) -> Response:
     dashboard = _dashboard(request)
-    return StreamingResponse(dashboard.hub.events(), media_type="text/event-stream",
-                             headers={"X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        dashboard.hub.events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+    )

@@ -74,7 +74,10 @@ def overview_activity(dsql: Mapping[str, str]) -> Plan:
     for entry in queues.values():
         entry["out_rate"] = entry["recent_finished"] / window if window > 0 else 0.0
     return {
-        "queues": queues, "chart": chart, "window": window, "sequence": sequence_now,
+        "queues": queues,
+        "chart": chart,
+        "window": window,
+        "sequence": sequence_now,
         "in_rate": enqueued_recent / window if window > 0 else 0.0,
         "out_rate": sum(e["recent_finished"] for e in queues.values()) / window if window > 0 else 0.0,
     }
@@ -99,15 +102,23 @@ def minute_series(
     return series
 
 
-def job_page(dsql: Mapping[str, str], where: JobFilter, limit: int = PAGE_SIZE,
-             window: int = SEARCH_WINDOW) -> Plan:
+def job_page(dsql: Mapping[str, str], where: JobFilter, limit: int = PAGE_SIZE, window: int = SEARCH_WINDOW) -> Plan:
     """One page of the job list and where the next one starts."""
     searching = where.task is not None or where.error is not None
     scan = window if searching else limit + 1
-    rows, names = yield ("all_named", dsql["dash_jobs"], {
-        "state": where.state, "queue": where.queue, "task": where.task, "pattern": where.pattern(),
-        "before": where.before, "window": scan, "limit": limit + 1,
-    })
+    rows, names = yield (
+        "all_named",
+        dsql["dash_jobs"],
+        {
+            "state": where.state,
+            "queue": where.queue,
+            "task": where.task,
+            "pattern": where.pattern(),
+            "before": where.before,
+            "window": scan,
+            "limit": limit + 1,
+        },
+    )
     records = [dict(zip(names, row, strict=True)) for row in rows]
     scanned = int(records[0]["scanned"]) if records else 0
     lowest = records[0]["lowest"] if records else None
@@ -122,8 +133,12 @@ def job_page(dsql: Mapping[str, str], where: JobFilter, limit: int = PAGE_SIZE,
     elif searching and scanned >= scan and lowest is not None:
         next_before = int(lowest)  # the window ran out before the page filled: go on below it
     return {
-        "jobs": jobs, "next_before": next_before, "searching": searching, "window": window,
-        "scanned": scanned, "lowest": lowest,
+        "jobs": jobs,
+        "next_before": next_before,
+        "searching": searching,
+        "window": window,
+        "scanned": scanned,
+        "lowest": lowest,
     }
 
 
@@ -143,8 +158,7 @@ def bulk_states(action: str, where: JobFilter) -> list[str]:
 
 
 def _bulk_params(action: str, where: JobFilter) -> dict[str, Any]:
-    return {"states": bulk_states(action, where), "queue": where.queue, "task": where.task,
-            "pattern": where.pattern()}
+    return {"states": bulk_states(action, where), "queue": where.queue, "task": where.task, "pattern": where.pattern()}
 
 
 def bulk_count(dsql: Mapping[str, str], action: str, where: JobFilter, cap: int = BULK_COUNT_CAP) -> Plan:
@@ -154,8 +168,7 @@ def bulk_count(dsql: Mapping[str, str], action: str, where: JobFilter, cap: int 
     return int(row[0]), int(row[0]) >= cap
 
 
-def bulk_apply(dsql: Mapping[str, str], channel: str, action: str, where: JobFilter,
-               batch: int = BULK_BATCH) -> Plan:
+def bulk_apply(dsql: Mapping[str, str], channel: str, action: str, where: JobFilter, batch: int = BULK_BATCH) -> Plan:
     """Retry or cancel every job the filter matches, a batch (one transaction) at a time; returns how many."""
     params = {**_bulk_params(action, where), "channel": channel, "batch": batch, "after": 0}
     statement = dsql["dash_bulk_retry" if action == "retry" else "dash_bulk_cancel"]
@@ -187,8 +200,15 @@ def periodic_view(dsql: Mapping[str, str]) -> Plan:
     rows = yield ("all", dsql["dash_periodic"], None)
     schedules = []
     for name, schedule, last_tick, db_now in rows:
-        schedules.append({"name": name, "schedule": schedule, "last_tick": last_tick,
-                          "next_tick": next_tick(schedule, last_tick), "db_now": db_now})
+        schedules.append(
+            {
+                "name": name,
+                "schedule": schedule,
+                "last_tick": last_tick,
+                "next_tick": next_tick(schedule, last_tick),
+                "db_now": db_now,
+            }
+        )
     return {"schedules": schedules}
 
 
@@ -205,12 +225,22 @@ def health_view(dsql: Mapping[str, str]) -> Plan:
     table = yield ("one", dsql["dash_health_table"], None)
     xmin_rows, names = yield ("all_named", dsql["dash_health_xmin"], None)
     server = yield ("one", dsql["dash_health_server"], None)
-    table_names = ("total_bytes", "table_bytes", "live", "dead", "last_autovacuum", "last_vacuum",
-                   "autovacuum_count", "last_autoanalyze", "modified_since_analyze")
+    table_names = (
+        "total_bytes",
+        "table_bytes",
+        "live",
+        "dead",
+        "last_autovacuum",
+        "last_vacuum",
+        "autovacuum_count",
+        "last_autoanalyze",
+        "modified_since_analyze",
+    )
     return {
         "table": None if table is None else dict(zip(table_names, table, strict=True)),
         "oldest": dict(zip(names, xmin_rows[0], strict=True)) if xmin_rows else None,
-        "notify_usage": float(server[0]), "connections": int(server[1]),
-        "max_connections": int(server[2]), "reserved_connections": int(server[3]),
+        "notify_usage": float(server[0]),
+        "connections": int(server[1]),
+        "max_connections": int(server[2]),
+        "reserved_connections": int(server[3]),
     }
-

@@ -28,9 +28,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CSRF_COOKIE = "currant_csrf"
 CSRF_FIELD = "csrf"
 HEADERS = [
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-     b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
@@ -49,8 +51,11 @@ class BasicAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.allowed(Headers(scope=scope).get("authorization")):
-            response = PlainTextResponse("authentication required\n", status_code=401,
-                                         headers={"WWW-Authenticate": f'Basic realm="{self._realm}", charset="UTF-8"'})
+            response = PlainTextResponse(
+                "authentication required\n",
+                status_code=401,
+                headers={"WWW-Authenticate": f'Basic realm="{self._realm}", charset="UTF-8"'},
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -108,8 +113,14 @@ class Csrf:
         return secrets.token_urlsafe(24)
 
     def set_cookie(self, response: Response, request: Request, session_id: str) -> None:
-        response.set_cookie(CSRF_COOKIE, session_id, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path=_cookie_path(request))
+        response.set_cookie(
+            CSRF_COOKIE,
+            session_id,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=_cookie_path(request),
+        )
 
     def refusal(self, request: Request, submitted: str | None) -> str | None:
         """Why this POST is refused, or None if its token and origin are good."""

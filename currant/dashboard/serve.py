@@ -51,8 +51,10 @@ def check_schema(app: App) -> None:
     need = schemas.latest_version(app.schema)
     if have is None or have < need:
         state = "not installed" if have is None else f"at version {have}"
-        raise Refused(f"Currant's schema {app.schema!r} is {state}; the dashboard needs version {need}: "
-                      "run `python -m currant migrate` (as the schema's owner) first")
+        raise Refused(
+            f"Currant's schema {app.schema!r} is {state}; the dashboard needs version {need}: "
+            "run `python -m currant migrate` (as the schema's owner) first"
+        )
 
 
 def serve(app: App, *, host: str, port: int, read_only: bool, insecure: bool) -> int:
@@ -62,9 +64,23 @@ def serve(app: App, *, host: str, port: int, read_only: bool, insecure: bool) ->
     application = asgi_app(app, read_only=read_only, credentials=credentials, use_env=False)
     shown = f"[{host}]" if ":" in host else host
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log.info("currant dashboard on http://%s:%d/ for %s, schema %s%s%s", shown, port, dsns.describe(app.dsn),
-             app.schema, "; read-only" if read_only else "", "; basic auth on" if credentials else "")
+    log.info(
+        "currant dashboard on http://%s:%d/ for %s, schema %s%s%s",
+        shown,
+        port,
+        dsns.describe(app.dsn),
+        app.schema,
+        "; read-only" if read_only else "",
+        "; basic auth on" if credentials else "",
+    )
     # Open pages hold their event streams forever: on Ctrl-C or SIGTERM, give them a moment, then stop.
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                timeout_graceful_shutdown=2)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     return 0

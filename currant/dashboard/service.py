@@ -34,13 +34,11 @@ HEALTH_TTL = 2.0
 RATE_SPAN = 10.0
 # The total in/s is measured over (up to) this long.
 SEQUENCE_WINDOW = 300.0
-NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/periodic", "Periodic"),
-       ("/health", "Health"))
+NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/workers", "Workers"), ("/periodic", "Periodic"), ("/health", "Health"))
 
 
 class Dashboard:
-    def __init__(self, app: App, *, read_only: bool = False, csrf: Csrf | None = None,
-                 hub: Hub | None = None) -> None:
+    def __init__(self, app: App, *, read_only: bool = False, csrf: Csrf | None = None, hub: Hub | None = None) -> None:
         self.app = app
         self.read_only = read_only
         self.sql = app.sql
@@ -51,7 +49,9 @@ class Dashboard:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("currant.dashboard", "templates"),
             autoescape=True,  # every value from the database is text, whatever it contains
-            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
         )
         self.templates.filters.update(FILTERS)
         self._history: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
@@ -68,25 +68,36 @@ class Dashboard:
             self.cache.get("activity", ACTIVITY_TTL, self._activity),
             self.cache.get("workers", ACTIVITY_TTL, lambda: self.run(reads.workers_view(self.sql, self.dsql))),
         )
-        names = sorted(set(counts["queues"]) | set(activity["queues"])
-                       | {q for w in workers["live"] for q in w["queues"]})
+        names = sorted(
+            set(counts["queues"]) | set(activity["queues"]) | {q for w in workers["live"] for q in w["queues"]}
+        )
         growth = self._backlog_growth()
         rows = []
         for name in names:
             waiting = counts["queues"].get(name) or reads.empty_queue_entry()
             done = activity["queues"].get(name, {"hour": {}, "out_rate": 0.0})
             out_rate = done["out_rate"]
-            rows.append({
-                "name": name, "states": waiting["states"], "capped": waiting["capped"],
-                "oldest_age": waiting["oldest_age"], "hour": done["hour"], "out_rate": out_rate,
-                "in_rate": None if growth is None else max(0.0, out_rate + growth.get(name, 0.0)),
-                "workers": sum(1 for w in workers["live"] if name in w["queues"]),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "states": waiting["states"],
+                    "capped": waiting["capped"],
+                    "oldest_age": waiting["oldest_age"],
+                    "hour": done["hour"],
+                    "out_rate": out_rate,
+                    "in_rate": None if growth is None else max(0.0, out_rate + growth.get(name, 0.0)),
+                    "workers": sum(1 for w in workers["live"] if name in w["queues"]),
+                }
+            )
         return {
-            "queues": rows, "finished": counts["finished"], "cap": counts["cap"],
-            "counts_age": self.cache.age("counts") or 0.0, "activity": activity,
+            "queues": rows,
+            "finished": counts["finished"],
+            "cap": counts["cap"],
+            "counts_age": self.cache.age("counts") or 0.0,
+            "activity": activity,
             "running": sum(int(w["running"] or 0) for w in workers["live"]),
-            "workers": len(workers["live"]), "deaths": len(workers["dead"]),
+            "workers": len(workers["live"]),
+            "deaths": len(workers["dead"]),
             "deaths_capped": len(workers["dead"]) >= reads.RECENT_DEATHS,
         }
 
@@ -137,7 +148,7 @@ class Dashboard:
     def relative_path(self, request: Request) -> str:
         root = str(request.scope.get("root_path") or "").rstrip("/")
         path = request.url.path
-        return (path[len(root):] if root and path.startswith(root) else path) or "/"
+        return (path[len(root) :] if root and path.startswith(root) else path) or "/"
 
     def render(self, request: Request, template: str, context: Mapping[str, Any], status: int = 200) -> Response:
         session_id = self.csrf.session_id(request)
@@ -145,9 +156,16 @@ class Dashboard:
         if session_id is None:
             session_id = self.csrf.new_session()
         html = self.templates.get_template(template).render(
-            request=request, read_only=self.read_only, csrf_field=CSRF_FIELD, csrf=self.csrf.token(session_id),
-            url=lambda path, params=None: self.url(request, path, params), nav=NAV, schema=self.app.schema,
-            now=datetime.now(timezone.utc), here=self.relative_path(request), **context,
+            request=request,
+            read_only=self.read_only,
+            csrf_field=CSRF_FIELD,
+            csrf=self.csrf.token(session_id),
+            url=lambda path, params=None: self.url(request, path, params),
+            nav=NAV,
+            schema=self.app.schema,
+            now=datetime.now(timezone.utc),
+            here=self.relative_path(request),
+            **context,
         )
         response = HTMLResponse(html, status_code=status)
         if new_session:
@@ -155,5 +173,9 @@ class Dashboard:
         return response
 
     def problem(self, request: Request, status: int, message: str) -> Response:
-        return self.render(request, "problem.html",
-                           {"title": "Not done", "message": message, "status": status, "live": False}, status=status)
+        return self.render(
+            request,
+            "problem.html",
+            {"title": "Not done", "message": message, "status": status, "live": False},
+            status=status,
+        )

@@ -80,7 +80,11 @@ def _outcome(task: Task[Any, Any], context: JobContext, value: Any, error: BaseE
 
 
 def job_outcome(
-    task: Task[Any, Any], context: JobContext, outcome: Outcome | None, duration: float, value: Any,
+    task: Task[Any, Any],
+    context: JobContext,
+    outcome: Outcome | None,
+    duration: float,
+    value: Any,
     error: BaseException | None,
 ) -> JobOutcome:
     """What the hooks see: the attempt's fate, as complete_outcomes will decide it."""

@@ -119,7 +119,7 @@ class Claimer:
             if count >= limit:
                 break
             params = {"queue": queue, "limit": limit - count, "worker": self.state.worker_id}
-            cur = await conn.execute(self.sql["claim"], params, prepare=True)
+            cur = await conn.execute(self.sql["claim"], params, prepare=True, binary=True)
             rows = await cur.fetchall()
             if rows:
                 claimed.append((queue, rows))
@@ -138,7 +138,7 @@ class Claimer:
 
     async def _claim_one_suspect(self, conn: Connection, queue: str) -> list[Any]:
         params = {"queue": queue, "worker": self.state.worker_id}
-        cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True)
+        cur = await conn.execute(self.sql["claim_suspect"], params, prepare=True, binary=True)
         return list(await cur.fetchall())
 
     def _dispatch(self, rows: list[Any], queue: str) -> None:

@@ -34,7 +34,12 @@ log = logging.getLogger("currant.worker")
 
 class Completer:
     def __init__(
-        self, state: WorkerState, lanes: Lanes, link: Link, sql: dict[str, str], max_flush: int,
+        self,
+        state: WorkerState,
+        lanes: Lanes,
+        link: Link,
+        sql: dict[str, str],
+        max_flush: int,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.metrics = metrics
@@ -134,9 +139,7 @@ class Completer:
         return succeeded, rows
 
 
-def completion_params(
-    finished: list[Finished], worker: int
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def completion_params(finished: list[Finished], worker: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(params of complete_succeeded or None, params of complete_outcomes or None).
 
     The common case, a job that returned None, goes to ``complete_succeeded``

@@ -142,7 +142,10 @@ class Lanes:
                     "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
                     " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
                     " producer, and the same task names?",
-                    job_id, name, ", ".join(sorted(self.tasks)) or "no tasks", outcomes.UNKNOWN_TASK_RETRY_DELAY,
+                    job_id,
+                    name,
+                    ", ".join(sorted(self.tasks)) or "no tasks",
+                    outcomes.UNKNOWN_TASK_RETRY_DELAY,
                 )
             return outcomes.unrunnable(name, task, payload_error)
         if job_id in self.cancelled:
@@ -154,7 +157,7 @@ class Lanes:
         if task.timeout is not None and not task.is_async:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
-        hooks = self.hooks if self.hooks else None
+        hooks = self.hooks if self.hooks.watches_jobs else None
         outcome: Outcome | None
         try:
             faults.point("before_handler")
@@ -227,7 +230,8 @@ class Lanes:
             self.abandoned += 1
             log.warning(
                 "job %s ran past its timeout; its thread is abandoned (%d so far) and a new lane replaces it",
-                job_id, self.abandoned,
+                job_id,
+                self.abandoned,
             )
             self._spawn()
         return expired

@@ -30,8 +30,26 @@ if TYPE_CHECKING:
 # Handler time: from a millisecond to a long batch job.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # Wait from run_at to the claim: the latency users feel, from a ms to an hour of backlog.
-WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                900.0, 3600.0)
+WAIT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -99,7 +117,8 @@ class WorkerMetrics:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         finished = CounterMetricFamily(
-            "currant_jobs_finished", "Attempts recorded, by outcome (rescued: taken back from a dead worker).",
+            "currant_jobs_finished",
+            "Attempts recorded, by outcome (rescued: taken back from a dead worker).",
             labels=["queue", "task", "outcome"],
         )
         if self.state is not None:

@@ -102,7 +102,10 @@ def failure(task: Task[Any, Any], context: JobContext, exc: BaseException) -> Ou
     if isinstance(exc, Retry):
         delay = exc.delay if exc.delay is not None else task.backoff(context.attempt)
         return Outcome(
-            RETRY, error=storable(f"Retry: {exc.reason}"), delay=retry_delay(delay), max_attempts=task.max_attempts,
+            RETRY,
+            error=storable(f"Retry: {exc.reason}"),
+            delay=retry_delay(delay),
+            max_attempts=task.max_attempts,
             task=task.name,
         )
     if isinstance(exc, Discard):
@@ -112,15 +115,22 @@ def failure(task: Task[Any, Any], context: JobContext, exc: BaseException) -> Ou
         return Outcome(CANCELLED, error="JobCancelled: cancelled while running", task=task.name)
     tb = storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     return Outcome(
-        RETRY, error=describe(exc), traceback=tb, delay=retry_delay(task.backoff(context.attempt)),
-        max_attempts=task.max_attempts, task=task.name,
+        RETRY,
+        error=describe(exc),
+        traceback=tb,
+        delay=retry_delay(task.backoff(context.attempt)),
+        max_attempts=task.max_attempts,
+        task=task.name,
     )
 
 
 def timed_out(task: Task[Any, Any], context: JobContext) -> Outcome:
     return Outcome(
-        RETRY, error=f"JobTimeout: timed out after {task.timeout:g} s",
-        delay=retry_delay(task.backoff(context.attempt)), max_attempts=task.max_attempts, task=task.name,
+        RETRY,
+        error=f"JobTimeout: timed out after {task.timeout:g} s",
+        delay=retry_delay(task.backoff(context.attempt)),
+        max_attempts=task.max_attempts,
+        task=task.name,
     )
 
 
@@ -130,7 +140,9 @@ def unrunnable(name: str, task: Task[Any, Any] | None, payload_error: str | None
         return Outcome(FAILED, error=f"PayloadError: {payload_error}", task=name)
     if task is None:
         return Outcome(
-            RETRY, error=f"UnknownTask: task {name!r} is not registered in this worker", delay=UNKNOWN_TASK_RETRY_DELAY,
+            RETRY,
+            error=f"UnknownTask: task {name!r} is not registered in this worker",
+            delay=UNKNOWN_TASK_RETRY_DELAY,
             task=name,
         )
     return None
@@ -148,6 +160,7 @@ def as_failure(outcome: Outcome | None, exc: BaseException) -> Outcome | None:
     if outcome is None:
         return None
     return Outcome(
-        FAILED, error=f"OutcomeError: the database refused this attempt's outcome: {type(exc).__name__}",
+        FAILED,
+        error=f"OutcomeError: the database refused this attempt's outcome: {type(exc).__name__}",
         task=outcome.task,
     )

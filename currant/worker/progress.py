@@ -51,8 +51,10 @@ class ProgressReports:
             with self._lock:
                 taken, self._latest = self._latest, {}
             params = {
-                "ids": list(taken), "attempts": [attempt for attempt, _ in taken.values()],
-                "reports": [json.dumps(values) for _, values in taken.values()], "worker": self.state.worker_id,
+                "ids": list(taken),
+                "attempts": [attempt for attempt, _ in taken.values()],
+                "reports": [json.dumps(values) for _, values in taken.values()],
+                "worker": self.state.worker_id,
             }
 
             try:

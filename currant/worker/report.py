@@ -47,8 +47,10 @@ class Tally:
         taken, self.unreported = self.unreported, Counter()
         keys = list(taken)
         return {
-            "done_queues": [q for q, _t, _o in keys], "done_tasks": [t for _q, t, _o in keys],
-            "done_outcomes": [o for _q, _t, o in keys], "done_counts": [taken[k] for k in keys],
+            "done_queues": [q for q, _t, _o in keys],
+            "done_tasks": [t for _q, t, _o in keys],
+            "done_outcomes": [o for _q, _t, o in keys],
+            "done_counts": [taken[k] for k in keys],
         }
 
     def give_back(self, report: dict[str, list[Any]]) -> None:
@@ -66,9 +68,7 @@ class Tally:
         return ", ".join(parts)
 
 
-def recorded(
-    rows: Iterable[tuple[Any, ...]], outcomes: Mapping[int, Outcome], db_now: float, tally: Tally
-) -> None:
+def recorded(rows: Iterable[tuple[Any, ...]], outcomes: Mapping[int, Outcome], db_now: float, tally: Tally) -> None:
     """Log and count the rows ``complete_outcomes`` returned:
     (id, state, queue, run_at, attempts, max_attempts, task)."""
     for job_id, state, queue, run_at, attempts, max_attempts, task_name in rows:
@@ -81,7 +81,12 @@ def recorded(
         if state == "retrying":
             log.warning(
                 "job %s (%s) attempt %d/%d failed: %s; retrying %s",
-                job_id, task, attempts, max_attempts, first_line, _when(run_at, db_now),
+                job_id,
+                task,
+                attempts,
+                max_attempts,
+                first_line,
+                _when(run_at, db_now),
             )
         elif state == "failed":
             detail = f"\n{outcome.traceback.rstrip()}" if outcome.traceback else ""

@@ -60,7 +60,9 @@ class Upkeep:
             cur = await conn.execute(
                 self.sql["register_worker"],
                 {
-                    "hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.config.queues,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "queues": self.config.queues,
                     "concurrency": self.config.concurrency,
                 },
             )
@@ -110,8 +112,12 @@ class Upkeep:
                 if failures.failures == 1:
                     log.exception("maintenance failed; retrying with backoff")
                 else:
-                    log.error("maintenance failed again (%d times in a row); next try in %.1f s",
-                              failures.failures, delay, exc_info=log.isEnabledFor(logging.DEBUG))
+                    log.error(
+                        "maintenance failed again (%d times in a row); next try in %.1f s",
+                        failures.failures,
+                        delay,
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
             state.next_beat = last_beat + self.config.heartbeat
 
     async def beat(self) -> dict[str, Any] | None:
@@ -198,7 +204,9 @@ class Upkeep:
             log.error(
                 "worker %s was declared dead (no heartbeat for %.0f s); its jobs were rescued;"
                 " dropped %d prefetched jobs and registering again",
-                self.state.worker_id, self.config.dead_after, len(dropped),
+                self.state.worker_id,
+                self.config.dead_after,
+                len(dropped),
             )
             await self.register()
         finally:

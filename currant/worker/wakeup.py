@@ -23,6 +23,7 @@ from .links import GaveUp, Link
 
 log = logging.getLogger("currant.worker")
 
+
 class Listener:
     """LISTENs on the app's channel and turns notifications into calls.
 

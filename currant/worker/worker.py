@@ -78,8 +78,11 @@ class Worker:
             return await self._run()
         except asyncio.CancelledError:
             if self._broken is not None:
-                log.critical("the worker's %s stopped: %r; exiting (held jobs will be rescued)",
-                             self._broken.get_name(), self._broken.exception())
+                log.critical(
+                    "the worker's %s stopped: %r; exiting (held jobs will be rescued)",
+                    self._broken.get_name(),
+                    self._broken.exception(),
+                )
                 return 1
             if not self._quick_exit:
                 raise
@@ -123,8 +126,14 @@ class Worker:
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
         claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics)
         listener = Listener(
-            listen_link, app.channel, state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready,
-            health_check=(app.sql["has_ready"], {"queues": config.queues}), on_health=state.polled,
+            listen_link,
+            app.channel,
+            state.queue_ready,
+            state.queue_due,
+            upkeep.cancel,
+            state.jobs_ready,
+            health_check=(app.sql["has_ready"], {"queues": config.queues}),
+            on_health=state.polled,
         )
         background: list[asyncio.Task[Any]] = []
         code = 0
@@ -133,6 +142,10 @@ class Worker:
             # goes down later: a serving worker never exits on a database fault.
             await upkeep_link.run(self._check_schema)
             await upkeep.register()
+            # Connected before the first claim, not at the first completion: a
+            # worker that could claim but not complete (the server out of
+            # connections by then) would sit on its jobs until rescued.
+            await asyncio.gather(claims.connection(), completions.connection())
             lanes.start()
             background = [
                 asyncio.create_task(listener.run(), name="currant-listener"),
@@ -155,8 +168,14 @@ class Worker:
                 await claims.run(lambda conn: conn.execute(app.sql["deregister_worker"], {"worker": state.worker_id}))
 
             await shut_down(
-                state=state, config=config, tasks=app.tasks, lanes=lanes, claimer=claimer, completer=completer,
-                completing=completing, deregister=deregister,
+                state=state,
+                config=config,
+                tasks=app.tasks,
+                lanes=lanes,
+                claimer=claimer,
+                completer=completer,
+                completing=completing,
+                deregister=deregister,
             )
         except DatabaseRefused as exc:
             log.error("%s", exc)
@@ -213,8 +232,11 @@ class Worker:
         state = self.state
         state.begin_stop(self.config.shutdown_grace)
         if state.held:
-            log.info("stopping: no more claims; finishing %d held jobs (grace %.0f s)", len(state.held),
-                     self.config.shutdown_grace)
+            log.info(
+                "stopping: no more claims; finishing %d held jobs (grace %.0f s)",
+                len(state.held),
+                self.config.shutdown_grace,
+            )
             return
         # Nothing held: a clean goodbye to the database if it answers at once,
         # else exit now; nothing can be lost (a claim that lands meanwhile
@@ -226,4 +248,3 @@ class Worker:
         if not self.state.held and self._main is not None and not self._main.done():
             self._quick_exit = True
             self._main.cancel()
-

@@ -29,15 +29,19 @@ app = currant.App()
 _local = threading.local()
 
 # Names that must be stored and used verbatim (T41).
-WEIRD_TASK = "x'); DROP TABLE jobs;-- \"q\" ; ünïcødé ✓"
+WEIRD_TASK = 'x\'); DROP TABLE jobs;-- "q" ; ünïcødé ✓'
 WEIRD_QUEUE = "\"; NOTIFY x; -- 'q' ; ünï ✓"
 
 
 def _ledger_conn() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed or conn.broken:
-        conn = psycopg.connect(os.environ.get("CURRANT_TEST_LEDGER_DSN") or app.dsn, autocommit=True,
-                               connect_timeout=5, application_name="currant-test-ledger")
+        conn = psycopg.connect(
+            os.environ.get("CURRANT_TEST_LEDGER_DSN") or app.dsn,
+            autocommit=True,
+            connect_timeout=5,
+            application_name="currant-test-ledger",
+        )
         _local.conn = conn
     return conn
 
@@ -58,8 +62,10 @@ def _ledger_execute(statement: str, params: tuple[Any, ...]) -> Any:
 
 def write_ledger(key: str) -> None:
     job = currant.current_job()
-    _ledger_execute(f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
-                    (key, os.getpid(), job.attempt if job else None))
+    _ledger_execute(
+        f'INSERT INTO "{app.schema}".ledger (key, pid, attempt) VALUES (%s, %s, %s)',
+        (key, os.getpid(), job.attempt if job else None),
+    )
 
 
 def _in_ledger(key: str) -> bool:

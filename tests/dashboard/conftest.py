@@ -118,16 +118,24 @@ def world(app: currant.App, db: psycopg.Connection[Any]) -> dict[str, int]:
         (worker, codec.pack_value(5), ids["succeeded"]),
     )
     for state, attempts, message in (("failed", 3, "ValueError: boom"), ("retrying", 1, "ValueError: again")):
-        errors = [{"attempt": n, "at": "2026-01-01T00:00:00+00:00", "error": message,
-                   "traceback": f'Traceback (most recent call last):\n  File "tests/apps/jobs.py", line {n}\n{message}'}
-                  for n in range(1, attempts + 1)]
+        errors = [
+            {
+                "attempt": n,
+                "at": "2026-01-01T00:00:00+00:00",
+                "error": message,
+                "traceback": f'Traceback (most recent call last):\n  File "tests/apps/jobs.py", line {n}\n{message}',
+            }
+            for n in range(1, attempts + 1)
+        ]
         db.execute(
             f"UPDATE {schema}.jobs SET state = %s, attempts = %s, errors = %s::jsonb, worker_id = %s,"
             " started_at = now(), finished_at = CASE WHEN %s = 'failed' THEN now() END,"
             " run_at = CASE WHEN %s = 'retrying' THEN now() + interval '1 hour' ELSE run_at END WHERE id = %s",
             (state, attempts, psycopg.types.json.Jsonb(errors), worker, state, state, ids[state]),
         )
-    db.execute(f"UPDATE {schema}.jobs SET state = 'running', attempts = 1, started_at = now(), worker_id = %s"
-               " WHERE id = %s", (worker, ids["running"]))
+    db.execute(
+        f"UPDATE {schema}.jobs SET state = 'running', attempts = 1, started_at = now(), worker_id = %s WHERE id = %s",
+        (worker, ids["running"]),
+    )
     ids["worker"] = worker
     return ids

@@ -36,8 +36,9 @@ def test_retry_button_queues_a_failed_job_again(app: currant.App, dashboard: Ser
     assert job is not None and job.max_attempts == 4 and len(job.errors) == 3  # one more attempt; history kept
 
 
-def test_retry_from_a_stale_page_says_it_did_nothing(app: currant.App, dashboard: Served,
-                                                      world: dict[str, int]) -> None:
+def test_retry_from_a_stale_page_says_it_did_nothing(
+    app: currant.App, dashboard: Served, world: dict[str, int]
+) -> None:
     job_id = world["failed"]
     with dashboard.client() as client:
         token = csrf_token(client.get(f"/jobs/{job_id}").text)
@@ -68,15 +69,16 @@ def test_bulk_retry_by_filter_counts_confirms_and_changes_only_the_matching_jobs
 ) -> None:
     mail = app.enqueue_many("fail", [("m",)] * 5, queue="mail")
     other = app.enqueue_many("fail", [("o",)] * 3, queue="default")
-    db.execute(f'UPDATE "{app.schema}".jobs SET state = \'failed\', attempts = 1, finished_at = now()')
+    db.execute(f"UPDATE \"{app.schema}\".jobs SET state = 'failed', attempts = 1, finished_at = now()")
     with dashboard.client() as client:
         listing = client.get("/jobs", params={"state": "failed", "queue": "mail"}).text
         link = re.search(r'<a class="button" id="bulk" href="([^"]+)"', listing)
         assert link is not None
         confirm = client.get(link.group(1).replace("&amp;", "&")).text
         assert re.search(r'id="bulk-count">5 jobs \(failed, queue mail\)', confirm)
-        response = client.post("/jobs/bulk", data={"csrf": csrf_token(confirm), "action": "retry", "state": "failed",
-                                                    "queue": "mail"})
+        response = client.post(
+            "/jobs/bulk", data={"csrf": csrf_token(confirm), "action": "retry", "state": "failed", "queue": "mail"}
+        )
         assert response.status_code == 303
         assert "Retried 5 jobs." in client.get(response.headers["location"]).text
     assert [_state(app, i) for i in mail] == ["queued"] * 5

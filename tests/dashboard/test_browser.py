@@ -44,9 +44,19 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     options = Options()
     options.binary_location = CHROMIUM
     # No network here: without the background-networking flags Chromium hangs on refused connections.
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
@@ -66,8 +76,12 @@ def _shoot(driver: Any, name: str) -> None:
 
 def _wait(driver: Any, timeout: float = 60) -> Any:
     # A live refresh swaps the page's elements: one found a moment ago may be gone; look again.
-    return WebDriverWait(driver, timeout, poll_frequency=0.05,
-                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
 
 
 def _click(driver: Any, by: str, value: str) -> None:
@@ -77,8 +91,7 @@ def _click(driver: Any, by: str, value: str) -> None:
 
 def _texts(driver: Any, css: str) -> list[str]:
     """The texts of the elements matching ``css``, read in one go from one version of the page."""
-    texts: list[str] = _wait(driver).until(
-        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)] or None)
+    texts: list[str] = _wait(driver).until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)] or None)
     return texts
 
 
@@ -116,18 +129,24 @@ def test_filter_failed_open_one_retry_and_watch_it_succeed(
     _click(browser, By.ID, "retry")
     _wait(browser).until(lambda d: "Queued again." in d.find_element(By.TAG_NAME, "body").text)
     # No reload from here on: the worker runs attempt 2, and the page learns it through the event stream.
-    _wait(browser).until(lambda d: d.find_element(By.ID, "job-state").text == "succeeded",
-                         message=f"the page to show the job succeeded; the database says {app.get_job(failing)}")
+    _wait(browser).until(
+        lambda d: d.find_element(By.ID, "job-state").text == "succeeded",
+        message=f"the page to show the job succeeded; the database says {app.get_job(failing)}",
+    )
     assert int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-refreshed") or 0) >= 1
     assert "Queued again." in _texts(browser, "#outcome")[0]  # the same page, its live part swapped in place
     _shoot(browser, "job-retried")
     job = app.get_job(failing)
     assert job is not None and job.state == "succeeded" and job.attempts == 2
 
-    for path, name in (("/workers", "workers"), ("/periodic", "periodic"), ("/health", "health"),
-                       ("/jobs?state=failed&queue=mail", "jobs-mail-failed"),
-                       ("/jobs/bulk?action=retry&state=failed&queue=mail", "bulk-confirm"),
-                       (f"/jobs/{world['succeeded']}", "job-succeeded")):
+    for path, name in (
+        ("/workers", "workers"),
+        ("/periodic", "periodic"),
+        ("/health", "health"),
+        ("/jobs?state=failed&queue=mail", "jobs-mail-failed"),
+        ("/jobs/bulk?action=retry&state=failed&queue=mail", "bulk-confirm"),
+        (f"/jobs/{world['succeeded']}", "job-succeeded"),
+    ):
         browser.get(dashboard.url + path)
         _wait(browser).until(expected_conditions.presence_of_element_located((By.TAG_NAME, "footer")))
         assert "Not done" not in browser.title, path

@@ -25,8 +25,14 @@ def _free_port() -> int:
 
 
 def _run(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "currant", *args], cwd=ROOT, env=env, text=True,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "currant", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -69,18 +75,23 @@ def test_serves_with_basic_auth_and_logs_no_secret(app: currant.App, database_ds
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_refuses_a_non_loopback_address_without_auth(app: currant.App, database_dsn: str, tmp_path: Path,
-                                                     host: str) -> None:
+def test_refuses_a_non_loopback_address_without_auth(
+    app: currant.App, database_dsn: str, tmp_path: Path, host: str
+) -> None:
     log = tmp_path / "dashboard.log"
-    process = _run(["--schema", app.schema, "dashboard", "--host", host, "--port", str(_free_port())],
-                   _env(CURRANT_DSN=database_dsn), log)
+    process = _run(
+        ["--schema", app.schema, "dashboard", "--host", host, "--port", str(_free_port())],
+        _env(CURRANT_DSN=database_dsn),
+        log,
+    )
     assert process.wait(60) == 1
     assert "CURRANT_DASHBOARD_USER" in log.read_text() and "--insecure" in log.read_text()
 
 
 def test_refuses_a_schema_without_the_dashboard_tables(database_dsn: str, tmp_path: Path) -> None:
     log = tmp_path / "dashboard.log"
-    process = _run(["--schema", "nothing_here", "dashboard", "--port", str(_free_port())],
-                   _env(CURRANT_DSN=database_dsn), log)
+    process = _run(
+        ["--schema", "nothing_here", "dashboard", "--port", str(_free_port())], _env(CURRANT_DSN=database_dsn), log
+    )
     assert process.wait(60) == 1
     assert "python -m currant migrate" in log.read_text()

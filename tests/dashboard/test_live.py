@@ -26,8 +26,7 @@ class EventStream:
         self.seen: list[str] = []
         host, port = url.removeprefix("http://").split(":")
         self._sock = socket.create_connection((host, int(port)), timeout=10)
-        self._sock.sendall(f"GET /events HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
-                           .encode())
+        self._sock.sendall(f"GET /events HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -58,8 +57,9 @@ class EventStream:
 
     def changes(self) -> list[dict[str, Any]]:
         lines = self.drain()
-        return [json.loads(lines[i + 1][len("data: "):]) for i, line in enumerate(lines[:-1])
-                if line == "event: change"]
+        return [
+            json.loads(lines[i + 1][len("data: ") :]) for i, line in enumerate(lines[:-1]) if line == "event: change"
+        ]
 
     def close(self) -> None:
         self._stop.set()
@@ -72,8 +72,10 @@ def _connected(stream: EventStream) -> bool:
 
 
 def _dashboard_sessions(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'currant-dashboard'"
-                     " AND datname = current_database()").fetchone()
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'currant-dashboard'"
+        " AND datname = current_database()"
+    ).fetchone()
     return int(row[0])
 
 
@@ -83,14 +85,17 @@ def test_an_enqueue_reaches_an_open_page_as_an_event(app: currant.App, dashboard
         wait_for(lambda: _connected(stream), message="the stream to open")
         wait_for(dashboard.dashboard.hub.listening.is_set, message="the hub to LISTEN")
         app.enqueue("echo", (), queue="watched")
-        wait_for(lambda: any("watched" in change["queues"] for change in stream.changes()),
-                 message="a change event naming the queue")
+        wait_for(
+            lambda: any("watched" in change["queues"] for change in stream.changes()),
+            message="a change event naming the queue",
+        )
     finally:
         stream.close()
 
 
-def test_finished_jobs_reach_open_pages_without_a_notification(app: currant.App, dashboard: Served,
-                                                              db: psycopg.Connection[Any]) -> None:
+def test_finished_jobs_reach_open_pages_without_a_notification(
+    app: currant.App, dashboard: Served, db: psycopg.Connection[Any]
+) -> None:
     """Completions send no NOTIFY: what workers report each heartbeat (activity) is the pulse's to see."""
     stream = EventStream(dashboard.url)
     try:
@@ -98,8 +103,9 @@ def test_finished_jobs_reach_open_pages_without_a_notification(app: currant.App,
         wait_for(dashboard.dashboard.hub.listening.is_set, message="the hub to LISTEN")
         wait_for(lambda: dashboard.dashboard.hub._pulse is not None, message="the first pulse")
         before = len(stream.changes())
-        db.execute(f'INSERT INTO "{app.schema}".activity VALUES (date_trunc(\'minute\', now()), \'q\', \'t\','
-                   " 'succeeded', 10)")
+        db.execute(
+            f"INSERT INTO \"{app.schema}\".activity VALUES (date_trunc('minute', now()), 'q', 't', 'succeeded', 10)"
+        )
         wait_for(lambda: len(stream.changes()) > before, message="a change event after the activity report")
     finally:
         stream.close()
@@ -134,8 +140,10 @@ def test_notifications_are_sent_at_most_once_per_debounce_interval(app: currant.
         started = time.monotonic()
         for name in queues:
             app.enqueue("echo", (), queue=name)
-        wait_for(lambda: set(queues) <= {q for change in stream.changes() for q in change["queues"]},
-                 message="every queue named by some event")
+        wait_for(
+            lambda: set(queues) <= {q for change in stream.changes() for q in change["queues"]},
+            message="every queue named by some event",
+        )
         elapsed = time.monotonic() - started
         carrying = [change for change in stream.changes() if set(change["queues"]) & set(queues)]
         # The first goes out at once; each later one waits out the interval since the one before.

@@ -29,8 +29,12 @@ def own_app(database_dsn: str, schema_name: str, app: currant.App) -> Iterator[c
 
 def _host_app(kind: str, dashboard: Any) -> Any:
     if kind == "starlette":
-        return Starlette(routes=[Route("/", lambda request: PlainTextResponse("the host's own page")),
-                                 Mount("/queue", app=dashboard)])
+        return Starlette(
+            routes=[
+                Route("/", lambda request: PlainTextResponse("the host's own page")),
+                Mount("/queue", app=dashboard),
+            ]
+        )
 
     async def django_like(scope: Any, receive: Any, send: Any) -> None:
         """What a Django asgi.py does: paths under /queue go to the dashboard, the rest to Django."""
@@ -69,5 +73,8 @@ def test_mounted_under_a_prefix(kind: str, own_app: currant.App, app: currant.Ap
 
 def iter_update(app: currant.App, job_id: int) -> Any:
     """A one-step plan: the job failed (as a worker records it)."""
-    yield ("rowcount", f'UPDATE "{app.schema}".jobs SET state = \'failed\', finished_at = now() WHERE id = %(id)s',
-           {"id": job_id})
+    yield (
+        "rowcount",
+        f"UPDATE \"{app.schema}\".jobs SET state = 'failed', finished_at = now() WHERE id = %(id)s",
+        {"id": job_id},
+    )

@@ -23,12 +23,16 @@ def test_overview_shows_each_queue_with_its_waiting_jobs_and_the_totals(
     dashboard: Served, world: dict[str, int], db: psycopg.Connection[Any], app: currant.App
 ) -> None:
     # What workers reported in this minute (the activity table), as maintain() records it.
-    db.execute(f'INSERT INTO "{app.schema}".activity VALUES (date_trunc(\'minute\', now()), \'mail\', \'x\','
-               " 'failed', 7), (date_trunc('minute', now()), 'mail', 'x', 'succeeded', 120)")
+    db.execute(
+        f"INSERT INTO \"{app.schema}\".activity VALUES (date_trunc('minute', now()), 'mail', 'x',"
+        " 'failed', 7), (date_trunc('minute', now()), 'mail', 'x', 'succeeded', 120)"
+    )
     with dashboard.client() as client:
         page = client.get("/").text
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr>\s*<td><a href=\"[^\"]*\">([^<]+)</a></td>.*?</tr>",
-                                                         page, re.S)}
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"<tr>\s*<td><a href=\"[^\"]*\">([^<]+)</a></td>.*?</tr>", page, re.S)
+    }
     assert set(rows) == {"default", "mail"}
     cells = lambda queue: re.findall(r'<td class="n[^"]*">(?:<a [^>]*>)?([^<]*)', rows[queue])
     # queued, scheduled, retrying, oldest ready, in/s, out/s, succeeded 1 h, failed 1 h, retried 1 h, workers
@@ -46,23 +50,21 @@ def test_the_chart_counts_enqueued_and_finished_per_minute_from_the_small_tables
     app: currant.App, db: psycopg.Connection[Any]
 ) -> None:
     schema = f'"{app.schema}"'
-    db.execute(f"INSERT INTO {schema}.id_marks VALUES (date_trunc('minute', now()) - interval '3 minutes', 100),"
-               f" (date_trunc('minute', now()) - interval '2 minutes', 130)")
-    db.execute(f"INSERT INTO {schema}.activity VALUES (date_trunc('minute', now()) - interval '2 minutes', 'q', 't',"
-               " 'succeeded', 25), (date_trunc('minute', now()) - interval '2 minutes', 'q', 't', 'failed', 2)")
-    data = app.run_plan(reads.overview_activity(_dsql(app)))
+    db.execute(
+        f"INSERT INTO {schema}.id_marks VALUES (date_trunc('minute', now()) - interval '3 minutes', 100),"
+        f" (date_trunc('minute', now()) - interval '2 minutes', 130)"
+    )
+    db.execute(
+        f"INSERT INTO {schema}.activity VALUES (date_trunc('minute', now()) - interval '2 minutes', 'q', 't',"
+        " 'succeeded', 25), (date_trunc('minute', now()) - interval '2 minutes', 'q', 't', 'failed', 2)"
+    )
+    data = app.run_plan(reads.overview_activity(app.sql))
     chart = data["chart"]
     assert len(chart) == 60
     two_ago = chart[-3]
     assert (two_ago["enqueued"], two_ago["finished"], two_ago["failed"]) == (30, 27, 2)
     assert chart[-4]["enqueued"] == 0  # the first mark of the hour has none before it to subtract
     assert data["queues"]["q"]["hour"] == {"succeeded": 25, "failed": 2}
-
-
-def _dsql(app: currant.App) -> dict[str, str]:
-    from currant.sql import queries
-
-    return queries(app.schema, "dashboard.sql")
 
 
 def test_jobs_page_lists_every_state_and_filters_live_in_the_url(dashboard: Served, world: dict[str, int]) -> None:
@@ -72,9 +74,11 @@ def test_jobs_page_lists_every_state_and_filters_live_in_the_url(dashboard: Serv
         for state in ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"):
             assert _ids_on(client.get("/jobs", params={"state": state}).text) == [world[state]], state
         assert sorted(_ids_on(client.get("/jobs", params={"queue": "mail"}).text)) == sorted(
-            [world["queued"], world["failed"]])
+            [world["queued"], world["failed"]]
+        )
         assert sorted(_ids_on(client.get("/jobs", params={"task": "fail"}).text)) == sorted(
-            [world["failed"], world["retrying"]])
+            [world["failed"], world["retrying"]]
+        )
         assert _ids_on(client.get("/jobs", params={"error": "BOOM"}).text) == [world["failed"]]
         # The form keeps what was asked: the filter is in the page as well as the URL.
         failed_page = client.get("/jobs", params={"state": "failed", "queue": "mail"}).text
@@ -86,12 +90,16 @@ def test_jobs_page_lists_every_state_and_filters_live_in_the_url(dashboard: Serv
         assert client.get("/jobs", params={"before": "1 OR 1=1"}).status_code == 400
 
 
-def test_error_filter_takes_percent_and_underscore_literally(app: currant.App, dashboard: Served,
-                                                             db: psycopg.Connection[Any]) -> None:
+def test_error_filter_takes_percent_and_underscore_literally(
+    app: currant.App, dashboard: Served, db: psycopg.Connection[Any]
+) -> None:
     literal, wildcard = app.enqueue("echo", ()), app.enqueue("echo", ())
     for job_id, message in ((literal, "disk 100% full"), (wildcard, "disk 100 full")):
-        db.execute(f'UPDATE "{app.schema}".jobs SET state = \'failed\', errors = jsonb_build_array('
-                   "jsonb_build_object('error', %s::text)) WHERE id = %s", (message, job_id))
+        db.execute(
+            f"UPDATE \"{app.schema}\".jobs SET state = 'failed', errors = jsonb_build_array("
+            "jsonb_build_object('error', %s::text)) WHERE id = %s",
+            (message, job_id),
+        )
     with dashboard.client() as client:
         assert _ids_on(client.get("/jobs", params={"error": "100%"}).text) == [literal]
 
@@ -115,19 +123,18 @@ def test_task_and_error_filters_search_a_bounded_window_and_go_on_below_it(app: 
     matching = app.enqueue("wanted", ())
     app.enqueue_many("other", [()] * 30)
     where = JobFilter(task="wanted")
-    first = app.run_plan(reads.job_page(_dsql(app), where, limit=5, window=10))
+    first = app.run_plan(reads.job_page(app.sql, where, limit=5, window=10))
     assert first["jobs"] == [] and first["scanned"] == 10  # only the 10 newest were read
     cursor = first["next_before"]
     found: list[int] = []
     while cursor is not None and not found:
-        page = app.run_plan(reads.job_page(_dsql(app), JobFilter(task="wanted", before=cursor), limit=5, window=10))
+        page = app.run_plan(reads.job_page(app.sql, JobFilter(task="wanted", before=cursor), limit=5, window=10))
         found = [job["id"] for job in page["jobs"]]
         cursor = page["next_before"]
     assert found == [matching]
 
 
-def test_job_page_shows_arguments_result_errors_tracebacks_and_worker(dashboard: Served,
-                                                                      world: dict[str, int]) -> None:
+def test_job_page_shows_arguments_result_errors_tracebacks_and_worker(dashboard: Served, world: dict[str, int]) -> None:
     with dashboard.client() as client:
         queued = client.get(f"/jobs/{world['queued']}").text
         assert "&#34;ready&#34;" in queued and "&#34;flag&#34;: true" in queued  # args and kwargs, decoded
@@ -148,8 +155,9 @@ def test_workers_page_lists_live_workers(dashboard: Served, world: dict[str, int
     assert "No worker died in the last day." in page
 
 
-def test_periodic_page_shows_last_and_next_tick(app: currant.App, dashboard: Served,
-                                                db: psycopg.Connection[Any]) -> None:
+def test_periodic_page_shows_last_and_next_tick(
+    app: currant.App, dashboard: Served, db: psycopg.Connection[Any]
+) -> None:
     db.execute(app.sql["periodic_register"], {"name": "nightly", "schedule": "0 3 * * *"})
     db.execute(f"UPDATE \"{app.schema}\".periodic SET last_tick = '2026-01-10 03:00:00+00'")
     with dashboard.client() as client:

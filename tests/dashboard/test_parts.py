@@ -18,13 +18,34 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def _reading(**changes: Any) -> dict[str, Any]:
-    table = {"total_bytes": 10 * 2**20, "table_bytes": 8 * 2**20, "live": 100_000, "dead": 500,
-             "last_autovacuum": NOW - timedelta(minutes=5), "last_vacuum": None, "autovacuum_count": 12,
-             "last_autoanalyze": NOW, "modified_since_analyze": 10}
+    table = {
+        "total_bytes": 10 * 2**20,
+        "table_bytes": 8 * 2**20,
+        "live": 100_000,
+        "dead": 500,
+        "last_autovacuum": NOW - timedelta(minutes=5),
+        "last_vacuum": None,
+        "autovacuum_count": 12,
+        "last_autoanalyze": NOW,
+        "modified_since_analyze": 10,
+    }
     reading: dict[str, Any] = {
-        "table": table, "notify_usage": 0.0, "connections": 10, "max_connections": 100, "reserved_connections": 3,
-        "oldest": {"kind": "session", "pid": 77, "xmin_age": 12, "datname": "db", "usename": "u",
-                   "application_name": "app", "state": "active", "xact_seconds": 0.5, "query": "SELECT 1"},
+        "table": table,
+        "notify_usage": 0.0,
+        "connections": 10,
+        "max_connections": 100,
+        "reserved_connections": 3,
+        "oldest": {
+            "kind": "session",
+            "pid": 77,
+            "xmin_age": 12,
+            "datname": "db",
+            "usename": "u",
+            "application_name": "app",
+            "state": "active",
+            "xact_seconds": 0.5,
+            "query": "SELECT 1",
+        },
     }
     for key, value in changes.items():
         if key in table:
@@ -44,16 +65,19 @@ def test_a_healthy_database_has_no_warning() -> None:
     assert _failing(_reading()) == set()
 
 
-@pytest.mark.parametrize(("changes", "warned"), [
-    ({"dead": 40_000}, {"Jobs table size"}),  # 29 % dead
-    ({"dead": 20_000, "last_autovacuum": NOW - timedelta(hours=2)}, {"Last vacuum"}),  # 17 %: only stale
-    ({"dead": 9_000, "last_autovacuum": None}, set()),  # few dead rows: never vacuumed is fine
-    ({"xmin_age": 2_000_000}, {"Oldest transaction"}),
-    ({"xact_seconds": 600.0}, {"Oldest transaction"}),
-    ({"notify_usage": 0.3}, {"NOTIFY queue"}),
-    ({"connections": 80}, {"Connections"}),  # 80 of 97 usable
-    ({"connections": 77}, set()),
-])
+@pytest.mark.parametrize(
+    ("changes", "warned"),
+    [
+        ({"dead": 40_000}, {"Jobs table size"}),  # 29 % dead
+        ({"dead": 20_000, "last_autovacuum": NOW - timedelta(hours=2)}, {"Last vacuum"}),  # 17 %: only stale
+        ({"dead": 9_000, "last_autovacuum": None}, set()),  # few dead rows: never vacuumed is fine
+        ({"xmin_age": 2_000_000}, {"Oldest transaction"}),
+        ({"xact_seconds": 600.0}, {"Oldest transaction"}),
+        ({"notify_usage": 0.3}, {"NOTIFY queue"}),
+        ({"connections": 80}, {"Connections"}),  # 80 of 97 usable
+        ({"connections": 77}, set()),
+    ],
+)
 def test_each_threshold_warns_past_it_and_not_before(changes: dict[str, Any], warned: set[str]) -> None:
     assert _failing(_reading(**changes)) == warned
 
@@ -115,8 +139,17 @@ def test_error_text_is_matched_literally() -> None:
     assert JobFilter().pattern() is None
 
 
-@pytest.mark.parametrize("query", [{"state": "exploded"}, {"queue": "x" * 201}, {"task": "a\x00b"},
-                                   {"before": "-3"}, {"before": "9" * 30}, {"error": "e" * 201}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"state": "exploded"},
+        {"queue": "x" * 201},
+        {"task": "a\x00b"},
+        {"before": "-3"},
+        {"before": "9" * 30},
+        {"error": "e" * 201},
+    ],
+)
 def test_bad_filters_are_refused_before_any_query(query: dict[str, str]) -> None:
     with pytest.raises(BadFilter):
         JobFilter.from_query(query)

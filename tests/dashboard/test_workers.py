@@ -32,8 +32,10 @@ def test_a_killed_worker_is_listed_with_the_jobs_rescued_from_it(
     victim.kill()  # SIGKILL mid-handler: no goodbye, only silence
     rescuer = spawn_worker(*FAST_LEASES, "--queues", "other")  # sweeps, but does not take the jobs back
     wait_for(lambda: all(_job(app, j).rescues == 1 for j in held), message="the rescue")
-    row = db.execute(f'SELECT worker_id, pid, hostname, queues, concurrency, rescued, poisoned, job_ids'
-                     f' FROM "{app.schema}".worker_deaths').fetchone()
+    row = db.execute(
+        f"SELECT worker_id, pid, hostname, queues, concurrency, rescued, poisoned, job_ids"
+        f' FROM "{app.schema}".worker_deaths'
+    ).fetchone()
     assert row is not None
     assert row[0] == victim_id and row[1] == victim.pid and row[3][0] == "default" and row[4] == 2
     assert (row[5], row[6], sorted(row[7])) == (2, 0, sorted(held))

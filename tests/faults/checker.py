@@ -76,15 +76,11 @@ def check(
     for key, state in job_rows:
         states.setdefault(key, []).append(state)
     history = QueueHistory(acked_set, attempted_set, executions, states)
-    history.lost = {
-        key for key in acked_set if executions[key] == 0 or FINISHED_OK not in states.get(key, [])
-    }
+    history.lost = {key for key in acked_set if executions[key] == 0 or FINISHED_OK not in states.get(key, [])}
     history.duplicated = {key: count for key, count in executions.items() if count > 1}
     history.unexpected = {key for key in set(executions) | set(states) if key not in attempted_set}
     history.recovered = {key for key in attempted_set - acked_set if key in states or executions[key]}
-    history.unfinished = {
-        key: rows for key, rows in states.items() if any(state != FINISHED_OK for state in rows)
-    }
+    history.unfinished = {key: rows for key, rows in states.items() if any(state != FINISHED_OK for state in rows)}
     return history
 
 

@@ -97,8 +97,13 @@ class PgCluster:
 
     def _run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.bin / args[0]), *args[1:]], check=check, capture_output=True, text=True,
-            user=self.user, timeout=timeout, cwd=self.root,
+            [str(self.bin / args[0]), *args[1:]],
+            check=check,
+            capture_output=True,
+            text=True,
+            user=self.user,
+            timeout=timeout,
+            cwd=self.root,
         )
 
     def init(self) -> None:
@@ -236,9 +241,11 @@ def cluster_db(pg_cluster: PgCluster) -> Iterator[Reconnecting]:
 def cluster_spawn(spawn_worker: Any, pg_cluster: PgCluster, cluster_schema: str) -> Any:
     """``spawn_worker`` pointed at the test-owned cluster (default app: ``tests.apps.jobs``)."""
 
-    def spawn(*args: str, app: str = "tests.apps.jobs:app", env: dict[str, str] | None = None,
-              dsn: str | None = None) -> Any:
-        return spawn_worker(*args, app=app, env={"CURRANT_DSN": dsn or pg_cluster.dsn, **(env or {})},
-                            schema=cluster_schema)
+    def spawn(
+        *args: str, app: str = "tests.apps.jobs:app", env: dict[str, str] | None = None, dsn: str | None = None
+    ) -> Any:
+        return spawn_worker(
+            *args, app=app, env={"CURRANT_DSN": dsn or pg_cluster.dsn, **(env or {})}, schema=cluster_schema
+        )
 
     return spawn

@@ -40,7 +40,7 @@ def worker_id_of(conn: Any, schema: str, pid: int, timeout: float = 30.0) -> int
 
 def running_of(conn: Any, schema: str, worker_ids: list[int]) -> set[int]:
     rows = conn.execute(
-        f'SELECT id FROM "{schema}".jobs WHERE state = \'running\' AND worker_id = ANY(%s)', (worker_ids,)
+        f"SELECT id FROM \"{schema}\".jobs WHERE state = 'running' AND worker_id = ANY(%s)", (worker_ids,)
     ).fetchall()
     return {row[0] for row in rows}
 

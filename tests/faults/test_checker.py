@@ -12,8 +12,14 @@ def test_classifies_lost_duplicated_unexpected_recovered() -> None:
         acked={"a", "b", "c", "d"},
         attempted={"a", "b", "c", "d", "u1", "u2"},
         ledger_keys=["a", "b", "b", "u1", "zz"],
-        job_rows=[("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded"), ("u1", "succeeded"),
-                  ("zz", "succeeded"), ("d", "queued")],
+        job_rows=[
+            ("a", "succeeded"),
+            ("b", "succeeded"),
+            ("c", "succeeded"),
+            ("u1", "succeeded"),
+            ("zz", "succeeded"),
+            ("d", "queued"),
+        ],
     )
     assert history.lost == {"c", "d"}  # c: no side effect; d: never ran
     assert history.duplicated == {"b": 2}
@@ -25,8 +31,9 @@ def test_classifies_lost_duplicated_unexpected_recovered() -> None:
 
 
 def test_duplicates_are_bounded_and_windowed() -> None:
-    history = check(acked={"a", "b"}, ledger_keys=["a", "a", "b", "b", "b"],
-                    job_rows=[("a", "succeeded"), ("b", "succeeded")])
+    history = check(
+        acked={"a", "b"}, ledger_keys=["a", "a", "b", "b", "b"], job_rows=[("a", "succeeded"), ("b", "succeeded")]
+    )
     assert history.extra_executions == 3
     assert_no_loss(history, max_duplicates=3)
     with pytest.raises(AssertionError, match="3 duplicate executions"):

@@ -42,8 +42,9 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def test_six_racing_claimers_never_claim_a_job_twice(app: currant.App, database_dsn: str, db: Any,
-                                                     schema_name: str) -> None:
+def test_six_racing_claimers_never_claim_a_job_twice(
+    app: currant.App, database_dsn: str, db: Any, schema_name: str
+) -> None:
     ids = app.enqueue_many("noop", [()] * 6000)
     _register_workers(db, schema_name, 6)
     claim = app.sql["claim"]
@@ -58,8 +59,9 @@ def test_six_racing_claimers_never_claim_a_job_twice(app: currant.App, database_
                 barrier.wait()
                 empty = 0
                 while empty < 2:
-                    rows = conn.execute(claim, {"queue": "default", "limit": rng.randint(1, 60),
-                                                "worker": index + 1}, prepare=True).fetchall()
+                    rows = conn.execute(
+                        claim, {"queue": "default", "limit": rng.randint(1, 60), "worker": index + 1}, prepare=True
+                    ).fetchall()
                     empty = 0 if rows else empty + 1
                     claimed[index].extend((row[0], row[1]) for row in rows)
         except BaseException as exc:  # noqa: BLE001
@@ -77,14 +79,15 @@ def test_six_racing_claimers_never_claim_a_job_twice(app: currant.App, database_
     assert sorted(every) == sorted(ids)
     assert all(attempt == 1 for rows in claimed for _, attempt in rows)
     assert all(rows for rows in claimed), "every claimer got some work"
-    owners = dict(db.execute(f'SELECT id, worker_id FROM "{schema_name}".jobs WHERE state = \'running\'').fetchall())
+    owners = dict(db.execute(f"SELECT id, worker_id FROM \"{schema_name}\".jobs WHERE state = 'running'").fetchall())
     assert len(owners) == len(ids)
     for index, rows in enumerate(claimed):
         assert all(owners[job_id] == index + 1 for job_id, _ in rows)
 
 
-def test_two_claimers_one_job_exactly_one_winner(app: currant.App, database_dsn: str, db: Any,
-                                                 schema_name: str) -> None:
+def test_two_claimers_one_job_exactly_one_winner(
+    app: currant.App, database_dsn: str, db: Any, schema_name: str
+) -> None:
     _register_workers(db, schema_name, 2)
     claim = app.sql["claim"]
     conns = [_connect(database_dsn) for _ in range(2)]
@@ -96,8 +99,9 @@ def test_two_claimers_one_job_exactly_one_winner(app: currant.App, database_dsn:
 
             def take(i: int) -> None:
                 barrier.wait()
-                results[i] = conns[i].execute(claim, {"queue": "default", "limit": 1, "worker": i + 1},
-                                              prepare=True).fetchall()
+                results[i] = (
+                    conns[i].execute(claim, {"queue": "default", "limit": 1, "worker": i + 1}, prepare=True).fetchall()
+                )
 
             threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
             for thread in threads:
@@ -120,8 +124,9 @@ def _claim_plan(conn: Any, sql: str, generic: bool) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(app: currant.App, database_dsn: str,
-                                                                      db: Any, schema_name: str) -> None:
+def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(
+    app: currant.App, database_dsn: str, db: Any, schema_name: str
+) -> None:
     jobs = f'"{schema_name}".jobs'
     db.execute(f"ALTER TABLE {jobs} SET (autovacuum_enabled = false)")
     app.enqueue_many("noop", [()] * 100_000)
@@ -151,8 +156,9 @@ def test_claim_uses_the_partial_index_with_a_backlog_and_dead_tuples(app: curran
     print(f"dead tuples before ANALYZE: {dead}; analyzed generic plan:\n{plans[(True, True)]}")
 
 
-def test_claim_never_walks_the_primary_key_on_stale_statistics(app: currant.App, database_dsn: str,
-                                                               db: Any, schema_name: str) -> None:
+def test_claim_never_walks_the_primary_key_on_stale_statistics(
+    app: currant.App, database_dsn: str, db: Any, schema_name: str
+) -> None:
     """Analyzed right after a bulk enqueue, the statistics say every job is
     queued; most are finished before the next ANALYZE (a fast drain). "ORDER
     BY id" would then let the planner walk the primary key from the oldest,
@@ -182,10 +188,16 @@ def test_claim_never_walks_the_primary_key_on_stale_statistics(app: currant.App,
 # statement's own clock is at most MARGIN later.
 
 LEGAL = {
-    ("queued", "running"), ("queued", "cancelled"),
-    ("scheduled", "queued"), ("scheduled", "cancelled"),
-    ("retrying", "queued"), ("retrying", "cancelled"),
-    ("running", "succeeded"), ("running", "retrying"), ("running", "failed"), ("running", "cancelled"),
+    ("queued", "running"),
+    ("queued", "cancelled"),
+    ("scheduled", "queued"),
+    ("scheduled", "cancelled"),
+    ("retrying", "queued"),
+    ("retrying", "cancelled"),
+    ("running", "succeeded"),
+    ("running", "retrying"),
+    ("running", "failed"),
+    ("running", "cancelled"),
     ("running", "queued"),
 }
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -239,11 +251,13 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             self.last_maintain: tuple[datetime, datetime] | None = None  # clock before and after
 
         def _register(self, slot: int) -> None:
-            row = conn.execute(sql["register_worker"],
-                               {"hostname": "model", "pid": 0, "queues": ["default"], "concurrency": 1}).fetchone()
+            row = conn.execute(
+                sql["register_worker"], {"hostname": "model", "pid": 0, "queues": ["default"], "concurrency": 1}
+            ).fetchone()
             self.worker_ids[slot] = int(row[0])
             (self.last_beat[slot],) = conn.execute(
-                f"SELECT last_seen FROM {schema}.workers WHERE id = %s", (row[0],)).fetchone()
+                f"SELECT last_seen FROM {schema}.workers WHERE id = %s", (row[0],)
+            ).fetchone()
 
         @rule(seconds=st.sampled_from([1.0, 4.0, 12.0, 31.0, 70.0, 200.0]))
         def advance_clock(self, seconds: float) -> None:
@@ -256,12 +270,25 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
         def enqueue(self, n: int, delay: float) -> None:
             for _ in range(n):
                 before = clock()
-                conn.execute(sql["enqueue_one"], {
-                    "queue": "default", "task": "noop", "payload": PAYLOAD, "priority": 0, "max_attempts": 3,
-                    "run_at": None, "delay": delay, "unique_key": None, "channel": app.channel})
+                conn.execute(
+                    sql["enqueue_one"],
+                    {
+                        "queue": "default",
+                        "task": "noop",
+                        "payload": PAYLOAD,
+                        "priority": 0,
+                        "max_attempts": 3,
+                        "run_at": None,
+                        "delay": delay,
+                        "unique_key": None,
+                        "waiting": False,
+                        "channel": app.channel,
+                    },
+                )
                 self.enqueued += 1
-                state, run_at = conn.execute(f"SELECT state::text, run_at FROM {schema}.jobs WHERE id = %s",
-                                             (self.enqueued,)).fetchone()
+                state, run_at = conn.execute(
+                    f"SELECT state::text, run_at FROM {schema}.jobs WHERE id = %s", (self.enqueued,)
+                ).fetchone()
                 # The delay is counted on the database clock.
                 assert before + timedelta(seconds=delay) <= run_at <= clock() + timedelta(seconds=delay)
                 assert state == ("scheduled" if delay else "queued")
@@ -270,10 +297,11 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
         def claim(self, slot: int, n: int) -> None:
             if slot in self.crashed:
                 return
-            rows = conn.execute(sql["claim"], {"queue": "default", "limit": n,
-                                               "worker": self.worker_ids[slot]}).fetchall()
+            rows = conn.execute(
+                sql["claim"], {"queue": "default", "limit": n, "worker": self.worker_ids[slot]}
+            ).fetchall()
             after = clock()
-            for job_id, attempt, _task, _payload in rows:
+            for job_id, attempt, *_rest in rows:
                 before = self.snapshot.get(job_id)
                 assert before is not None and before[0] in ("queued", "scheduled", "retrying"), (job_id, before)
                 assert attempt == before[1] + 1
@@ -306,9 +334,20 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
                 cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
                 assert sum(n for _queue, _task, n in cur.fetchall()) == 1, "a live lease completes"
             else:
-                rows = conn.execute(sql["complete_outcomes"], {
-                    "ids": ids, "attempts": attempts, "kinds": [kind], "results": [None], "errors": ["E: x"],
-                    "tracebacks": [None], "delays": [delay], "max_attempts": [3], "worker": worker}).fetchall()
+                rows = conn.execute(
+                    sql["complete_outcomes"],
+                    {
+                        "ids": ids,
+                        "attempts": attempts,
+                        "kinds": [kind],
+                        "results": [None],
+                        "errors": ["E: x"],
+                        "tracebacks": [None],
+                        "delays": [delay],
+                        "max_attempts": [3],
+                        "worker": worker,
+                    },
+                ).fetchall()
                 assert len(rows) == 1
                 _id, state, _queue, run_at, *_rest = rows[0]
                 if state == "retrying":
@@ -319,8 +358,12 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
         def complete(self, slot: int, pick: int) -> None:
             self._finish(slot, pick, None)
 
-        @rule(slot=st.integers(0, SLOTS - 1), pick=st.integers(0, 10), kind=st.sampled_from(["r", "f", "s", "c"]),
-              delay=st.sampled_from([0.0, 5.0, 40.0]))
+        @rule(
+            slot=st.integers(0, SLOTS - 1),
+            pick=st.integers(0, 10),
+            kind=st.sampled_from(["r", "f", "s", "c"]),
+            delay=st.sampled_from([0.0, 5.0, 40.0]),
+        )
         def fail(self, slot: int, pick: int, kind: str, delay: float) -> None:
             self._finish(slot, pick, kind, delay)
 
@@ -329,8 +372,9 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             if not self.held[slot]:
                 return
             ids, attempts = id_arrays(sorted(self.held[slot].items()))
-            rows = conn.execute(sql["release"], {"ids": ids, "attempts": attempts,
-                                                 "worker": self.worker_ids[slot]}).fetchall()
+            rows = conn.execute(
+                sql["release"], {"ids": ids, "attempts": attempts, "worker": self.worker_ids[slot]}
+            ).fetchall()
             assert len(rows) == len(self.held[slot])
             self.released |= set(self.held[slot])
             self.held[slot].clear()
@@ -360,10 +404,21 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
 
         def _maintain(self, worker: int, slot: int | None) -> None:
             before = clock()
-            row = maint_conn.execute(sql["maintain"], {
-                "worker": worker, "queues": ["default"], "running": [], "dead_after": DEAD_AFTER, "max_rescues": 3,
-                "keep_succeeded": KEEP_SUCCEEDED, "keep_failed": KEEP_FAILED, "prune_batch": 1000,
-                "channel": app.channel, **NO_ACTIVITY}).fetchone()
+            row = maint_conn.execute(
+                sql["maintain"],
+                {
+                    "worker": worker,
+                    "queues": ["default"],
+                    "running": [],
+                    "dead_after": DEAD_AFTER,
+                    "max_rescues": 3,
+                    "keep_succeeded": KEEP_SUCCEEDED,
+                    "keep_failed": KEEP_FAILED,
+                    "prune_batch": 1000,
+                    "channel": app.channel,
+                    **NO_ACTIVITY,
+                },
+            ).fetchone()
             after = clock()
             self.last_maintain = (before, after)
             live = {wid: seen for wid, seen in conn.execute(f"SELECT id, last_seen FROM {schema}.workers").fetchall()}
@@ -422,10 +477,13 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
         @invariant()
         def consistent(self) -> None:
             rows = conn.execute(
-                f"SELECT id, state::text, attempts, worker_id, run_at, finished_at FROM {schema}.jobs").fetchall()
+                f"SELECT id, state::text, attempts, worker_id, run_at, finished_at FROM {schema}.jobs"
+            ).fetchall()
             live_workers = {row[0] for row in conn.execute(f"SELECT id FROM {schema}.workers").fetchall()}
-            now = {job_id: (state, attempts, worker, run_at, finished_at)
-                   for job_id, state, attempts, worker, run_at, finished_at in rows}
+            now = {
+                job_id: (state, attempts, worker, run_at, finished_at)
+                for job_id, state, attempts, worker, run_at, finished_at in rows
+            }
             for job_id in set(self.snapshot) - set(now):
                 # Only retention deletes a job: finished, and past its keep time
                 # at the last maintenance.
@@ -435,8 +493,11 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
                 assert older_than(self.last_maintain[1] + MARGIN, finished_at, keep), ("pruned too early", job_id)
                 self.pruned.add(job_id)
             assert len(now) + len(self.pruned) == self.enqueued, "no job appears or disappears unaccounted"
-            held = {job: (self.worker_ids[slot], attempt) for slot in range(SLOTS)
-                    for job, attempt in self.held[slot].items()}
+            held = {
+                job: (self.worker_ids[slot], attempt)
+                for slot in range(SLOTS)
+                for job, attempt in self.held[slot].items()
+            }
             for job_id, (state, attempts, worker, _run_at, _finished_at) in now.items():
                 before = self.snapshot.get(job_id)
                 if state == "running":
@@ -452,7 +513,10 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
                     assert state == old_state, ("a finished job moved", job_id, old_state, state)
                 if state != old_state:
                     assert (old_state, state) in LEGAL or (old_state, state) == ("running", "running"), (
-                        job_id, old_state, state)
+                        job_id,
+                        old_state,
+                        state,
+                    )
                 if attempts < old_attempts:
                     assert job_id in self.released and attempts == old_attempts - 1, ("attempts went down", job_id)
             for job_id in held:
@@ -463,7 +527,10 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             self.released = set()
 
     QueueMachine.TestCase.settings = settings(
-        max_examples=20, stateful_step_count=60, deadline=None, derandomize=True,
+        max_examples=20,
+        stateful_step_count=60,
+        deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     QueueMachine.conns = (conn, maint_conn)  # type: ignore[attr-defined]

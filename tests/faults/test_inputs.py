@@ -30,8 +30,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("impl", ["c", "python"])
-def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: Any, schema_name: str,
-                                       impl: str) -> None:
+def test_malformed_payloads_fail_alone(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str, impl: str
+) -> None:
     if impl == "c" and currant.__impl__ != "c":
         pytest.skip("compiled core not built")
     bad: dict[int, str] = {}
@@ -66,8 +67,10 @@ def test_malformed_payloads_fail_alone(app: currant.App, db: Any, spawn_worker: 
     assert "Traceback" not in log, log[-3000:]
     assert len(errors) == len(bad), errors
     for job_id in bad:
-        assert sum(f"job {job_id} (record) failed for good after 1 attempts: PayloadError: " in line
-                   for line in errors) == 1, (job_id, errors)
+        assert (
+            sum(f"job {job_id} (record) failed for good after 1 attempts: PayloadError: " in line for line in errors)
+            == 1
+        ), (job_id, errors)
 
 
 # -- names -------------------------------------------------------------------------------
@@ -128,14 +131,19 @@ def test_odd_names_are_stored_verbatim(app: currant.App, db: Any, schema_name: s
     assert db.execute("SELECT to_regclass(%s)", (f'"{schema_name}".jobs',)).fetchone()[0] is not None
 
 
-def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spawn_worker: Any,
-                                                 schema_name: str) -> None:
+def test_odd_task_and_queue_names_run_end_to_end(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str
+) -> None:
     job_id = app.enqueue(WEIRD_TASK, ("w1",), queue=WEIRD_QUEUE)
     worker = spawn_worker("--burst", "--queues", WEIRD_QUEUE, *FAST)
     assert worker.wait(30) == 0, worker.log()[-3000:]
     job = app.get_job(job_id)
-    assert job is not None and (job.state, job.result, job.task, job.queue) == ("succeeded", "w1", WEIRD_TASK,
-                                                                              WEIRD_QUEUE)
+    assert job is not None and (job.state, job.result, job.task, job.queue) == (
+        "succeeded",
+        "w1",
+        WEIRD_TASK,
+        WEIRD_QUEUE,
+    )
     assert [key for key, _, _ in ledger_rows(db, schema_name)] == ["w1"]
 
 
@@ -143,14 +151,24 @@ def test_odd_task_and_queue_names_run_end_to_end(app: currant.App, db: Any, spaw
 
 # Raw payloads the listener must log and ignore (wakeup.py: ``r:<queue>``,
 # ``d:<epoch>:<queue>`` and ``c:<job id>`` are the only forms).
-MALFORMED_NOTIFICATIONS = ["cancel:{victim}", "c:abc", "c:", "c:{victim}x", "", "x:{victim}", " c:{victim}",
-                           "d:soon:default", "d:"]
+MALFORMED_NOTIFICATIONS = [
+    "cancel:{victim}",
+    "c:abc",
+    "c:",
+    "c:{victim}x",
+    "",
+    "x:{victim}",
+    " c:{victim}",
+    "d:soon:default",
+    "d:",
+]
 # Well-formed, but about nothing this worker holds or serves: ignored without a word.
 IGNORED_NOTIFICATIONS = ["c:{unknown}", "c:-1", "r:", "r:no-such-queue", "d:1:no-such-queue", "d:nan:default"]
 
 
-def test_odd_and_malformed_notifications_change_nothing(app: currant.App, db: Any, spawn_worker: Any,
-                                                        schema_name: str) -> None:
+def test_odd_and_malformed_notifications_change_nothing(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str
+) -> None:
     """A running job is cancelled by its ``c:<id>`` only. Queues named like cancel
     messages (their jobs notify ``r:c:<id>``, ``r:cancel:<id>``), malformed
     payloads and a cancel for an id the worker does not hold change nothing; the
@@ -172,34 +190,47 @@ def test_odd_and_malformed_notifications_change_nothing(app: currant.App, db: An
     # last one is logged, every one before it has been dispatched.
     sentinel = "end-of-odd-notifications"
     db.execute("SELECT pg_notify(%s, %s)", (app.channel, sentinel))
-    wait_for(lambda: f"ignoring malformed notification {sentinel!r}" in worker.log(), timeout=10,
-             message="the listener reached the last notification")
+    wait_for(
+        lambda: f"ignoring malformed notification {sentinel!r}" in worker.log(),
+        timeout=10,
+        message="the listener reached the last notification",
+    )
     log = worker.log()
     for payload in malformed:
         assert f"ignoring malformed notification {payload!r}" in log, payload
     # The victim looks at its cancel flag once more after it sees the release:
     # a flag set by any notification above cannot go unnoticed.
     db.execute(f'INSERT INTO "{schema_name}".ledger (key) VALUES (%s)', ("c1:release",))
-    wait_for(lambda: app.get_job(victim).state != "running", timeout=10,  # type: ignore[union-attr]
-             message="the victim finished")
+    wait_for(
+        lambda: app.get_job(victim).state != "running",
+        timeout=10,  # type: ignore[union-attr]
+        message="the victim finished",
+    )
     assert app.get_job(victim).state == "succeeded", keys()  # type: ignore[union-attr]
     assert "c1:released" in keys() and "c1:saw-cancel" not in keys(), keys()
     # Still working: a new job runs, and a real cancel reaches a running job.
     after = app.enqueue("record", ("after",))
     second = app.enqueue("cooperative", ("c2",))
-    wait_for(lambda: app.get_job(after).state == "succeeded", timeout=10,  # type: ignore[union-attr]
-             message="a job enqueued after the notifications ran")
+    wait_for(
+        lambda: app.get_job(after).state == "succeeded",
+        timeout=10,  # type: ignore[union-attr]
+        message="a job enqueued after the notifications ran",
+    )
     wait_for(lambda: "c2:started" in keys(), timeout=10, message="the second cooperative job started")
     assert app.cancel(second) == "cancel_requested"
-    wait_for(lambda: app.get_job(second).state == "cancelled", timeout=10,  # type: ignore[union-attr]
-             message="the real cancel took effect")
+    wait_for(
+        lambda: app.get_job(second).state == "cancelled",
+        timeout=10,  # type: ignore[union-attr]
+        message="the real cancel took effect",
+    )
     assert "c2:saw-cancel" in keys()
     assert worker.popen.poll() is None, worker.log()[-3000:]
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
 
 
-def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant.App, db: Any,
-                                                                    spawn_worker: Any, schema_name: str) -> None:
+def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str
+) -> None:
     queue = "reports@2026"
     spawn_worker("--queues", queue, "--poll-interval", "5", "--heartbeat", "5", "--dead-after", "30")
     wait_listening(db, app.channel)
@@ -207,7 +238,10 @@ def test_a_queue_name_with_an_at_sign_and_digits_is_woken_by_notify(app: currant
     for i in range(4):
         job_id = app.enqueue("record", (f"r{i}",), queue=queue)
         wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=20)  # type: ignore[union-attr]
-        latencies.append(db.execute(
-            f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema_name}".jobs WHERE id = %s',
-            (job_id,)).fetchone()[0])
+        latencies.append(
+            db.execute(
+                f'SELECT extract(epoch FROM started_at - enqueued_at) FROM "{schema_name}".jobs WHERE id = %s',
+                (job_id,),
+            ).fetchone()[0]
+        )
     assert max(latencies) < 1.0, latencies  # a 5 s poll would be needed without the notification

@@ -67,9 +67,18 @@ def _cpu_seconds(pid: int) -> float:
 # -- 1. throughput after a fast restart (T17, the hardbyte "recovery %" metric) ---------------------
 
 
-def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: Any, schema: str,
-                             *, backlog: int, settle: float = 2.0, before_window: float = 3.0,
-                             after_window: float = 10.0) -> dict[str, Any]:
+def measure_restart_recovery(
+    pg_cluster: Any,
+    app: currant.App,
+    db: Any,
+    spawn: Any,
+    schema: str,
+    *,
+    backlog: int,
+    settle: float = 2.0,
+    before_window: float = 3.0,
+    after_window: float = 10.0,
+) -> dict[str, Any]:
     """A worker drains a noop backlog (batch 200); ``restart_fast()``; rates from finished_at.
 
     Returns the before-rate (jobs/s over ``before_window`` s just before the
@@ -81,8 +90,9 @@ def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: 
     # test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table); this
     # measures recovery, so it starts from an analyzed table.
     db.execute(f'ANALYZE "{schema}".jobs')
-    worker = spawn("--batch-size", "200", "--concurrency", "4", "--heartbeat", "1", "--dead-after", "30",
-                   "--poll-interval", "0.2")
+    worker = spawn(
+        "--batch-size", "200", "--concurrency", "4", "--heartbeat", "1", "--dead-after", "30", "--poll-interval", "0.2"
+    )
     wait_for(lambda: counts(db, schema).get("succeeded", 0) >= 2000, timeout=60, message="the drain started")
     time.sleep(settle)  # a measurement window: the drain runs at full speed before the restart
     before_end = db.execute("SELECT now()").fetchone()[0]
@@ -91,13 +101,19 @@ def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: 
     time.sleep(after_window + 1.0)  # a measurement window: the rate is read from finished_at afterwards
 
     def finished_between(start: datetime, end: datetime) -> int:
-        return int(retrying(lambda: db.execute(
-            f'SELECT count(*) FROM "{schema}".jobs WHERE finished_at >= %s AND finished_at < %s',
-            (start, end)).fetchone()[0]))
+        return int(
+            retrying(
+                lambda: db.execute(
+                    f'SELECT count(*) FROM "{schema}".jobs WHERE finished_at >= %s AND finished_at < %s', (start, end)
+                ).fetchone()[0]
+            )
+        )
 
     before = finished_between(before_end - timedelta(seconds=before_window), before_end) / before_window
-    buckets = [finished_between(ready + timedelta(seconds=k), ready + timedelta(seconds=k + 1))
-               for k in range(int(after_window))]
+    buckets = [
+        finished_between(ready + timedelta(seconds=k), ready + timedelta(seconds=k + 1))
+        for k in range(int(after_window))
+    ]
     left = counts(db, schema).get("queued", 0)
     last = retrying(lambda: db.execute(f'SELECT max(finished_at) FROM "{schema}".jobs').fetchone()[0])
     # Only buckets that ended while the backlog lasted say anything about the rate.
@@ -105,13 +121,20 @@ def measure_restart_recovery(pg_cluster: Any, app: currant.App, db: Any, spawn: 
     buckets = buckets[:full]
     recovered_after = next((k + 1 for k, rate in enumerate(buckets) if rate >= 0.9 * before), None)
     alive = worker.popen.poll() is None
-    return {"before": before, "buckets": buckets, "recovered_after": recovered_after, "queued_left": left,
-            "ratio_best_bucket_in_10s": max(buckets[:10]) / before if before and buckets else 0.0,
-            "alive": alive, "log": worker.log()}
+    return {
+        "before": before,
+        "buckets": buckets,
+        "recovered_after": recovered_after,
+        "queued_left": left,
+        "ratio_best_bucket_in_10s": max(buckets[:10]) / before if before and buckets else 0.0,
+        "alive": alive,
+        "log": worker.log(),
+    }
 
 
-def test_throughput_recovers_after_fast_restart(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
-                                                cluster_spawn: Any, cluster_schema: str) -> None:
+def test_throughput_recovers_after_fast_restart(
+    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str
+) -> None:
     """T17 / recovery metric: completion rate back near the pre-restart rate within 10 s.
 
     The fast tier asserts a loose bound (some 1 s bucket within 10 s reaches
@@ -119,12 +142,15 @@ def test_throughput_recovers_after_fast_restart(pg_cluster: Any, cluster_app: cu
     this test, so a strict 90 % would flake); the measured ratio is printed.
     The strict 90 % check is ``test_soak.py::test_throughput_recovers_to_90_percent``.
     """
-    result = measure_restart_recovery(pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema,
-                                      backlog=400_000)
-    print(f"\nrestart recovery: before={result['before']:.0f} jobs/s; after (1 s buckets)={result['buckets']};"
-          f" 90 % reached after {result['recovered_after']} s; best bucket/before in 10 s ="
-          f" {result['ratio_best_bucket_in_10s']:.2f};"
-          f" queued left={result['queued_left']}")
+    result = measure_restart_recovery(
+        pg_cluster, cluster_app, cluster_db, cluster_spawn, cluster_schema, backlog=400_000
+    )
+    print(
+        f"\nrestart recovery: before={result['before']:.0f} jobs/s; after (1 s buckets)={result['buckets']};"
+        f" 90 % reached after {result['recovered_after']} s; best bucket/before in 10 s ="
+        f" {result['ratio_best_bucket_in_10s']:.2f};"
+        f" queued left={result['queued_left']}"
+    )
     assert result["alive"], result["log"][-3000:]
     assert len(result["buckets"]) >= 3, "the backlog ran out too early for a measurement"
     assert result["before"] > 200
@@ -145,8 +171,7 @@ def _lockrows_input(plan: dict[str, Any]) -> list[str]:
     return found
 
 
-def test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table(app: currant.App, db: Any,
-                                                                   schema_name: str) -> None:
+def test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table(app: currant.App, db: Any, schema_name: str) -> None:
     """F24: found by the restart-recovery test, whose worker drained a fresh 400,000-job
     backlog at ~1,700 jobs/s instead of ~20,000 jobs/s. A new schema (or any table
     autovacuum has not analyzed since the backlog arrived) plus one big enqueue_many:
@@ -157,10 +182,13 @@ def test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table(app: currant.A
 
     db.execute(f'ALTER TABLE "{schema_name}".jobs SET (autovacuum_enabled = false)')
     app.enqueue_many("noop", [()] * 400_000)
-    with psycopg.connect(app.dsn, autocommit=True, options=WORK_CONNECTION_OPTIONS) as conn, \
-            conn.transaction(force_rollback=True):
-        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + app.sql["claim"],
-                           {"queue": "default", "limit": 200, "worker": 1}).fetchone()
+    with (
+        psycopg.connect(app.dsn, autocommit=True, options=WORK_CONNECTION_OPTIONS) as conn,
+        conn.transaction(force_rollback=True),
+    ):
+        row = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + app.sql["claim"], {"queue": "default", "limit": 200, "worker": 1}
+        ).fetchone()
     assert row is not None
     plan = row[0][0]
     under = _lockrows_input(plan)
@@ -181,8 +209,11 @@ def hold_all_connections(pg_cluster: Any) -> Iterator[Any]:
     def exhaust(limit: int = 400) -> list[psycopg.Connection[Any]]:
         for _ in range(limit):
             try:
-                held.append(psycopg.connect(pg_cluster.admin_dsn, autocommit=True, connect_timeout=5,
-                                            application_name="currant-test-hog"))
+                held.append(
+                    psycopg.connect(
+                        pg_cluster.admin_dsn, autocommit=True, connect_timeout=5, application_name="currant-test-hog"
+                    )
+                )
             except psycopg.OperationalError as exc:
                 refusal.append(str(exc))
                 break
@@ -197,7 +228,11 @@ def hold_all_connections(pg_cluster: Any) -> Iterator[Any]:
 
 
 def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
-    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str,
+    pg_cluster: Any,
+    cluster_app: currant.App,
+    cluster_db: Any,
+    cluster_spawn: Any,
+    cluster_schema: str,
     hold_all_connections: Any,
 ) -> None:
     """T21: the server refuses new connections ("too many clients").
@@ -216,6 +251,16 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     timing = ("--heartbeat", "0.3", "--dead-after", "3", "--poll-interval", "0.2")
     early = cluster_spawn("--queues", "qa", *timing)
     early_id = worker_id_of(cluster_db, schema, early.pid)
+    # Registered is not yet connected: its claim, completion and listen links open after.
+    wait_for(
+        lambda: (
+            cluster_db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'currant-worker'"
+            ).fetchone()[0]
+            >= 4
+        ),
+        message="the early worker's four connections",
+    )
     cluster_app.stats()  # the fixture's pool holds a connection: the enqueues below use it
     control = cluster_db.conn()  # and so does this test's reader
     hogs = hold_all_connections()
@@ -225,8 +270,11 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
     cluster_app.enqueue_many("noop", [()] * 100, queue="qb")
 
     def succeeded_in(queue: str) -> int:
-        return int(control.execute(f"SELECT count(*) FROM \"{schema}\".jobs WHERE queue = %s AND state = 'succeeded'",
-                                   (queue,)).fetchone()[0])
+        return int(
+            control.execute(
+                f"SELECT count(*) FROM \"{schema}\".jobs WHERE queue = %s AND state = 'succeeded'", (queue,)
+            ).fetchone()[0]
+        )
 
     wait_for(lambda: succeeded_in("qa") == 100, timeout=30, message="the early worker works while exhausted")
     wait_for(lambda: "too many clients" in late.log(), timeout=30, message="the late worker logged the refusal")
@@ -237,12 +285,16 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
         return row[0]
 
     # Longer than --dead-after (3 s) into the exhaustion, the early worker still heartbeats.
-    wait_for(lambda: early_heartbeat() > exhausted_at + timedelta(seconds=3.5), timeout=20,
-             message="an early-worker heartbeat 3.5 s into the exhaustion")
+    wait_for(
+        lambda: early_heartbeat() > exhausted_at + timedelta(seconds=3.5),
+        timeout=20,
+        message="an early-worker heartbeat 3.5 s into the exhaustion",
+    )
     assert late.popen.poll() is None, late.log()[-3000:]
     assert succeeded_in("qb") == 0
-    assert control.execute(f'SELECT count(*) FROM "{schema}".workers WHERE id = %s', (early_id,)).fetchone()[0] == 1, \
+    assert control.execute(f'SELECT count(*) FROM "{schema}".workers WHERE id = %s', (early_id,)).fetchone()[0] == 1, (
         "the early worker was declared dead while it kept heartbeating"
+    )
     # The producer side: a fresh App cannot get a connection.
     producer = currant.App(pg_cluster.dsn, schema=schema, auto_migrate=False, connect_timeout=2.0)
     jobs_before = _jobs_count(control, schema)
@@ -256,8 +308,10 @@ def test_connection_exhaustion_worker_waits_and_producer_fails_clearly(
         assert "too many clients" in str(raised.value) and str(pg_cluster.port) in str(raised.value), raised.value
         assert "\n" not in str(raised.value)
         assert _jobs_count(control, schema) == jobs_before
-        print(f"\nexhaustion: held {len(hogs)} connections; refusal: {hold_all_connections.refusal[-1].strip()!r};"
-              f" producer raised {type(raised.value).__name__} after {waited:.1f} s: {raised.value}")
+        print(
+            f"\nexhaustion: held {len(hogs)} connections; refusal: {hold_all_connections.refusal[-1].strip()!r};"
+            f" producer raised {type(raised.value).__name__} after {waited:.1f} s: {raised.value}"
+        )
         assert waited < 15  # a deadline guard: the connect timeout is 2 s
     finally:
         for conn in hogs[:10]:
@@ -281,15 +335,24 @@ def timeout_role(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, clu
     cluster_db.execute(pgsql.SQL("CREATE ROLE {r} LOGIN SUPERUSER").format(r=ident))
     yield role
     cluster_db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-        (role,))
-    wait_for(lambda: not cluster_db.execute("SELECT 1 FROM pg_stat_activity WHERE usename = %s", (role,)).fetchall(),
-             timeout=10, message="the role's sessions ended")
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()", (role,)
+    )
+    wait_for(
+        lambda: not cluster_db.execute("SELECT 1 FROM pg_stat_activity WHERE usename = %s", (role,)).fetchall(),
+        timeout=10,
+        message="the role's sessions ended",
+    )
     cluster_db.execute(pgsql.SQL("DROP ROLE {r}").format(r=ident))
 
 
-def test_statement_timeout_on_every_statement(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
-                                              cluster_spawn: Any, cluster_schema: str, timeout_role: str) -> None:
+def test_statement_timeout_on_every_statement(
+    pg_cluster: Any,
+    cluster_app: currant.App,
+    cluster_db: Any,
+    cluster_spawn: Any,
+    cluster_schema: str,
+    timeout_role: str,
+) -> None:
     """T22: ``ALTER ROLE ... SET statement_timeout = '1ms'`` on the worker's role, 5,000 jobs queued.
 
     Claims, completions and heartbeats are cancelled (QueryCanceled). The worker
@@ -302,8 +365,17 @@ def test_statement_timeout_on_every_statement(pg_cluster: Any, cluster_app: curr
     cluster_db.execute(pgsql.SQL("ALTER ROLE {r} SET statement_timeout = '1ms'").format(r=ident))
     keys = [f"k{i}" for i in range(5000)]
     key_of = _enqueue_keys(cluster_app, "record", keys)
-    worker = cluster_spawn("--batch-size", "1000", "--heartbeat", "0.5", "--dead-after", "10",
-                           "--poll-interval", "0.2", dsn=_with(pg_cluster.dsn, user=timeout_role))
+    worker = cluster_spawn(
+        "--batch-size",
+        "1000",
+        "--heartbeat",
+        "0.5",
+        "--dead-after",
+        "10",
+        "--poll-interval",
+        "0.2",
+        dsn=_with(pg_cluster.dsn, user=timeout_role),
+    )
     wait_for(lambda: "statement timeout" in worker.log(), timeout=30, message="a statement timed out")
     cpu_before, wall_before = _cpu_seconds(worker.pid), time.monotonic()
     time.sleep(4.0)  # a measurement window: the worker's CPU use over 4 s of failing statements
@@ -319,9 +391,11 @@ def test_statement_timeout_on_every_statement(pg_cluster: Any, cluster_app: curr
     assert worker.popen.poll() is None, worker.log()[-3000:]
     history = assert_no_loss(check_schema(cluster_db, schema, keys, key_of=key_of))
     attempts = Counter(row[0] for row in cluster_db.execute(f'SELECT attempts FROM "{schema}".jobs').fetchall())
-    print(f"\nstatement_timeout=1ms: states during={during}; {timeouts} timeout log lines;"
-          f" worker CPU {cpu:.2f} s in {wall:.1f} s; all done {recovery:.1f} s after the reset;"
-          f" attempts histogram={dict(attempts)}; duplicates={history.extra_executions}")
+    print(
+        f"\nstatement_timeout=1ms: states during={during}; {timeouts} timeout log lines;"
+        f" worker CPU {cpu:.2f} s in {wall:.1f} s; all done {recovery:.1f} s after the reset;"
+        f" attempts histogram={dict(attempts)}; duplicates={history.extra_executions}"
+    )
     assert cpu < 0.5 * wall, "the worker spins hot on QueryCanceled"
     assert set(attempts) == {1}, "a cancelled claim must not cost an attempt"
 
@@ -333,12 +407,15 @@ def _claim_probe(db: Any, app: currant.App) -> dict[str, float]:
     """EXPLAIN ANALYZE of a 1-job claim on the (empty) queue, rolled back."""
     conn = db.conn()
     with conn.transaction(force_rollback=True):
-        plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + app.sql["claim"],
-                            {"queue": "default", "limit": 1, "worker": 0}).fetchone()[0]
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + app.sql["claim"], {"queue": "default", "limit": 1, "worker": 0}
+        ).fetchone()[0]
     top = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
     node = top["Plan"]
-    return {"ms": float(top["Execution Time"]),
-            "buffers": float(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0))}
+    return {
+        "ms": float(top["Execution Time"]),
+        "buffers": float(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)),
+    }
 
 
 _VACUUM_TUPLES = re.compile(r"tuples: (\d+) removed, (\d+) remain, (\d+) are dead but not yet removable")
@@ -365,8 +442,9 @@ def _vacuum(db: Any, schema: str) -> dict[str, int]:
     return {"removed": int(match[1]), "remain": int(match[2]), "not_removable": int(match[3])}
 
 
-def test_pinned_xmin_horizon_queue_keeps_working(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
-                                                 cluster_spawn: Any, cluster_schema: str) -> None:
+def test_pinned_xmin_horizon_queue_keeps_working(
+    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str
+) -> None:
     """T31: a REPEATABLE READ transaction holds its snapshot while 20,000 jobs churn.
 
     The queue must keep working (no errors, no loss, no duplicates). The pin is
@@ -384,7 +462,8 @@ def test_pinned_xmin_horizon_queue_keeps_working(pg_cluster: Any, cluster_app: c
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         holder.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
         held_xmin = cluster_db.execute(
-            "SELECT backend_xmin FROM pg_stat_activity WHERE application_name = 'currant-test-xmin'").fetchone()
+            "SELECT backend_xmin FROM pg_stat_activity WHERE application_name = 'currant-test-xmin'"
+        ).fetchone()
         assert held_xmin is not None and held_xmin[0] is not None, "the snapshot does not pin xmin"
         key_of: dict[int, str] = {}
         for chunk in range(4):
@@ -392,15 +471,18 @@ def test_pinned_xmin_horizon_queue_keeps_working(pg_cluster: Any, cluster_app: c
             key_of.update(_enqueue_keys(cluster_app, "record", keys))
         wait_all_succeeded(cluster_db, schema, 20_000, timeout=120)
         xmin_age = cluster_db.execute(
-            "SELECT age(backend_xmin) FROM pg_stat_activity WHERE application_name = 'currant-test-xmin'").fetchone()[0]
+            "SELECT age(backend_xmin) FROM pg_stat_activity WHERE application_name = 'currant-test-xmin'"
+        ).fetchone()[0]
         pinned_vacuum = _vacuum(cluster_db, schema)
         pinned = _claim_probe(cluster_db, cluster_app)
     finally:
         holder.close()
     released_vacuum = _vacuum(cluster_db, schema)
     released = _claim_probe(cluster_db, cluster_app)
-    print(f"\npinned xmin (age {xmin_age} xids): claim probe baseline={baseline}, pinned={pinned},"
-          f" after release+vacuum={released}; VACUUM pinned={pinned_vacuum}, after release={released_vacuum}")
+    print(
+        f"\npinned xmin (age {xmin_age} xids): claim probe baseline={baseline}, pinned={pinned},"
+        f" after release+vacuum={released}; VACUUM pinned={pinned_vacuum}, after release={released_vacuum}"
+    )
     assert worker.popen.poll() is None
     assert_no_loss(check_schema(cluster_db, schema, set(key_of.values()), key_of=key_of))
     log = worker.log()
@@ -437,36 +519,44 @@ CREATE CONSTRAINT TRIGGER notify_queue_full AFTER INSERT ON {schema}.jobs
 
 
 @pytest.fixture
-def notify_fails_at_commit(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
-                           cluster_schema: str) -> Iterator[str]:
+def notify_fails_at_commit(
+    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_schema: str
+) -> Iterator[str]:
     """A DSN whose sessions' enqueues fail at commit, as a full NOTIFY queue fails them (see above)."""
     cluster_db.execute(FAIL_AT_COMMIT_DDL.format(schema=f'"{cluster_schema}"'))
     yield _with(pg_cluster.dsn, options="-c currant_test.fail_at_commit=on")
     cluster_db.execute(f'DROP TRIGGER notify_queue_full ON "{cluster_schema}".jobs')
 
 
-def test_no_function_can_stand_in_for_pg_notify(cluster_app: currant.App, cluster_db: Any,
-                                                cluster_schema: str, pg_cluster: Any) -> None:
+def test_no_function_can_stand_in_for_pg_notify(
+    cluster_app: currant.App, cluster_db: Any, cluster_schema: str, pg_cluster: Any
+) -> None:
     """A pg_notify(text, text) in a schema that a session's search_path puts
     first is never called: every statement and function names pg_catalog's."""
     shadow = f"{cluster_schema}_shadow"
-    cluster_db.execute(f'CREATE SCHEMA "{shadow}"; CREATE TABLE "{shadow}".called (payload text);'
-                       f' CREATE FUNCTION "{shadow}".pg_notify(text, text) RETURNS void LANGUAGE sql AS'
-                       f' $$ INSERT INTO "{shadow}".called VALUES ($2) $$;')
-    app = currant.App(_with(pg_cluster.dsn, options=f"-c search_path={shadow},pg_catalog,public"),
-                      schema=cluster_schema)
+    cluster_db.execute(
+        f'CREATE SCHEMA "{shadow}"; CREATE TABLE "{shadow}".called (payload text);'
+        f' CREATE FUNCTION "{shadow}".pg_notify(text, text) RETURNS void LANGUAGE sql AS'
+        f' $$ INSERT INTO "{shadow}".called VALUES ($2) $$;'
+    )
+    app = currant.App(
+        _with(pg_cluster.dsn, options=f"-c search_path={shadow},pg_catalog,public"), schema=cluster_schema
+    )
     try:
         job = app.enqueue("record", ("one",))
         app.enqueue_many("record", [("two",), ("three",)])
         later = app.enqueue("record", ("later",), delay=30)
         assert app.cancel(job) == "cancelled" and app.retry(job)
         # Due now: maintain() promotes it, and notifies its queue.
-        cluster_db.execute(f'UPDATE "{cluster_schema}".jobs SET run_at = now() - interval \'1 second\' WHERE id = %s',
-                           (later,))
+        cluster_db.execute(
+            f"UPDATE \"{cluster_schema}\".jobs SET run_at = now() - interval '1 second' WHERE id = %s", (later,)
+        )
         with app._sync.direct() as conn:
-            conn.execute(f'SELECT "{cluster_schema}".maintain(0, ARRAY[\'default\'], ARRAY[]::bigint[], 30, 3,'
-                         f" 86400, 86400, 10, '{app.channel}', ARRAY[]::text[], ARRAY[]::text[], ARRAY[]::text[],"
-                         " ARRAY[]::bigint[])")
+            conn.execute(
+                f"SELECT \"{cluster_schema}\".maintain(0, ARRAY['default'], ARRAY[]::bigint[], 30, 3,"
+                f" 86400, 86400, 10, '{app.channel}', ARRAY[]::text[], ARRAY[]::text[], ARRAY[]::text[],"
+                " ARRAY[]::bigint[])"
+            )
         assert app.get_job(later).state == "queued"  # type: ignore[union-attr]
         assert cluster_db.execute(f'SELECT count(*) FROM "{shadow}".called').fetchone()[0] == 0
     finally:
@@ -478,8 +568,9 @@ def _jobs_count(db: Any, schema: str) -> int:
     return int(db.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()[0])
 
 
-def test_notify_failing_at_commit_leaves_no_job(cluster_app: currant.App, cluster_db: Any, cluster_schema: str,
-                                                notify_fails_at_commit: str) -> None:
+def test_notify_failing_at_commit_leaves_no_job(
+    cluster_app: currant.App, cluster_db: Any, cluster_schema: str, notify_fails_at_commit: str
+) -> None:
     """T23: enqueue + NOTIFY are one transaction, so a NOTIFY failing at commit fails the
     whole enqueue: an error is raised and no job (single or bulk) is left behind."""
     schema = cluster_schema
@@ -495,22 +586,27 @@ def test_notify_failing_at_commit_leaves_no_job(cluster_app: currant.App, cluste
         assert _jobs_count(cluster_db, schema) == 0
         # The producer's connections are still fine: a good enqueue on another App works.
         assert cluster_app.enqueue("record", ("fine",)) > 0
-        print(f"\nNOTIFY failing at commit: enqueue raised {type(single.value).__name__}: {single.value};"
-              f" enqueue_many raised {type(bulk.value).__name__}")
+        print(
+            f"\nNOTIFY failing at commit: enqueue raised {type(single.value).__name__}: {single.value};"
+            f" enqueue_many raised {type(bulk.value).__name__}"
+        )
     finally:
         app.close()
 
 
-def test_a_definite_commit_failure_is_not_outcome_unknown(cluster_app: currant.App, cluster_db: Any,
-                                                          cluster_schema: str, notify_fails_at_commit: str) -> None:
+def test_a_definite_commit_failure_is_not_outcome_unknown(
+    cluster_app: currant.App, cluster_db: Any, cluster_schema: str, notify_fails_at_commit: str
+) -> None:
     """The README: an enqueue "raises an error (nothing was written), or raises
     EnqueueOutcomeUnknown when the connection died during the commit". Here the
     server answered with an error and the connection is alive: the outcome is
     known (nothing was written), so EnqueueOutcomeUnknown is the wrong answer."""
     app = currant.App(notify_fails_at_commit, schema=cluster_schema)
     try:
-        for action in (lambda: app.enqueue("record", ("one",)),
-                       lambda: app.enqueue_many("record", [(f"b{i}",) for i in range(10)])):
+        for action in (
+            lambda: app.enqueue("record", ("one",)),
+            lambda: app.enqueue_many("record", [(f"b{i}",) for i in range(10)]),
+        ):
             # The server's own error (SQLSTATE 54000, raised at COMMIT), not
             # EnqueueOutcomeUnknown and not some other wrapping: nothing was written.
             with pytest.raises(psycopg.errors.ProgramLimitExceeded) as raised:
@@ -522,9 +618,9 @@ def test_a_definite_commit_failure_is_not_outcome_unknown(cluster_app: currant.A
         app.close()
 
 
-def test_a_listener_that_never_reads_does_not_stop_delivery(pg_cluster: Any, cluster_app: currant.App,
-                                                            cluster_db: Any, cluster_spawn: Any,
-                                                            cluster_schema: str) -> None:
+def test_a_listener_that_never_reads_does_not_stop_delivery(
+    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str
+) -> None:
     """F18's cause: a session LISTENs on the channel and then sits in an open
     transaction, so the notification queue cannot be truncated past it.
     Enqueues still commit and the worker still gets every job."""
@@ -580,8 +676,10 @@ def skewed_env(tmp_path: Path) -> Any:
     (directory / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
     def env(skew: float) -> dict[str, str]:
-        return {"PYTHONPATH": os.pathsep.join([str(directory), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-                "CURRANT_TEST_CLOCK_SKEW": str(skew)}
+        return {
+            "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "CURRANT_TEST_CLOCK_SKEW": str(skew),
+        }
 
     return env
 
@@ -594,8 +692,9 @@ def _log_clock_skew(log: str) -> float:
 
 
 @pytest.mark.parametrize("skew", [3600.0, -3600.0], ids=["an-hour-fast", "an-hour-slow"])
-def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_name: str, skewed_env: Any,
-                           skew: float) -> None:
+def test_worker_clock_skew(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str, skewed_env: Any, skew: float
+) -> None:
     """T39/T40: a worker whose clock is an hour off runs scheduled jobs and retries on the
     database clock (neither early nor late), is not declared dead for it, and its jobs
     are rescued by a normal worker when it is SIGKILLed."""
@@ -605,8 +704,14 @@ def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_
     worker = spawn_worker("--heartbeat", "4", "--dead-after", "20", "--poll-interval", "1", env=skewed_env(skew))
     wid = worker_id_of(db, schema, worker.pid)
     first_seen = db.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (wid,)).fetchone()[0]
-    wait_for(lambda: db.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (wid,)).fetchone()[0]
-             > first_seen, timeout=15, interval=0.01, message="the first heartbeat")
+    wait_for(
+        lambda: (
+            db.execute(f'SELECT last_seen FROM "{schema}".workers WHERE id = %s', (wid,)).fetchone()[0] > first_seen
+        ),
+        timeout=15,
+        interval=0.01,
+        message="the first heartbeat",
+    )
     assert abs(_log_clock_skew(worker.log()) - skew) < 120, "the worker's clock is skewed"
     scheduled = app.enqueue("record", ("scheduled",), delay=1.0)
     retried = app.enqueue("ask_retry", (0.8,), max_attempts=3)
@@ -615,8 +720,10 @@ def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_
     job = _job(app, scheduled)
     assert job.started_at is not None and job.run_at is not None
     late = (job.started_at - job.run_at).total_seconds()
-    starts = [row[0] for row in db.execute(
-        f"SELECT at FROM \"{schema}\".ledger WHERE key = 'ask_retry' ORDER BY at").fetchall()]
+    starts = [
+        row[0]
+        for row in db.execute(f"SELECT at FROM \"{schema}\".ledger WHERE key = 'ask_retry' ORDER BY at").fetchall()
+    ]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     print(f"\nclock skew {skew:+.0f} s: scheduled job started {late:.3f} s after run_at; retry gaps {gaps}")
     assert 0 <= late < 1.5
@@ -640,8 +747,11 @@ def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_
     # The normal worker sweeps at every heartbeat: it has been sweeping for longer
     # than dead-after (1 s), and the skewed worker, heartbeating on the database
     # clock, is still alive and still heartbeating.
-    wait_for(lambda: last_seen(normal_id) > normal_since + timedelta(seconds=1.5), timeout=15,
-             message="the normal worker swept for more than dead-after")
+    wait_for(
+        lambda: last_seen(normal_id) > normal_since + timedelta(seconds=1.5),
+        timeout=15,
+        message="the normal worker swept for more than dead-after",
+    )
     assert last_seen(victim_id) > normal_since
     assert _job(app, slow).rescues == 0, "a live skewed worker was declared dead"
     victim.kill()
@@ -658,8 +768,9 @@ def test_worker_clock_skew(app: currant.App, db: Any, spawn_worker: Any, schema_
 
 
 @pytest.mark.parametrize("stall", [1.0, 1.3, 2.0], ids=["wakes-before", "wakes-around", "wakes-after"])
-def test_rescue_versus_late_completion(cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any,
-                                       cluster_schema: str, stall: float) -> None:
+def test_rescue_versus_late_completion(
+    cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str, stall: float
+) -> None:
     """T12/T13: worker A stops heartbeating (its first heartbeat stalls for ``stall`` s:
     ``CURRANT_FAULTS=rescue_sweep=sleep:S`` blocks its whole event loop, so its
     completions wait too) while its jobs run; worker B sweeps every 0.2 s with
@@ -678,11 +789,13 @@ def test_rescue_versus_late_completion(cluster_app: currant.App, cluster_db: Any
     # A: 4 jobs, handlers of 0.1-0.9 s, all started before A's first heartbeat at +0.3 s.
     durations = [0.1, 0.5, 0.7, 0.9]
     key_of = {cluster_app.enqueue("record_slowly", (f"j{i}", seconds)): f"j{i}" for i, seconds in enumerate(durations)}
-    a = cluster_spawn("--concurrency", "4", "--heartbeat", "0.3", *timing,
-                      env={"CURRANT_FAULTS": f"rescue_sweep=sleep:{stall}"})
+    a = cluster_spawn(
+        "--concurrency", "4", "--heartbeat", "0.3", *timing, env={"CURRANT_FAULTS": f"rescue_sweep=sleep:{stall}"}
+    )
     a_id = worker_id_of(cluster_db, schema, a.pid)
     wait_for(lambda: counts(cluster_db, schema).get("running", 0) == 4, timeout=20, message="A runs the 4 jobs")
     b = cluster_spawn("--concurrency", "4", "--heartbeat", "0.2", *timing)
+    worker_id_of(cluster_db, schema, b.pid)  # B is up (a SIGTERM before its handlers are in would kill it)
     pid_of: dict[int, int] = {a_id: a.pid}  # worker id -> pid (A registers again once it learns it was declared dead)
 
     def settled() -> bool:
@@ -699,8 +812,9 @@ def test_rescue_versus_late_completion(cluster_app: currant.App, cluster_db: Any
         worker.signal(signal.SIGTERM)
     for worker in (a, b):
         assert worker.wait(30) == 0, worker.log()[-3000:]
-    rows = cluster_db.execute(f'SELECT id, state::text, attempts, rescues, worker_id, errors, finished_at'
-                              f' FROM "{schema}".jobs ORDER BY id').fetchall()
+    rows = cluster_db.execute(
+        f'SELECT id, state::text, attempts, rescues, worker_id, errors, finished_at FROM "{schema}".jobs ORDER BY id'
+    ).fetchall()
     executions: dict[str, list[int]] = {}
     last_run_at: dict[str, datetime] = {}
     for key, pid, at in cluster_db.execute(f'SELECT key, pid, at FROM "{schema}".ledger ORDER BY at').fetchall():
@@ -732,12 +846,16 @@ def test_rescue_versus_late_completion(cluster_app: currant.App, cluster_db: Any
     # The guarantee: duplicates only in the in-flight window and bounded by it:
     # a job runs twice only if it was rescued from A (A ran 4 lanes: at most 4
     # such jobs), then exactly twice (checked above); a completed job runs once.
-    history = assert_no_loss(check_schema(cluster_db, schema, set(key_of.values()), key_of=key_of),
-                             max_duplicates=len(rescued), duplicates_allowed=rescued)
+    history = assert_no_loss(
+        check_schema(cluster_db, schema, set(key_of.values()), key_of=key_of),
+        max_duplicates=len(rescued),
+        duplicates_allowed=rescued,
+    )
     assert set(history.duplicated) <= rescued and len(rescued) <= 4, history.summary()
     lease_lost = "was declared dead" in a.log()
-    print(f"\nstall {stall} s: outcomes {outcomes}; A declared dead: {lease_lost};"
-          f" duplicates {history.extra_executions}")
+    print(
+        f"\nstall {stall} s: outcomes {outcomes}; A declared dead: {lease_lost}; duplicates {history.extra_executions}"
+    )
     if rescued:
         assert lease_lost, "A's jobs were rescued, so A must have learnt that it had been declared dead"
 

@@ -35,8 +35,10 @@ def test_importing_the_worker_loads_no_pickle_module() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, currant, currant.worker.worker, currant.cli, currant.admin;"
-            "print(sorted(m for m in sys.modules if 'pickle' in m))")
+    code = (
+        "import sys, currant, currant.worker.worker, currant.cli, currant.admin;"
+        "print(sorted(m for m in sys.modules if 'pickle' in m))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -50,8 +52,9 @@ def _as(dsn: str, user: str) -> str:
     return make_conninfo(**params)
 
 
-def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_app: currant.App, cluster_db: Any,
-                                                      cluster_spawn: Any, cluster_schema: str) -> None:
+def test_least_privilege_role_runs_the_whole_job_life(
+    pg_cluster: Any, cluster_app: currant.App, cluster_db: Any, cluster_spawn: Any, cluster_schema: str
+) -> None:
     schema = cluster_schema
     role = f"rt_{schema}"
     ident, rident = pgsql.Identifier(schema), pgsql.Identifier(role)
@@ -68,8 +71,12 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
     try:
         # The runtime role cannot change the schema.
         with psycopg.connect(runtime_dsn, autocommit=True) as conn:
-            for ddl in (f'ALTER TABLE "{schema}".jobs ADD COLUMN x int', f'CREATE TABLE "{schema}".x (a int)',
-                        f'DROP TABLE "{schema}".jobs', f'CREATE INDEX ON "{schema}".jobs (task)'):
+            for ddl in (
+                f'ALTER TABLE "{schema}".jobs ADD COLUMN x int',
+                f'CREATE TABLE "{schema}".x (a int)',
+                f'DROP TABLE "{schema}".jobs',
+                f'CREATE INDEX ON "{schema}".jobs (task)',
+            ):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(ddl)
         # A worker of the runtime role dies holding a job; another rescues it.
@@ -78,8 +85,10 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
         key_of = {slow: "slow"}
         wait_for(lambda: app.get_job(slow).state == "running", timeout=30)  # type: ignore[union-attr]
         victim.kill()  # the job is leased to it: only a rescue can bring it back
-        cluster_db.execute(f'UPDATE "{schema}".jobs SET payload = %s WHERE id = %s',
-                           (currant.codec.encode_payload(("slow", 0.01), None), slow))
+        cluster_db.execute(
+            f'UPDATE "{schema}".jobs SET payload = %s WHERE id = %s',
+            (currant.codec.encode_payload(("slow", 0.01), None), slow),
+        )
         key_of.update({app.enqueue("record", (f"r{i}",)): f"r{i}" for i in range(20)})
         ids = app.enqueue_many("record", [currant.Item(args=(f"u{i}",), unique_key=f"u{i}") for i in range(10)])
         key_of.update({job_id: f"u{i}" for i, job_id in enumerate(ids)})
@@ -91,15 +100,19 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
         wait_all_succeeded(cluster_db, schema, len(key_of), timeout=60)
         assert app.get_job(slow).attempts == 2  # type: ignore[union-attr]
         assert app.get_job(doomed).state == "cancelled"  # type: ignore[union-attr]
-        history = check_schema(cluster_db, schema, set(key_of.values()), key_of={**key_of, doomed: "never"},
-                               attempted=set(key_of.values()) | {"never"})
+        history = check_schema(
+            cluster_db,
+            schema,
+            set(key_of.values()),
+            key_of={**key_of, doomed: "never"},
+            attempted=set(key_of.values()) | {"never"},
+        )
         assert not history.lost and not history.unexpected, history.summary()
         assert history.duplicated == {"f1": 2}  # fail_once writes its ledger on both attempts
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         # Retention pruning (DELETE) works too.
-        pruner = cluster_spawn("--burst", "--keep-succeeded", "0.001", "--keep-failed", "0.001", *FAST,
-                               dsn=runtime_dsn)
+        pruner = cluster_spawn("--burst", "--keep-succeeded", "0.001", "--keep-failed", "0.001", *FAST, dsn=runtime_dsn)
         assert pruner.wait(30) == 0, pruner.log()[-3000:]
         assert counts(cluster_db, schema) == {}
         for process in (worker, pruner, victim):
@@ -115,8 +128,9 @@ def test_least_privilege_role_runs_the_whole_job_life(pg_cluster: Any, cluster_a
 PAYLOAD = re.compile(r"(?:r:(?:default|async)|d:\d+(?:\.\d+)?:(?:default|async)|c:\d+)\Z")
 
 
-def test_notify_payloads_carry_no_job_data(app: currant.App, db: Any, database_dsn: str, spawn_worker: Any,
-                                           schema_name: str) -> None:
+def test_notify_payloads_carry_no_job_data(
+    app: currant.App, db: Any, database_dsn: str, spawn_worker: Any, schema_name: str
+) -> None:
     listener = psycopg.connect(database_dsn, autocommit=True)
     try:
         listener.execute(f'LISTEN "{app.channel}"')
@@ -129,8 +143,10 @@ def test_notify_payloads_carry_no_job_data(app: currant.App, db: Any, database_d
         app.enqueue("record", (f"{secret}-later",), delay=0.3)
         app.enqueue("fail_once", (f"{secret}-retry",))
         running = app.enqueue("cooperative", (f"{secret}-coop",))
-        wait_for(lambda: any(key == f"{secret}-coop:started" for key, _, _ in ledger_rows(db, schema_name)),
-                 message="the cooperative job started")
+        wait_for(
+            lambda: any(key == f"{secret}-coop:started" for key, _, _ in ledger_rows(db, schema_name)),
+            message="the cooperative job started",
+        )
         assert app.cancel(running) == "cancel_requested"
         wait_for(lambda: app.get_job(running).state == "cancelled", timeout=20)  # type: ignore[union-attr]
         wait_for(lambda: counts(db, schema_name).get("succeeded", 0) == 12, timeout=30)

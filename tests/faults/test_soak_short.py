@@ -75,5 +75,7 @@ def test_short_soak_churn_through_kills_terminations_and_a_restart(
     # worker (at most its in-flight ones), a completion or ledger write cut by
     # the terminations and the restart, and retried unknown enqueues.
     assert_no_loss(history, max_duplicates=rescued + len(producer.unknown) + 2 * 100 + 8)
-    print(f"\nshort soak: acked={len(producer.acked)} unknown={len(producer.unknown)} errors={producer.errors}"
-          f" rescued={rescued} duplicates={history.extra_executions} terminated={terminated}")
+    print(
+        f"\nshort soak: acked={len(producer.acked)} unknown={len(producer.unknown)} errors={producer.errors}"
+        f" rescued={rescued} duplicates={history.extra_executions} terminated={terminated}"
+    )

@@ -64,7 +64,8 @@ def test_sigkill_with_a_full_prefetch_buffer(app: currant.App, db: Any, spawn_wo
     window_keys = {key_of[i] for i in window}
     history = assert_no_loss(
         check_schema(db, schema_name, keys, key_of=key_of),
-        max_duplicates=len(window), duplicates_allowed=window_keys,
+        max_duplicates=len(window),
+        duplicates_allowed=window_keys,
     )
     rescued = db.execute(f'SELECT count(*) FROM "{schema_name}".jobs WHERE rescues > 0').fetchone()[0]
     assert rescued == len(window)
@@ -92,11 +93,14 @@ def test_kill_at_a_fault_point(app: currant.App, db: Any, spawn_worker: Any, sch
     window_keys = {key_of[i] for i in window}
     history = assert_no_loss(
         check_schema(db, schema_name, keys, key_of=key_of),
-        max_duplicates=len(window), duplicates_allowed=window_keys,
+        max_duplicates=len(window),
+        duplicates_allowed=window_keys,
     )
     # Only what the victim ran without flushing runs again.
     assert set(history.duplicated) <= executed_by_victim & window_keys
-    print(f"{fault}: window={len(window)} ran-before-kill={len(executed_by_victim)} duplicates={history.extra_executions}")
+    print(
+        f"{fault}: window={len(window)} ran-before-kill={len(executed_by_victim)} duplicates={history.extra_executions}"
+    )
 
 
 def test_repeated_random_sigkills(app: currant.App, db: Any, spawn_worker: Any, schema_name: str) -> None:
@@ -128,14 +132,16 @@ def test_repeated_random_sigkills(app: currant.App, db: Any, spawn_worker: Any, 
 
     history = assert_no_loss(
         check_schema(db, schema_name, keys, key_of=key_of),
-        max_duplicates=kills * 100, duplicates_allowed=by_a_killed_worker,
+        max_duplicates=kills * 100,
+        duplicates_allowed=by_a_killed_worker,
     )
     assert stable.popen.poll() is None
     print(f"random kills: {kills} kills, {history.extra_executions} duplicate runs of {len(keys)} jobs")
 
 
-def test_a_waiting_suspect_never_stalls_the_worker(app: currant.App, db: Any, spawn_worker: Any,
-                                                   schema_name: str) -> None:
+def test_a_waiting_suspect_never_stalls_the_worker(
+    app: currant.App, db: Any, spawn_worker: Any, schema_name: str
+) -> None:
     """A rescued job waits until the worker's hands are empty; meanwhile the
     worker keeps heartbeating and completing (a regression: the claimer once
     spun on the event loop here, starving the heartbeat and the completer)."""

@@ -21,12 +21,17 @@ from tests.conftest import ROOT, state_counts, wait_for
 def admin(dsn: str, schema: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "currant", "--dsn", dsn, "--schema", schema, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
-def test_show_prints_arguments_result_and_every_error_in_full(app: currant.App, spawn_worker: Any,
-                                                              database_dsn: str) -> None:
+def test_show_prints_arguments_result_and_every_error_in_full(
+    app: currant.App, spawn_worker: Any, database_dsn: str
+) -> None:
     message = "x" * 150 + " <end of a long message>"
     job = app.enqueue("fail", (message,), {}, max_attempts=2)
     for _ in range(3):  # a burst worker leaves a retry waiting for its backoff: end it now
@@ -34,15 +39,20 @@ def test_show_prints_arguments_result_and_every_error_in_full(app: currant.App, 
         if app.get_job(job).state == "failed":  # type: ignore[union-attr]
             break
         with app.connect(autocommit=True) as conn:
-            conn.execute(f'UPDATE "{app.schema}".jobs SET run_at = now(), state = \'queued\''
-                         " WHERE id = %s AND state = 'retrying'", (job,))
+            conn.execute(
+                f"UPDATE \"{app.schema}\".jobs SET run_at = now(), state = 'queued'"
+                " WHERE id = %s AND state = 'retrying'",
+                (job,),
+            )
     proc = admin(database_dsn, app.schema, "show", str(job))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f'args         ["{message}"]' in out and "kwargs       {}" in out, out
     for attempt in (1, 2):  # both attempts' errors, uncut
-        assert re.search(rf"^  attempt {attempt} failed at .*: ValueError: {re.escape(message)}$", out, re.MULTILINE), out
-    assert out.count("Traceback (most recent call last):") == 2 and 'raise ValueError(message)' in out, out
+        assert re.search(rf"^  attempt {attempt} failed at .*: ValueError: {re.escape(message)}$", out, re.MULTILINE), (
+            out
+        )
+    assert out.count("Traceback (most recent call last):") == 2 and "raise ValueError(message)" in out, out
     # --json after the command, as before it.
     after = json.loads(admin(database_dsn, app.schema, "show", str(job), "--json").stdout)
     before = json.loads(admin(database_dsn, app.schema, "--json", "show", str(job)).stdout)
@@ -54,12 +64,21 @@ def test_list_shows_when_waiting_jobs_run_and_filters(app: currant.App, database
     soon = app.enqueue("noop", delay=3600)
     app.enqueue("add", (1, 2), delay=3600)
     app.enqueue("noop", queue="other", delay=3600)
-    rows = json.loads(admin(database_dsn, app.schema, "list", "scheduled", "--task", "noop", "--queue", "default",
-                            "--json").stdout)
+    rows = json.loads(
+        admin(database_dsn, app.schema, "list", "scheduled", "--task", "noop", "--queue", "default", "--json").stdout
+    )
     assert [row["id"] for row in rows] == [soon] and rows[0]["run_at"], rows
     table = admin(database_dsn, app.schema, "list", "scheduled", "--limit", "1").stdout
-    assert table.splitlines()[0].split() == ["id", "task", "queue", "state", "attempts", "enqueued_at", "run_at",
-                                             "last_error"], table
+    assert table.splitlines()[0].split() == [
+        "id",
+        "task",
+        "queue",
+        "state",
+        "attempts",
+        "enqueued_at",
+        "run_at",
+        "last_error",
+    ], table
     assert len(table.splitlines()) == 3, table  # header, rule, one job
     bad = admin(database_dsn, app.schema, "list", "scheduled", "--limit", "0")
     assert bad.returncode == 2 and "at least 1" in bad.stderr
@@ -104,9 +123,14 @@ def test_top_refreshes_until_interrupted(app: currant.App, database_dsn: str, sp
     app.enqueue_many("noop", [()] * 20)
     worker = spawn_worker()
     wait_for(lambda: " started (pid " in worker.log(), message="the worker started")
-    top = subprocess.Popen([sys.executable, "-m", "currant", "--dsn", database_dsn, "--schema", app.schema, "top"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    top = subprocess.Popen(
+        [sys.executable, "-m", "currant", "--dsn", database_dsn, "--schema", app.schema, "top"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert top.stdout is not None
     screens = 0
     seen: list[str] = []
@@ -136,8 +160,12 @@ def test_a_database_that_is_not_there_is_one_line_within_the_timeout(app: curran
 
 def test_wrong_argument_types_fail_before_any_io() -> None:
     app = currant.App("postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)  # any I/O would fail otherwise
-    for call in (lambda: app.get_job("abc"), lambda: app.cancel("1"), lambda: app.retry(1.5),  # type: ignore[arg-type]
-                 lambda: app.get_job(True)):  # type: ignore[arg-type]
+    for call in (
+        lambda: app.get_job("abc"),
+        lambda: app.cancel("1"),
+        lambda: app.retry(1.5),  # type: ignore[arg-type]
+        lambda: app.get_job(True),
+    ):  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="job id is an int"):
             call()
     with pytest.raises(ValueError, match="out of range"):

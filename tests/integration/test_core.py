@@ -52,13 +52,14 @@ def test_enqueue_many_100k_all_run(app: currant.App, spawn_worker: Any, db: psyc
     worker = spawn_worker("--burst")
     assert worker.wait(120) == 0, worker.log()
     row = db.execute(
-        f'SELECT count(*), count(*) FILTER (WHERE state = \'succeeded\' AND attempts = 1) FROM "{app.schema}".jobs'
+        f"SELECT count(*), count(*) FILTER (WHERE state = 'succeeded' AND attempts = 1) FROM \"{app.schema}\".jobs"
     ).fetchone()
     assert row == (100_000, 100_000)
 
 
-def test_enqueue_many_rows_across_batches_and_chunks(app: currant.App, db: psycopg.Connection[Any],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enqueue_many_rows_across_batches_and_chunks(
+    app: currant.App, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows are made a step at a time while each batch's COPY streams, and items
     with their own options are swapped in by position: every row must still
     land with its own id, arguments and options, in order."""
@@ -122,7 +123,10 @@ def test_idle_worker_picks_up_by_notify(app: currant.App, spawn_worker: Any, db:
 
 
 def test_transactional_enqueue(
-    app: currant.App, spawn_worker: Any, database_dsn: str, db: psycopg.Connection[Any],
+    app: currant.App,
+    spawn_worker: Any,
+    database_dsn: str,
+    db: psycopg.Connection[Any],
 ) -> None:
     with psycopg.connect(database_dsn) as conn:
         app.enqueue("record", ("rolled-back",), connection=conn)
@@ -203,13 +207,15 @@ def test_bad_names_are_refused_or_stored_verbatim(app: currant.App) -> None:
 
 
 def test_migrate_twice_and_concurrently(database_dsn: str, schema_name: str) -> None:
-    script = (
-        "import sys, currant; app = currant.App(sys.argv[1], schema=sys.argv[2]);"
-        " print(app.migrate())"
-    )
+    script = "import sys, currant; app = currant.App(sys.argv[1], schema=sys.argv[2]); print(app.migrate())"
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, database_dsn, schema_name], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_dsn, schema_name],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
@@ -235,11 +241,14 @@ def test_upgrade_from_0001_keeps_queued_jobs_claimable_in_order(database_dsn: st
             conn.execute(first.text.encode())
             conn.execute(sql["migration_record"], {"version": first.version, "name": first.name})
         # Enqueued by a Currant of that schema: low, three plain ones, high.
-        ids = [row[0] for row in conn.execute(
-            f"INSERT INTO {jobs} (queue, task, payload, priority) SELECT 'default', 'noop', %s, p"
-            " FROM unnest(ARRAY[-1, 0, 0, 0, 3]) WITH ORDINALITY AS t(p, n) ORDER BY n RETURNING id",
-            (codec.encode_payload((), None, 1 << 20),),
-        )]
+        ids = [
+            row[0]
+            for row in conn.execute(
+                f"INSERT INTO {jobs} (queue, task, payload, priority) SELECT 'default', 'noop', %s, p"
+                " FROM unnest(ARRAY[-1, 0, 0, 0, 3]) WITH ORDINALITY AS t(p, n) ORDER BY n RETURNING id",
+                (codec.encode_payload((), None, 1 << 20),),
+            )
+        ]
     app = currant.App(database_dsn, schema=schema_name)
     try:
         assert app.migrate() == [m.version for m in migrations(schema_name)][1:]
@@ -253,8 +262,9 @@ def test_upgrade_from_0001_keeps_queued_jobs_claimable_in_order(database_dsn: st
 
 
 @pytest.mark.parametrize("column", ["queue", "task"])
-def test_the_database_refuses_names_the_client_would(app: currant.App, db: psycopg.Connection[Any],
-                                                      column: str) -> None:
+def test_the_database_refuses_names_the_client_would(
+    app: currant.App, db: psycopg.Connection[Any], column: str
+) -> None:
     """Rows written by other means than Currant's client meet the same rule:
     1-200 characters, counted as characters, not bytes."""
     jobs = f'"{app.schema}".jobs'
@@ -276,7 +286,9 @@ def test_unknown_task_is_retried_not_lost(app: currant.App, spawn_worker: Any) -
 
 
 def test_malformed_payload_fails_only_that_job(
-    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any],
+    app: currant.App,
+    spawn_worker: Any,
+    db: psycopg.Connection[Any],
 ) -> None:
     good = app.enqueue_many("record", [(f"g{i}",) for i in range(5)])
     bad = app.enqueue("record", ("victim",))
@@ -332,7 +344,11 @@ def test_async_api(app: currant.App, spawn_worker: Any) -> None:
 )
 def test_cli_errors_are_one_line(args: list[str], message: str, database_dsn: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "currant.worker", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "currant.worker", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin", "CURRANT_DSN": database_dsn, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2
@@ -344,10 +360,26 @@ def test_cli_errors_are_one_line(args: list[str], message: str, database_dsn: st
 # Every argument of ``python -m currant.worker`` (README, "The worker"), with
 # the default the README gives it (None: none stated, or not a single value).
 WORKER_ARGUMENTS = {
-    "MODULE:APP": None, "--dsn": None, "--schema": None, "--queues": None, "--concurrency": "4", "--burst": None,
-    "--poll-interval": "1", "--batch-size": "1000", "--heartbeat": "5", "--dead-after": "30",
-    "--shutdown-grace": "30", "--db-timeout": "--dead-after", "--max-rescues": "3", "--keep-succeeded": "86400",
-    "--keep-failed": "604800", "--processes": "1", "--log-level": "INFO", "--log-format": "text",
+    "MODULE:APP": None,
+    "--dsn": None,
+    "--schema": None,
+    "--queues": None,
+    "--concurrency": "4",
+    "--burst": None,
+    "--poll-interval": "1",
+    "--batch-size": "1000",
+    "--heartbeat": "5",
+    "--dead-after": "30",
+    "--shutdown-grace": "30",
+    "--db-timeout": "--dead-after",
+    "--max-rescues": "3",
+    "--keep-succeeded": "86400",
+    "--keep-failed": "604800",
+    "--processes": "1",
+    "--log-level": "INFO",
+    "--log-format": "text",
+    "--metrics-port": None,
+    "--metrics-host": "0.0.0.0",
 }
 
 
@@ -370,8 +402,13 @@ def _help_entries(text: str) -> dict[str, tuple[str, str]]:
 
 
 def test_cli_help_explains_every_option() -> None:
-    proc = subprocess.run([sys.executable, "-m", "currant.worker", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "100"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "currant.worker", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
     assert proc.returncode == 0, proc.stderr
     entries = _help_entries(proc.stdout)
     assert set(entries) - {"-h", "--help"} == set(WORKER_ARGUMENTS), sorted(entries)
@@ -389,7 +426,9 @@ def test_concurrent_enqueuers(app: currant.App) -> None:
 
 
 def test_processes_option_supervises_and_restarts(
-    app: currant.App, spawn_worker: Any, db: psycopg.Connection[Any],
+    app: currant.App,
+    spawn_worker: Any,
+    db: psycopg.Connection[Any],
 ) -> None:
     import psutil
 
@@ -400,7 +439,8 @@ def test_processes_option_supervises_and_restarts(
     victim.kill()
     wait_for(
         lambda: len([c for c in psutil.Process(supervisor.pid).children() if c.pid != victim.pid]) == 2,
-        timeout=15, message="a replacement child",
+        timeout=15,
+        message="a replacement child",
     )
     wait_for(lambda: len(ledger(db, app.schema)) >= 2_000, timeout=60, message="all jobs run")
     supervisor.signal(signal.SIGTERM)
@@ -457,9 +497,9 @@ def test_worker_declared_dead_while_working_leaves_nothing_stuck(
     rescued, it registers again, and no job stays leased to the dead id."""
     app.enqueue_many("record_slowly", [(f"s{i}", 0.005) for i in range(400)])
     worker = spawn_worker("--batch-size", "50", "--heartbeat", "0.3", "--dead-after", "30")
-    victim = wait_for(
-        lambda: db.execute(f'SELECT id FROM "{app.schema}".workers').fetchone(), message="registration"
-    )[0]
+    victim = wait_for(lambda: db.execute(f'SELECT id FROM "{app.schema}".workers').fetchone(), message="registration")[
+        0
+    ]
     wait_for(lambda: len(ledger(db, app.schema)) > 20, message="work under way")
     sweeper = db.execute(
         f"INSERT INTO \"{app.schema}\".workers (hostname, pid, queues) VALUES ('sweeper', 0, '{{default}}') RETURNING id"
@@ -467,14 +507,27 @@ def test_worker_declared_dead_while_working_leaves_nothing_stuck(
     db.execute(f"UPDATE \"{app.schema}\".workers SET last_seen = now() - interval '1 hour' WHERE id = %s", (victim,))
     row = db.execute(
         app.sql["maintain"],
-        {"worker": sweeper, "queues": ["default"], "running": [], "dead_after": 1.0, "max_rescues": 3,
-         "keep_succeeded": 86400.0, "keep_failed": 86400.0, "prune_batch": 1000, "channel": app.channel,
-         "done_queues": [], "done_tasks": [], "done_outcomes": [], "done_counts": []},
+        {
+            "worker": sweeper,
+            "queues": ["default"],
+            "running": [],
+            "dead_after": 1.0,
+            "max_rescues": 3,
+            "keep_succeeded": 86400.0,
+            "keep_failed": 86400.0,
+            "prune_batch": 1000,
+            "channel": app.channel,
+            "done_queues": [],
+            "done_tasks": [],
+            "done_outcomes": [],
+            "done_counts": [],
+        },
     ).fetchone()
     assert row is not None and row[2] >= 1  # rescued something
     db.execute(f'DELETE FROM "{app.schema}".workers WHERE id = %s', (sweeper,))
     wait_for(
-        lambda: state_counts(db, app.schema) == {"succeeded": 400}, timeout=60,
+        lambda: state_counts(db, app.schema) == {"succeeded": 400},
+        timeout=60,
         message=f"all jobs done; now {state_counts(db, app.schema)}",
     )
     worker.signal(signal.SIGTERM)

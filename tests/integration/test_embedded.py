@@ -46,7 +46,9 @@ def no_dsn_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _python(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_separate_processes_share_the_embedded_server(no_dsn_env: dict[str, str]) -> None:
@@ -58,7 +60,11 @@ def test_separate_processes_share_the_embedded_server(no_dsn_env: dict[str, str]
     assert _python(READ, no_dsn_env, job_id).stdout.split() == ["queued", "None"]
     worker = subprocess.run(
         [sys.executable, "-m", "currant.worker", "tests.apps.jobs:app", "--burst"],
-        cwd=ROOT, env=no_dsn_env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=no_dsn_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert worker.returncode == 0, worker.stderr
     assert _python(READ, no_dsn_env, job_id).stdout.split() == ["succeeded", "42"]

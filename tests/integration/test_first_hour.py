@@ -35,20 +35,26 @@ def readme_block(marker: str) -> str:
 
 def _env(database_dsn: str, schema: str, **extra: str) -> dict[str, str]:
     return {
-        **os.environ, "CURRANT_DSN": database_dsn, "CURRANT_SCHEMA": schema, "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra,
+        **os.environ,
+        "CURRANT_DSN": database_dsn,
+        "CURRANT_SCHEMA": schema,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **extra,
     }
 
 
 def _run(command: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     args = command.split()
     assert args[0] == "python", command
-    return subprocess.run([sys.executable, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def test_the_readme_quick_start_runs_as_written(database_dsn: str, schema_name: str, tmp_path: Path,
-                                                db: psycopg.Connection[Any]) -> None:
+def test_the_readme_quick_start_runs_as_written(
+    database_dsn: str, schema_name: str, tmp_path: Path, db: psycopg.Connection[Any]
+) -> None:
     """Saved as a file and run as a script (it enqueues), then imported by the
     worker as a module (it must not enqueue again): every job succeeds."""
     (tmp_path / "quickstart.py").write_text(readme_block("file quickstart.py"), encoding="utf-8")
@@ -71,12 +77,20 @@ def _script_task_name(tmp_path: Path, *how: str) -> subprocess.CompletedProcess[
     package = tmp_path / "pkg"
     package.mkdir(exist_ok=True)
     (package / "__init__.py").write_text("")
-    code = "import currant\napp = currant.App(dsn='postgresql://unused@127.0.0.1:1/x')\n" \
-           "@app.task\ndef add(a, b):\n    return a + b\nprint(sorted(app.tasks))\n"
+    code = (
+        "import currant\napp = currant.App(dsn='postgresql://unused@127.0.0.1:1/x')\n"
+        "@app.task\ndef add(a, b):\n    return a + b\nprint(sorted(app.tasks))\n"
+    )
     (package / "jobs.py").write_text(code)
     (tmp_path / "my_script.py").write_text(code)
-    return subprocess.run([sys.executable, *how], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, *how],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_a_script_names_its_tasks_as_a_worker_imports_it(tmp_path: Path) -> None:
@@ -95,10 +109,15 @@ def test_the_worker_says_what_it_does(app: currant.App, spawn_worker: Any, db: p
     unknown = [app.enqueue("nope") for _ in range(2)]
     fine = app.enqueue("noop")
     worker = spawn_worker("--poll-interval", "0.1")
-    wait_for(lambda: app.get_job(failing).state == "failed" and app.get_job(fine).state == "succeeded",  # type: ignore[union-attr]
-             timeout=60, message="the failing job failed for good")
-    wait_for(lambda: all(app.get_job(job).state == "retrying" for job in unknown),  # type: ignore[union-attr]
-             message="the unknown task's jobs wait for a worker that knows it")
+    wait_for(
+        lambda: app.get_job(failing).state == "failed" and app.get_job(fine).state == "succeeded",  # type: ignore[union-attr]
+        timeout=60,
+        message="the failing job failed for good",
+    )
+    wait_for(
+        lambda: all(app.get_job(job).state == "retrying" for job in unknown),  # type: ignore[union-attr]
+        message="the unknown task's jobs wait for a worker that knows it",
+    )
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log()[-3000:]
     log = worker.log()
@@ -107,8 +126,11 @@ def test_the_worker_says_what_it_does(app: currant.App, spawn_worker: Any, db: p
     assert "queues default, async" in started and "concurrency 4" in started, started
     assert "tasks: add, announce_slowly, arecord, " in started, started
     for attempt in (1, 2):
-        assert re.search(rf"WARNING currant.worker: job {failing} \(fail\) attempt {attempt}/3 failed: "
-                         r"ValueError: boom; retrying in \d", log), log[-3000:]
+        assert re.search(
+            rf"WARNING currant.worker: job {failing} \(fail\) attempt {attempt}/3 failed: "
+            r"ValueError: boom; retrying in \d",
+            log,
+        ), log[-3000:]
     final = log.split(f"ERROR currant.worker: job {failing} (fail) failed for good after 3 attempts: ValueError: boom")
     assert len(final) == 2 and final[1].lstrip("\n").startswith("Traceback (most recent call last):"), log[-3000:]
     assert log.count("which this worker does not know") == 1, log[-3000:]
@@ -156,15 +178,23 @@ def test_sigterm_stops_a_worker_that_cannot_reach_its_database(spawn_worker: Any
     assert log.count("connection lost") == 1, log[-3000:]  # one line per change of state, not per attempt
 
 
-@pytest.mark.parametrize("dsn, reason", [
-    ("postgresql://no_such_role_x@127.0.0.1:5432/postgres", 'role "no_such_role_x" does not exist'),
-    ("postgresql://postgres@127.0.0.1:5432/no_such_db_x", 'database "no_such_db_x" does not exist'),
-    ("notadsn", "malformed DSN"),
-], ids=["role", "database", "malformed"])
+@pytest.mark.parametrize(
+    "dsn, reason",
+    [
+        ("postgresql://no_such_role_x@127.0.0.1:5432/postgres", 'role "no_such_role_x" does not exist'),
+        ("postgresql://postgres@127.0.0.1:5432/no_such_db_x", 'database "no_such_db_x" does not exist'),
+        ("notadsn", "malformed DSN"),
+    ],
+    ids=["role", "database", "malformed"],
+)
 def test_a_refused_first_connection_ends_the_worker_in_one_line(dsn: str, reason: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "currant.worker", "tests.apps.jobs:app", "--dsn", dsn],
-        cwd=ROOT, capture_output=True, text=True, timeout=10, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode in (1, 2), proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "error:" in line]

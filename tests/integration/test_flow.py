@@ -47,9 +47,10 @@ def test_a_dependent_job_waits_for_its_parents(flow_app: currant.App, db: psycop
     assert _state(app, child) == "waiting" and app.stats()["totals"]["waiting"] == 1
     run_worker_here(app)
     assert [_state(app, job) for job in (first, second, child)] == ["succeeded"] * 3
-    started, = db.execute(f'SELECT started_at FROM "{app.schema}".jobs WHERE id = %s', (child,)).fetchone()
-    finished = db.execute(f'SELECT max(finished_at) FROM "{app.schema}".jobs WHERE id = ANY(%s)',
-                          ([first, second],)).fetchone()[0]
+    (started,) = db.execute(f'SELECT started_at FROM "{app.schema}".jobs WHERE id = %s', (child,)).fetchone()
+    finished = db.execute(
+        f'SELECT max(finished_at) FROM "{app.schema}".jobs WHERE id = ANY(%s)', ([first, second],)
+    ).fetchone()[0]
     assert started >= finished
     # A parent that has already succeeded counts at once.
     late = app.enqueue("step", (20,), depends_on=[first])
@@ -65,7 +66,9 @@ def test_a_failed_parent_cancels_its_dependents_unless_they_run_anyway(flow_app:
     run_worker_here(app)
     assert _state(app, parent) == "failed"
     job = app.get_job(cancelled)
-    assert job is not None and job.state == "cancelled" and f"ParentFailed: job {parent} ended failed" in (job.error or "")
+    assert (
+        job is not None and job.state == "cancelled" and f"ParentFailed: job {parent} ended failed" in (job.error or "")
+    )
     assert _state(app, grandchild) == "cancelled"  # the cascade goes on
     assert _state(app, runs_anyway) == "succeeded"
     # A parent failed before the child is enqueued: cancelled at once.

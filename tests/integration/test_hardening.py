@@ -84,8 +84,13 @@ def test_schema_on_the_command_line_wins_over_the_app_s(app: currant.App, spawn_
         "@app.task(name='noop')\ndef noop():\n    pass\n"
     )
     job = app.enqueue("noop")
-    worker = spawn_worker("--burst", "--schema", app.schema, app="fixed_schema_app:app",
-                          env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    worker = spawn_worker(
+        "--burst",
+        "--schema",
+        app.schema,
+        app="fixed_schema_app:app",
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},
+    )
     assert worker.wait(60) == 0, worker.log()[-3000:]
     assert app.get_job(job).state == "succeeded"  # type: ignore[union-attr]
 
@@ -97,8 +102,7 @@ def test_an_abbreviated_processes_option_is_refused(spawn_worker: Any) -> None:
     assert "unrecognized arguments: --proc" in worker.log()
 
 
-def test_children_get_the_dsn_through_their_environment(app: currant.App, spawn_worker: Any,
-                                                        database_dsn: str) -> None:
+def test_children_get_the_dsn_through_their_environment(app: currant.App, spawn_worker: Any, database_dsn: str) -> None:
     secret = "s3cret-pw-" + uuid.uuid4().hex[:6]  # trust auth: any password is accepted
     dsn = make_conninfo(database_dsn, password=secret)
     supervisor = spawn_worker("--processes", "2", "--dsn", dsn)
@@ -125,12 +129,14 @@ def noop():
 """
 
 
-def test_a_crash_looping_child_does_not_block_the_supervisor(app: currant.App, spawn_worker: Any,
-                                                             tmp_path: Path) -> None:
+def test_a_crash_looping_child_does_not_block_the_supervisor(
+    app: currant.App, spawn_worker: Any, tmp_path: Path
+) -> None:
     """The supervisor's backoff for one slot never stops it watching the others, nor stopping."""
     (tmp_path / "crashing_child.py").write_text(CRASHING_CHILD)
-    supervisor = spawn_worker("--processes", "2", app="crashing_child:app",
-                              env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    supervisor = spawn_worker(
+        "--processes", "2", app="crashing_child:app", env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    )
     wait_for(lambda: "restarting in 4.0 s" in supervisor.log(), timeout=60, message="slot 0's backoff grew")
     healthy = [c for c in psutil.Process(supervisor.pid).children() if "crashing_child" in " ".join(c.cmdline())]
     wait_for(lambda: supervisor.log().count(" started (pid ") >= 1, message="the healthy child started")
@@ -139,8 +145,11 @@ def test_a_crash_looping_child_does_not_block_the_supervisor(app: currant.App, s
     # Slot 1's child is killed while slot 0 waits out its 4 s: it is replaced at once.
     victim = next(c for c in healthy if c.is_running() and c.environ().get("CURRANT_SUPERVISED_CHILD") == "2 of 2")
     victim.kill()
-    wait_for(lambda: re.search(r"worker process 1 \(pid \d+\) exited with -9; restarting in 0.5 s", supervisor.log()),
-             timeout=5, message="slot 1's death noticed while slot 0 waits")
+    wait_for(
+        lambda: re.search(r"worker process 1 \(pid \d+\) exited with -9; restarting in 0.5 s", supervisor.log()),
+        timeout=5,
+        message="slot 1's death noticed while slot 0 waits",
+    )
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(5) == 0, supervisor.log()[-3000:]
 

@@ -23,9 +23,30 @@ from currant.worker.completer import completion_params
 from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 # Every field of currant.Job, in order (what `python -m currant show --json` prints).
-JOB_FIELDS = ("id", "task", "queue", "state", "attempts", "max_attempts", "priority", "result", "error", "errors",
-              "enqueued_at", "started_at", "finished_at", "run_at", "cancel_requested", "unique_key", "rescues",
-              "args", "kwargs", "payload_error", "worker_id", "progress")
+JOB_FIELDS = (
+    "id",
+    "task",
+    "queue",
+    "state",
+    "attempts",
+    "max_attempts",
+    "priority",
+    "result",
+    "error",
+    "errors",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "run_at",
+    "cancel_requested",
+    "unique_key",
+    "rescues",
+    "args",
+    "kwargs",
+    "payload_error",
+    "worker_id",
+    "progress",
+)
 
 # Short lease timings for the tests (production defaults: 5 s / 30 s).
 FAST_LEASES = ("--heartbeat", "0.2", "--dead-after", "1.0")
@@ -56,8 +77,12 @@ def test_retries_back_off_on_the_database_clock_then_fail(app: currant.App, spaw
         delay = _seconds(job.run_at, job.errors[-1]["at"])  # type: ignore[arg-type]
         assert base * 0.74 <= delay <= base * 1.26, delay
         # On the database clock, which the worker's claim reads too.
-        wait_for(lambda: db.execute(f'SELECT run_at <= "{app.schema}".clock() FROM "{app.schema}".jobs WHERE id = %s',
-                                    (job_id,)).fetchone()[0], message="backoff over")
+        wait_for(
+            lambda: db.execute(
+                f'SELECT run_at <= "{app.schema}".clock() FROM "{app.schema}".jobs WHERE id = %s', (job_id,)
+            ).fetchone()[0],
+            message="backoff over",
+        )
     assert spawn_worker("--burst").wait() == 0
     job = _job(app, job_id)
     assert (job.state, job.attempts) == ("failed", 3)
@@ -133,7 +158,9 @@ def test_run_at_in_the_past_is_ready_and_naive_datetimes_are_refused(app: curran
 
 
 def test_enqueue_many_with_delays(app: currant.App, spawn_worker: Any) -> None:
-    ids = app.enqueue_many("noop", [currant.Item(delay=60), (), currant.Item(run_at=datetime.now(timezone.utc) + timedelta(hours=1))])
+    ids = app.enqueue_many(
+        "noop", [currant.Item(delay=60), (), currant.Item(run_at=datetime.now(timezone.utc) + timedelta(hours=1))]
+    )
     assert [_job(app, i).state for i in ids] == ["scheduled", "queued", "scheduled"]
     assert spawn_worker("--burst").wait() == 0
     assert [_job(app, i).state for i in ids] == ["scheduled", "succeeded", "scheduled"]
@@ -149,8 +176,12 @@ def test_priority_first_then_fifo(app: currant.App, spawn_worker: Any, db: Any) 
     app.enqueue_many("record", [("bulk-mid",), currant.Item(args=("bulk-negative",), priority=-5)], priority=5)
     assert spawn_worker("--burst", "--concurrency", "1").wait() == 0
     order = [key for key, _, _ in ledger(db, app.schema)]
-    assert order == ([f"high{i}" for i in range(5)] + ["mid", "bulk-mid"] + [f"low{i}" for i in range(5)]
-                     + ["negative", "bulk-negative"])
+    assert order == (
+        [f"high{i}" for i in range(5)]
+        + ["mid", "bulk-mid"]
+        + [f"low{i}" for i in range(5)]
+        + ["negative", "bulk-negative"]
+    )
 
 
 def test_queues_are_claimed_in_the_given_order(app: currant.App, spawn_worker: Any, db: Any) -> None:
@@ -196,8 +227,12 @@ def test_poison_job_fails_after_repeated_kills_and_spares_batch_mates(
     while _job(app, poison).state != "failed":
         assert time.monotonic() < deadline, f"poison job never failed: {_job(app, poison)}"
         worker = spawn_worker(*FAST_LEASES, "--max-rescues", "3")
-        wait_for(lambda: worker.popen.poll() is not None or _job(app, poison).state == "failed", timeout=30,
-                 interval=0.05, message="the worker died, or the poison job failed")
+        wait_for(
+            lambda: worker.popen.poll() is not None or _job(app, poison).state == "failed",
+            timeout=30,
+            interval=0.05,
+            message="the worker died, or the poison job failed",
+        )
         if worker.popen.poll() is not None:
             assert worker.popen.returncode == -signal.SIGKILL
             deaths += 1
@@ -228,7 +263,7 @@ def test_stale_completion_is_fenced(app: currant.App, database_dsn: str) -> None
         claimed = conn.execute(sql["claim"], {"queue": "default", "limit": 10, "worker": old_owner}).fetchall()
         assert [(row[0], row[1]) for row in claimed] == [(job_id, 1)]
         # The lease passes to another worker (as a rescue would) and it claims attempt 2.
-        conn.execute(f'UPDATE "{app.schema}".jobs SET state = \'queued\', worker_id = NULL WHERE id = %s', (job_id,))
+        conn.execute(f"UPDATE \"{app.schema}\".jobs SET state = 'queued', worker_id = NULL WHERE id = %s", (job_id,))
         assert conn.execute(sql["claim"], {"queue": "default", "limit": 10, "worker": new_owner}).fetchall()[0][1] == 2
         # The zombie's success, failure and release all change nothing.
         fast, _ = completion_params([(job_id, 1, None)], old_owner)
@@ -286,13 +321,17 @@ def test_unique_key_under_8_concurrent_enqueuers(app: currant.App, db: Any) -> N
     assert state_counts(db, app.schema) == {"queued": 3}
 
 
-def test_unique_key_in_enqueue_many_and_release_after_finish(
-    app: currant.App, spawn_worker: Any, db: Any
-) -> None:
+def test_unique_key_in_enqueue_many_and_release_after_finish(app: currant.App, spawn_worker: Any, db: Any) -> None:
     existing = app.enqueue("noop", unique_key="a")
     ids = app.enqueue_many(
         "noop",
-        [currant.Item(unique_key="a"), currant.Item(unique_key="b"), currant.Item(unique_key="b"), (), currant.Item(unique_key="c")],
+        [
+            currant.Item(unique_key="a"),
+            currant.Item(unique_key="b"),
+            currant.Item(unique_key="b"),
+            (),
+            currant.Item(unique_key="c"),
+        ],
     )
     assert ids[0] == existing
     assert ids[1] == ids[2] != existing
@@ -431,13 +470,15 @@ def test_cron_ticks_exactly_once_with_3_workers(app: currant.App, spawn_worker: 
     late_ticks = sorted(_ticks_enqueued(late).items(), key=lambda item: item[1])
     first_job, catch_up = late_ticks[0]
     (first_enqueued_at,) = db.execute(
-        f"SELECT enqueued_at FROM \"{app.schema}\".jobs WHERE id = %s", (first_job,)
+        f'SELECT enqueued_at FROM "{app.schema}".jobs WHERE id = %s', (first_job,)
     ).fetchone()
     # At least two ticks went by with no worker; only the latest of them is
     # enqueued. Every later tick is one the late worker saw come due.
     assert catch_up - ticks[-1] >= 2 * period, (ticks[-1], late_ticks)
     assert [tick for _, tick in late_ticks if tick <= first_enqueued_at] == [catch_up], (first_enqueued_at, late_ticks)
-    assert all(_whole_periods(b[1] - a[1], period) for a, b in zip(late_ticks, late_ticks[1:], strict=False)), late_ticks
+    assert all(_whole_periods(b[1] - a[1], period) for a, b in zip(late_ticks, late_ticks[1:], strict=False)), (
+        late_ticks
+    )
 
 
 def test_invalid_cron_expression_is_refused() -> None:
@@ -455,10 +496,14 @@ def test_workers_prune_finished_jobs_past_retention(app: currant.App, spawn_work
     waiting = app.enqueue("noop", delay=3600)
     assert spawn_worker("--burst").wait() == 0
     schema = app.schema
-    db.execute(f"UPDATE \"{schema}\".jobs SET finished_at = now() - interval '2 days' WHERE id = ANY(%s)", (ok[:20] + bad[:5],))
+    db.execute(
+        f"UPDATE \"{schema}\".jobs SET finished_at = now() - interval '2 days' WHERE id = ANY(%s)", (ok[:20] + bad[:5],)
+    )
     db.execute(f"UPDATE \"{schema}\".jobs SET finished_at = now() - interval '8 days' WHERE id = ANY(%s)", (bad[5:],))
     worker = spawn_worker(*FAST_LEASES)
-    wait_for(lambda: db.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()[0] == 16, timeout=10, message="pruning")
+    wait_for(
+        lambda: db.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()[0] == 16, timeout=10, message="pruning"
+    )
     left = {row[0] for row in db.execute(f'SELECT id FROM "{schema}".jobs')}
     assert left == set(ok[20:]) | set(bad[:5]) | {waiting}
     worker.signal(signal.SIGTERM)
@@ -486,7 +531,10 @@ def test_stats(app: currant.App, spawn_worker: Any) -> None:
 def _admin(database_dsn: str, schema: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "currant", "--dsn", database_dsn, "--schema", schema, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -511,7 +559,9 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     # show: every field of the job, as app.get_job reads it.
     job = _job(app, failed)
     expected = {name: getattr(job, name) for name in JOB_FIELDS}
-    expected.update({name: expected[name].isoformat() for name in ("enqueued_at", "started_at", "finished_at", "run_at")})
+    expected.update(
+        {name: expected[name].isoformat() for name in ("enqueued_at", "started_at", "finished_at", "run_at")}
+    )
     expected["args"] = list(expected["args"])  # JSON has no tuples
     proc = _admin(database_dsn, schema_name, "--json", "show", str(failed))
     assert proc.returncode == 0, proc.stderr
@@ -526,15 +576,17 @@ def test_admin_cli(app: currant.App, spawn_worker: Any, database_dsn: str, schem
     fields = {name: rest.strip() for name, _, rest in (line.strip().partition(" ") for line in lines[1:])}
     assert fields["args"] == '["broken"]' and fields["kwargs"] == "{}", fields
     assert fields["finished_at"] == f"{job.finished_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"  # type: ignore[union-attr]
-    assert any(line.strip().startswith("attempt 1 failed at ") and line.endswith(": Discard: broken")
-               for line in lines), lines
+    assert any(
+        line.strip().startswith("attempt 1 failed at ") and line.endswith(": Discard: broken") for line in lines
+    ), lines
 
     assert json.loads(_admin(database_dsn, schema_name, "--json", "retry", str(failed)).stdout) == [
         {"id": failed, "outcome": "retried"}
     ]
     assert _job(app, failed).state == "queued"
     assert json.loads(_admin(database_dsn, schema_name, "--json", "cancel", str(queued), str(failed)).stdout) == [
-        {"id": queued, "outcome": "cancelled"}, {"id": failed, "outcome": "cancelled"},
+        {"id": queued, "outcome": "cancelled"},
+        {"id": failed, "outcome": "cancelled"},
     ]
     assert json.loads(_admin(database_dsn, schema_name, "--json", "purge", "cancelled").stdout) == {"deleted": 2}
     assert app.get_job(queued) is None

@@ -51,8 +51,9 @@ class Broken:
         raise AssertionError("never awaited")
 
 
-def test_hooks_see_every_enqueue_and_attempt(app: currant.App, caplog: pytest.LogCaptureFixture,
-                                             db: psycopg.Connection[Any]) -> None:
+def test_hooks_see_every_enqueue_and_attempt(
+    app: currant.App, caplog: pytest.LogCaptureFixture, db: psycopg.Connection[Any]
+) -> None:
     recorder = app.add_hook(Recorder())
     app.add_hook(Broken())
 
@@ -75,10 +76,13 @@ def test_hooks_see_every_enqueue_and_attempt(app: currant.App, caplog: pytest.Lo
         double.enqueue(object())  # not encodable: no event at all (validation comes first)
     with caplog.at_level(logging.ERROR, "currant.hooks"):
         run_worker(app)
-        db.execute(f'UPDATE "{app.schema}".jobs SET run_at = now(), state = \'queued\' WHERE id = %s', (bad,))
+        db.execute(f"UPDATE \"{app.schema}\".jobs SET run_at = now(), state = 'queued' WHERE id = %s", (bad,))
         run_worker(app)
     seen = recorder.seen
-    assert seen[:2] == [("before_enqueue", "double", "default", 1, False), ("after_enqueue", "double", [one], "NoneType")]
+    assert seen[:2] == [
+        ("before_enqueue", "double", "default", 1, False),
+        ("after_enqueue", "double", [one], "NoneType"),
+    ]
     assert ("after_enqueue", "adouble", many, "NoneType") in seen
     assert ("before_job", "double", 1, "default", {"x-from": "recorder"}, True) in seen  # current_job() works
     assert ("before_job", "adouble", 1, "default", {"x-from": "recorder"}, True) in seen  # ... in async tasks too
@@ -122,7 +126,9 @@ def test_tracing_links_each_job_to_its_enqueue(app: currant.App) -> None:
     single, bulk = sorted(sends, key=lambda s: s.attributes["messaging.batch.message_count"])
     assert single.attributes["messaging.message.id"] == str(one)
     assert (single.attributes["messaging.system"], single.attributes["messaging.destination.name"]) == (
-        "currant", "default")
+        "currant",
+        "default",
+    )
     assert set(processes) == {str(one), *map(str, many)}
     for job_id, span in processes.items():
         assert span.kind == trace.SpanKind.CONSUMER and span.attributes["messaging.operation.type"] == "process"
@@ -135,8 +141,11 @@ def test_tracing_links_each_job_to_its_enqueue(app: currant.App) -> None:
 def test_progress_is_stored_and_shown(app: currant.App, spawn_worker: Any, database_dsn: str) -> None:
     job = app.enqueue("report_progress", (5,))
     worker = spawn_worker()
-    wait_for(lambda: (app.get_job(job).progress or {}).get("done") == 3, timeout=30,  # type: ignore[union-attr]
-             message="the third report stored")
+    wait_for(
+        lambda: (app.get_job(job).progress or {}).get("done") == 3,
+        timeout=30,  # type: ignore[union-attr]
+        message="the third report stored",
+    )
     report = app.get_job(job).progress  # type: ignore[union-attr]
     assert report["total"] == 5 and report["note"] == "step 3" and report["attempt"] == 1 and report["at"], report
     with psycopg.connect(database_dsn, autocommit=True) as conn:  # released: the task finishes
@@ -170,8 +179,16 @@ def test_worker_metrics_count_a_known_workload(app: currant.App, spawn_worker: A
     port = _free_port()
     app.enqueue_many("noop", [()] * 20)
     app.enqueue("fail", ("once",), max_attempts=2)  # retried, then failed (backoff 0.2 s)
-    worker = spawn_worker("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", str(processes),
-                          "--poll-interval", "0.1")
+    worker = spawn_worker(
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--processes",
+        str(processes),
+        "--poll-interval",
+        "0.1",
+    )
 
     def finished(outcome: str, task: str) -> float:
         try:
@@ -180,8 +197,12 @@ def test_worker_metrics_count_a_known_workload(app: currant.App, spawn_worker: A
             return -1.0  # the metrics server is not up yet
         return samples.get(f'currant_jobs_finished_total{{outcome="{outcome}",queue="default",task="{task}"}}', 0.0)
 
-    wait_for(lambda: finished("failed", "fail") == 1 and finished("succeeded", "noop") == 20, timeout=60,
-             interval=0.2, message="the workload counted")
+    wait_for(
+        lambda: finished("failed", "fail") == 1 and finished("succeeded", "noop") == 20,
+        timeout=60,
+        interval=0.2,
+        message="the workload counted",
+    )
     samples = _scrape(port)
     assert finished("retried", "fail") == 1
     assert samples['currant_job_duration_seconds_count{queue="default",task="noop"}'] == 20
@@ -215,8 +236,24 @@ def test_database_metrics_describe_the_queue(app: currant.App, database_dsn: str
     db.execute(f"UPDATE \"{app.schema}\".jobs SET run_at = now() - interval '90 seconds' WHERE state = 'queued'")
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "currant", "--dsn", database_dsn, "--schema", app.schema, "metrics", "--port",
-         str(port), "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "currant",
+            "--dsn",
+            database_dsn,
+            "--schema",
+            app.schema,
+            "metrics",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         samples = wait_for(lambda: _try_scrape(port), timeout=30, message="the metrics server answers")

@@ -158,8 +158,20 @@ def test_same_public_names(core: types.ModuleType) -> None:
 def test_write_job_rows_format(core: types.ModuleType) -> None:
     rows = [
         job(1),
-        job(2**63 - 1, queue="q€", task="", payload=b"", priority=-32768, max_attempts=2**31 - 1, run_at=-(2**63), state="x", unique_key="k✓"),
-        job(-(2**63), payload=bytes(range(256)), priority=32767, max_attempts=-(2**31), run_at=2**63 - 1, unique_key=""),
+        job(
+            2**63 - 1,
+            queue="q€",
+            task="",
+            payload=b"",
+            priority=-32768,
+            max_attempts=2**31 - 1,
+            run_at=-(2**63),
+            state="x",
+            unique_key="k✓",
+        ),
+        job(
+            -(2**63), payload=bytes(range(256)), priority=32767, max_attempts=-(2**31), run_at=2**63 - 1, unique_key=""
+        ),
     ]
     out = bytearray(b"prefix")
     assert core.write_job_rows(out, rows) == 3
@@ -175,7 +187,9 @@ def test_write_job_rows_format(core: types.ModuleType) -> None:
 
 def test_write_job_rows_accepts_iterables_and_buffers(core: types.ModuleType) -> None:
     out = bytearray()
-    n = core.write_job_rows(out, (list(job(i, payload=bytearray(b"ab") if i % 2 else memoryview(b"cd"))) for i in range(4)))
+    n = core.write_job_rows(
+        out, (list(job(i, payload=bytearray(b"ab") if i % 2 else memoryview(b"cd"))) for i in range(4))
+    )
     assert n == 4
     assert [decode_job_row(f)[3] for f in read_copy_rows(out)] == [b"cd", b"ab", b"cd", b"ab"]
     assert core.write_job_rows(out, []) == 0
@@ -204,7 +218,10 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
 
 @pytest.mark.parametrize("override,exc_type,word", [c[1:] for c in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS])
 def test_write_job_rows_bad_row_restores_out(
-    core: types.ModuleType, override: dict[str, Any], exc_type: type[Exception], word: str,
+    core: types.ModuleType,
+    override: dict[str, Any],
+    exc_type: type[Exception],
+    word: str,
 ) -> None:
     rows = [job(0), job(1), job(2, **override), job(3)]
     out = bytearray(b"keep me")
@@ -249,7 +266,9 @@ def test_write_job_rows_requires_bytearray(core: types.ModuleType) -> None:
 
 
 @pytest.mark.parametrize(
-    "values", [[], [0], [1, 2, -3], [2**63 - 1, -(2**63)], list(range(1000))], ids=["empty", "one", "small", "extremes", "1000"],
+    "values",
+    [[], [0], [1, 2, -3], [2**63 - 1, -(2**63)], list(range(1000))],
+    ids=["empty", "one", "small", "extremes", "1000"],
 )
 def test_pack_int8_array(core: types.ModuleType, values: list[int]) -> None:
     data = core.pack_int8_array(values)
@@ -258,7 +277,9 @@ def test_pack_int8_array(core: types.ModuleType, values: list[int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "values", [[], [0], [1, 2, -3], [2**31 - 1, -(2**31)]], ids=["empty", "one", "small", "extremes"],
+    "values",
+    [[], [0], [1, 2, -3], [2**31 - 1, -(2**31)]],
+    ids=["empty", "one", "small", "extremes"],
 )
 def test_pack_int4_array(core: types.ModuleType, values: list[int]) -> None:
     data = core.pack_int4_array(values)
@@ -283,7 +304,11 @@ def test_empty_array_bytes(core: types.ModuleType) -> None:
     ],
 )
 def test_pack_int_array_errors(
-    core: types.ModuleType, fn: str, values: list[Any], exc_type: type[Exception], word: str,
+    core: types.ModuleType,
+    fn: str,
+    values: list[Any],
+    exc_type: type[Exception],
+    word: str,
 ) -> None:
     with pytest.raises(exc_type, match=word):
         getattr(core, fn)(values)
@@ -310,8 +335,20 @@ def pg_conn(request: pytest.FixtureRequest) -> Any:
 def test_copy_into_postgres(core: types.ModuleType, pg_conn: Any) -> None:
     rows = [
         job(1),
-        job(2**63 - 1, queue="q€ ✓", task="", payload=b"", priority=-32768, max_attempts=2**31 - 1, run_at=-(10**15), state="x", unique_key="k"),
-        job(-(2**63), payload=bytes(range(256)) * 3, priority=32767, max_attempts=-(2**31), run_at=10**16, unique_key=""),
+        job(
+            2**63 - 1,
+            queue="q€ ✓",
+            task="",
+            payload=b"",
+            priority=-32768,
+            max_attempts=2**31 - 1,
+            run_at=-(10**15),
+            state="x",
+            unique_key="k",
+        ),
+        job(
+            -(2**63), payload=bytes(range(256)) * 3, priority=32767, max_attempts=-(2**31), run_at=10**16, unique_key=""
+        ),
         job(4, payload=codec.pack_payload((1, "a"), {"b": None}), run_at=0),
     ]
     buf = bytearray(core.COPY_HEADER)
@@ -347,7 +384,11 @@ def test_copy_into_postgres(core: types.ModuleType, pg_conn: Any) -> None:
     ],
 )
 def test_arrays_match_array_send(
-    core: types.ModuleType, pg_conn: Any, fn: str, sql_type: str, values: list[int],
+    core: types.ModuleType,
+    pg_conn: Any,
+    fn: str,
+    sql_type: str,
+    values: list[int],
 ) -> None:
     literal = "{" + ",".join(map(str, values)) + "}"
     (sent,) = pg_conn.execute(f"SELECT array_send(%s::{sql_type}[])", [literal]).fetchone()

@@ -126,7 +126,9 @@ enqueue_items = st.lists(
     | st.tuples(args_st, st.dictionaries(st.text(max_size=4), values, max_size=2))  # (args, kwargs) pairs
     | args_st.map(list)  # a list is not a plain args tuple
     | st.tuples(st.just(_Unencodable()))  # does not encode
-    | st.tuples(st.integers(0, 9).map(_IntSubclass), st.binary(max_size=3).map(bytearray))  # msgpack packs these; C leaves them
+    | st.tuples(
+        st.integers(0, 9).map(_IntSubclass), st.binary(max_size=3).map(bytearray)
+    )  # msgpack packs these; C leaves them
     | st.tuples(st.binary(min_size=40, max_size=60)),  # over the cap below
     max_size=12,
 )
@@ -200,8 +202,23 @@ def test_corrupted_payloads_are_total_and_isolated(args: Any, kwargs: Any, cut: 
         except P.PayloadError as exc:
             expected.append((i, 1, "t", None, None, str(exc), None, "q", None, 0.5))
     # One batch: each row decodes as it does alone, whatever its neighbours are.
-    rows = [(i, 1, "t", v, None, 0.5) for i, v in enumerate(variants)]
+    rows = [(i, 1, "t", v, None, 0.5, None, None, None) for i, v in enumerate(variants)]
     assert repr(P.decode_claimed(rows, "q")) == repr(expected)
+
+
+@SETTINGS
+@given(args=args_st, kwargs=kwargs_st, junk=st.binary(max_size=8), pos=st.integers(0, 200), raw=st.binary(max_size=64))
+def test_compiled_payload_rules_match_the_pure_module(
+    payload: types.ModuleType, args: Any, kwargs: Any, junk: bytes, pos: int, raw: bytes
+) -> None:
+    """currant._payload_c is currant/payload.py compiled: same bytes, same values, same errors."""
+    data = P.pack_payload(args, kwargs)
+    assert payload.pack_payload(args, kwargs) == data
+    for blob in (data, data[:pos] + junk + data[pos + len(junk) :], raw):
+        assert repr(_outcome(payload.unpack_payload, blob)) == repr(_outcome(P.unpack_payload, blob))
+        assert repr(_outcome(payload.unpack_value, blob)) == repr(_outcome(P.unpack_value, blob))
+    rows = [(1, 1, "t", data, None, 0.5, None, None, None), (2, 1, "t", raw, None, 0.5, "f", [3], [raw])]
+    assert repr(payload.decode_claimed(rows, "q")) == repr(P.decode_claimed(rows, "q"))
 
 
 # -- COPY rows and arrays ----------------------------------------------------------
@@ -210,7 +227,9 @@ def test_corrupted_payloads_are_total_and_isolated(args: Any, kwargs: Any, cut: 
 @SETTINGS
 @given(rows=rows_st, prefix=st.binary(max_size=4))
 def test_write_job_rows_identical_and_parses(
-    core: types.ModuleType, rows: list[tuple[Any, ...]], prefix: bytes,
+    core: types.ModuleType,
+    rows: list[tuple[Any, ...]],
+    prefix: bytes,
 ) -> None:
     out = bytearray(prefix)
     assert core.write_job_rows(out, rows) == len(rows)
