@@ -278,6 +278,7 @@ def drain_once(dsn: str, jobs: int, with_dashboard: bool) -> dict[str, Any]:
     app.enqueue_many("bench.noop", [()] * jobs)
     app.close()  # no ANALYZE: as in benchmarks/e2e.py, the worker meets the table as a bulk enqueue leaves it
     dashboard = OpenDashboard(dsn, DRAIN_SCHEMA) if with_dashboard else None
+    load_before = os.getloadavg()[0]
     try:
         env = {**os.environ, "CURRANT_DSN": dsn, "CURRANT_SCHEMA": DRAIN_SCHEMA}
         proc = subprocess.run(
@@ -297,7 +298,13 @@ def drain_once(dsn: str, jobs: int, with_dashboard: bool) -> dict[str, Any]:
     if proc.returncode != 0 or match is None or int(match.group(1)) != jobs:
         raise RuntimeError(f"the drain failed: {proc.returncode}\n{proc.stderr[-2000:]}")
     seconds = float(match.group(2))
-    return {"seconds": seconds, "rate": jobs / seconds, "fetches": fetches, "events": events}
+    return {
+        "seconds": seconds,
+        "rate": jobs / seconds,
+        "fetches": fetches,
+        "events": events,
+        "load": (load_before, os.getloadavg()[0]),
+    }
 
 
 def bench_drain(dsn: str, jobs: int, pairs: int) -> dict[str, Any]:
@@ -313,7 +320,13 @@ def bench_drain(dsn: str, jobs: int, pairs: int) -> dict[str, Any]:
             )
     drop_schema(dsn, DRAIN_SCHEMA)
     medians = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
-    return {"runs": runs, "medians": medians, "ratio": medians["with"] / medians["without"]}
+    pair_ratios = [b["seconds"] / a["seconds"] for a, b in zip(runs["without"], runs["with"], strict=True)]
+    return {
+        "runs": runs,
+        "medians": medians,
+        "ratio": medians["with"] / medians["without"],
+        "pair_ratio": statistics.median(pair_ratios),
+    }
 
 
 # -- report ------------------------------------------------------------------------
@@ -370,17 +383,23 @@ def report(
             "",
             f"## (b) A drain of {args.drain_jobs:,} no-op jobs, without and with an open dashboard",
             "",
-            "| pair | without (s) | with (s) | page fetches during 'with' | live events |",
-            "|---|---:|---:|---:|---:|",
+            "| pair | without (s) | with (s) | with/without | page fetches during 'with' | live events |"
+            " load avg (without; with) |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for i, (a, b) in enumerate(zip(drain["runs"]["without"], drain["runs"]["with"], strict=True)):
-            lines.append(f"| {i + 1} | {a['seconds']:.2f} | {b['seconds']:.2f} | {b['fetches']} | {b['events']} |")
+            lines.append(
+                f"| {i + 1} | {a['seconds']:.2f} | {b['seconds']:.2f} | {b['seconds'] / a['seconds']:.3f} |"
+                f" {b['fetches']} | {b['events']} | {a['load'][0]:.1f}→{a['load'][1]:.1f};"
+                f" {b['load'][0]:.1f}→{b['load'][1]:.1f} |"
+            )
         m = drain["medians"]
         lines += [
             "",
             f"Medians: without {m['without']:.2f} s ({args.drain_jobs / m['without']:,.0f} jobs/s), "
             f"with {m['with']:.2f} s ({args.drain_jobs / m['with']:,.0f} jobs/s); "
-            f"ratio with/without {drain['ratio']:.3f} ({(drain['ratio'] - 1) * 100:+.1f} %).",
+            f"ratio of the medians {drain['ratio']:.3f} ({(drain['ratio'] - 1) * 100:+.1f} %); median of the"
+            f" pairs' ratios {drain['pair_ratio']:.3f} ({(drain['pair_ratio'] - 1) * 100:+.1f} %).",
         ]
     return "\n".join(lines) + "\n"
 

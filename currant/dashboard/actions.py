@@ -39,7 +39,10 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         refusal = dashboard.csrf.refusal(request, fields.get(CSRF_FIELD))
         if refusal is not None:
             return dashboard.problem(request, 403, f"refused: {refusal}")
-        return await handler(request, dashboard, fields)
+        try:
+            return await handler(request, dashboard, fields)
+        except ValueError as exc:  # a job id out of range (the route only knows it is digits)
+            return dashboard.problem(request, 404, str(exc))
 
     return endpoint
 

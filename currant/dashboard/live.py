@@ -34,6 +34,8 @@ from ..backoff import Backoff
 log = logging.getLogger("currant.dashboard")
 
 KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+# A pulse unanswered this long means a dead (or half-open) connection: reconnect.
+PULSE_TIMEOUT = 10.0
 
 
 class Hub:
@@ -131,7 +133,7 @@ class Hub:
         while not self._idle_long_enough():
             now = time.monotonic()
             if now >= next_pulse:
-                await self._read_pulse(conn)
+                await asyncio.wait_for(self._read_pulse(conn), PULSE_TIMEOUT)
                 next_pulse = now + self.pulse_every
             self._maybe_broadcast()
             wait = next_pulse - time.monotonic()

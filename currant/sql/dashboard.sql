@@ -248,24 +248,29 @@ FROM pg_catalog.pg_stat_user_tables s
 WHERE s.relid = '{schema}.jobs'::regclass
 
 -- name: dash_health_xmin
--- What holds vacuum back: the session whose snapshot (backend_xmin) is the
--- oldest, in any database of the server (vacuum's horizon is the server's),
--- then replication slots and prepared transactions, which hold it too.
--- Only the first 300 characters of the query are read.
+-- What holds vacuum back on the jobs table: the oldest snapshot that counts
+-- for it. Since PostgreSQL 14 a user table's horizon takes the sessions of its
+-- own database only, so sessions are those of this database (a walsender,
+-- which holds every database back, has none and shows as a slot); then
+-- replication slots whose xmin is set (a standby's hot_standby_feedback; a
+-- slot's catalog_xmin holds only system catalogs) and prepared transactions
+-- of this database. Only the first 300 characters of the
+-- statement are read.
 SELECT 'session' AS kind, a.pid, age(a.backend_xmin) AS xmin_age, a.datname::text, a.usename::text,
        a.application_name, a.state, extract(epoch FROM now() - a.xact_start)::double precision AS xact_seconds,
        left(a.query, 300) AS query
 FROM pg_catalog.pg_stat_activity a
-WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()
+WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid() AND a.datname = current_database()
 UNION ALL
-SELECT 'replication slot', NULL, greatest(age(s.xmin), age(s.catalog_xmin)), s.database::text, NULL,
+SELECT 'replication slot', NULL, age(s.xmin), s.database::text, NULL,
        s.slot_name::text, CASE WHEN s.active THEN 'active' ELSE 'inactive' END, NULL, NULL
 FROM pg_catalog.pg_replication_slots s
-WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+WHERE s.xmin IS NOT NULL AND (s.database IS NULL OR s.database = current_database())
 UNION ALL
 SELECT 'prepared transaction', NULL, age(p.transaction), p.database::text, p.owner::text, p.gid, 'prepared',
        extract(epoch FROM now() - p.prepared)::double precision, NULL
 FROM pg_catalog.pg_prepared_xacts p
+WHERE p.database = current_database()
 ORDER BY xmin_age DESC NULLS LAST
 LIMIT 1
 
