@@ -110,6 +110,9 @@ class App(EnqueueAPI):
         retry_backoff: float | BackoffPolicy | None = None,
         timeout: float | None = None,
         priority: int = 0,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
+        limit_key: str | Callable[..., Any] | None = None,
     ) -> Callable[[F], Task[Any, Any]]: ...
 
     def task(
@@ -122,8 +125,16 @@ class App(EnqueueAPI):
         retry_backoff: float | BackoffPolicy | None = None,
         timeout: float | None = None,
         priority: int = 0,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
+        limit_key: str | Callable[..., Any] | None = None,
     ) -> Any:
-        """Register a function as a task (``@app.task`` or ``@app.task(name=..., ...)``)."""
+        """Register a function as a task (``@app.task`` or ``@app.task(name=..., ...)``).
+
+        ``rate_limit`` ("100/s", "10/m", "1000/h") and ``max_running`` hold for
+        all workers together; with ``limit_key`` (an argument's name, or a
+        function of the job's arguments) they hold per key instead.
+        """
 
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or default_task_name(function)
@@ -138,6 +149,9 @@ class App(EnqueueAPI):
                 retry_backoff=retry_backoff,
                 timeout=timeout,
                 priority=priority,
+                rate_limit=rate_limit,
+                max_running=max_running,
+                limit_key=limit_key,
             )
             self.tasks[task_name] = registered
             return registered
@@ -196,6 +210,8 @@ class App(EnqueueAPI):
             known.queue if queue is None else queue,
             known.priority if priority is None else priority,
             max_attempts,
+            known.limit,
+            task_known=True,
         )
 
     # -- connections ---------------------------------------------------------

@@ -15,6 +15,7 @@ from . import codec
 from .dependency import Dependency, depend_steps
 from .errors import CurrantError
 from .job import Item
+from .limits import Limit, check_key
 from .names import check_name
 from .plans import Plan
 
@@ -36,6 +37,8 @@ class JobOptions(NamedTuple):
     queue: str
     priority: int
     max_attempts: int | None  # None: the worker's task setting decides
+    limit: Limit | None = None  # the task's limits, when the producer knows the task
+    task_known: bool = False  # the producer has the task registered
 
 
 def _delay_seconds(delay: float | timedelta | None) -> float:
@@ -88,6 +91,7 @@ def plan_enqueue(
     max_payload: int,
     headers: Mapping[str, str] | None = None,
     dependency: Dependency | None = None,
+    limit_key: str | None = None,
 ) -> Plan:
     """Validate and encode now (before any I/O), then one INSERT+NOTIFY round
     trip (and the depend statement, for a job that waits for parents: then
@@ -105,8 +109,20 @@ def plan_enqueue(
         "unique_key": _check_unique_key(unique_key),
         "channel": channel,
         "waiting": dependency is not None,
+        "limit_key": job_limit_key(options, limit_key, args, kwargs),
     }
     return _enqueue_steps(sql, channel, params, dependency)
+
+
+def job_limit_key(options: JobOptions, given: Any, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> str | None:
+    """A job's key under its task's limits: the one given at enqueue, else the
+    task's (from the arguments, or '' for a task-wide limit); None: unlimited.
+    A task the producer does not know gets its key from the worker (hand_to_limits)."""
+    if given is not None:
+        if options.limit is None and options.task_known:
+            raise ValueError(f"task {options.task!r} has no rate_limit or max_running: limit_key means nothing")
+        return check_key(given)
+    return None if options.limit is None else options.limit.key_for(args, kwargs)
 
 
 def _check_waiting(
@@ -179,11 +195,13 @@ def plan_enqueue_many(
     max_payload: int,
     headers: Mapping[str, str] | None = None,
     dependency: Dependency | None = None,
+    limit_key: str | None = None,
 ) -> Plan:
     """Encode every item first (a bad one inserts nothing and is named), then
     reserve ids, COPY, and notify each queue once. Must run in a transaction.
     ``headers`` (a trace context) go with every job; with ``dependency``,
-    every job waits for the same parents."""
+    every job waits for the same parents; ``limit_key`` is every job's key
+    under the task's limits (else each job's own, from its arguments)."""
     check_name("queue", options.queue)
     check_name("task", options.task)
     _check_priority(options.priority)
@@ -200,7 +218,28 @@ def plan_enqueue_many(
         if isinstance(item, Item):
             _check_waiting(dependency, prepared.run_at, prepared.delay, prepared.unique_key)
             special[index] = prepared
-    return _enqueue_many_steps(sql, channel, options, encoded, special, dependency)  # type: ignore[arg-type]
+    keys = _limit_keys(options, limit_key, item_list)
+    return _enqueue_many_steps(sql, channel, options, encoded, special, dependency, keys)  # type: ignore[arg-type]
+
+
+def _limit_keys(options: JobOptions, given: str | None, items: list[Any]) -> list[str] | None:
+    """Each item's key under the task's limits (None: the task is not limited)."""
+    if given is not None or options.limit is None or options.limit.key is None:
+        key = job_limit_key(options, given, (), None)
+        return None if key is None else [key] * len(items)
+    keys = []
+    for index, item in enumerate(items):
+        if isinstance(item, Item):
+            args, kwargs = item.args, item.kwargs
+        elif len(item) == 2 and isinstance(item[0], (tuple, list)) and isinstance(item[1], dict):
+            args, kwargs = item
+        else:
+            args, kwargs = item, None
+        try:
+            keys.append(options.limit.key_for(args, kwargs))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"item {index}: {exc}") from exc
+    return keys
 
 
 def _none_positions(values: list[Any]) -> Iterator[int]:
@@ -218,6 +257,7 @@ def _enqueue_many_steps(
     payloads: list[bytes],
     special: dict[int, _Prepared],
     dependency: Dependency | None,
+    limit_keys: list[str] | None,
 ) -> Plan:
     if not payloads:
         return []
@@ -273,6 +313,8 @@ def _enqueue_many_steps(
         all_ids.extend(ids)
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
+    if limit_keys is not None:
+        yield ("rowcount", sql["set_limit_keys"], {"ids": all_ids, "keys": limit_keys})
     if dependency is not None:
         yield from depend_steps(sql, channel, all_ids, dependency)
     if any_ready:

@@ -53,6 +53,7 @@ class EnqueueAPI:
         max_attempts: int | None = None,
         headers: Mapping[str, str] | None = None,
         dependency: Dependency | None = None,
+        limit_key: str | None = None,
     ) -> Plan:
         """The plan of one enqueue, for callers that run it on a connection of their own
         (in a transaction, if the job has a dependency)."""
@@ -68,6 +69,7 @@ class EnqueueAPI:
             max_payload=self.max_payload_size,
             headers=headers,
             dependency=dependency,
+            limit_key=limit_key,
         )
 
     def _one(
@@ -78,7 +80,7 @@ class EnqueueAPI:
         )
 
     def _many(
-        self, task: Any, items: Iterable[Any], options: JobOptions, dependency: Dependency | None
+        self, items: Iterable[Any], options: JobOptions, dependency: Dependency | None, limit_key: str | None
     ) -> Callable[[dict[str, str]], Plan]:
         return lambda headers: plan_enqueue_many(
             self.sql,
@@ -88,6 +90,7 @@ class EnqueueAPI:
             max_payload=self.max_payload_size,
             headers=headers or None,
             dependency=dependency,
+            limit_key=limit_key,
         )
 
     def _event(self, options: JobOptions, count: int, connection: Any) -> EnqueueEvent:
@@ -138,17 +141,26 @@ class EnqueueAPI:
         depends_on: Iterable[int] | None = None,
         on_parent_failure: str = "cancel",
         pass_results: str | None = None,
+        limit_key: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> int:
         """Enqueue one job and return its id (one round trip).
 
         With ``connection=``, the job is part of the caller's transaction. With
         ``unique_key``, a live job with the same key is not duplicated: its id
-        is returned. Raises :class:`EnqueueOutcomeUnknown` if the connection
-        died while the job was committing.
+        is returned. ``limit_key`` puts the job under that key of its task's
+        limits (instead of the key the task works out from the arguments).
+        Raises :class:`EnqueueOutcomeUnknown` if the connection died while
+        the job was committing.
         """
         options = dict(
-            queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key, max_attempts=max_attempts
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            unique_key=unique_key,
+            max_attempts=max_attempts,
+            limit_key=limit_key,
         )
         dependency = check_dependency(depends_on, on_parent_failure, pass_results)
         plan = self._one(task, args, kwargs, options, dependency)
@@ -173,11 +185,18 @@ class EnqueueAPI:
         depends_on: Iterable[int] | None = None,
         on_parent_failure: str = "cancel",
         pass_results: str | None = None,
+        limit_key: str | None = None,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> int:
         """Async :meth:`enqueue`."""
         options = dict(
-            queue=queue, priority=priority, run_at=run_at, delay=delay, unique_key=unique_key, max_attempts=max_attempts
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            unique_key=unique_key,
+            max_attempts=max_attempts,
+            limit_key=limit_key,
         )
         dependency = check_dependency(depends_on, on_parent_failure, pass_results)
         plan = self._one(task, args, kwargs, options, dependency)
@@ -198,6 +217,7 @@ class EnqueueAPI:
         depends_on: Iterable[int] | None = None,
         on_parent_failure: str = "cancel",
         pass_results: str | None = None,
+        limit_key: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
         """Enqueue many jobs in one transaction by binary COPY; returns their ids in order.
@@ -208,7 +228,8 @@ class EnqueueAPI:
         """
         options = self.job_options(task, queue, priority, max_attempts)
         items = items if type(items) is list else list(items)
-        plan = self._many(task, items, options, check_dependency(depends_on, on_parent_failure, pass_results))
+        dependency = check_dependency(depends_on, on_parent_failure, pass_results)
+        plan = self._many(items, options, dependency, limit_key)
         run = functools.partial(self._sync.run, connection=connection, transaction=True, write=True)
         if self.hooks.watches_enqueue:
             return list(self._hooked(self._event(options, len(items), connection), plan, run))
@@ -225,12 +246,14 @@ class EnqueueAPI:
         depends_on: Iterable[int] | None = None,
         on_parent_failure: str = "cancel",
         pass_results: str | None = None,
+        limit_key: str | None = None,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
         """Async :meth:`enqueue_many`."""
         options = self.job_options(task, queue, priority, max_attempts)
         items = items if type(items) is list else list(items)
-        plan = self._many(task, items, options, check_dependency(depends_on, on_parent_failure, pass_results))
+        dependency = check_dependency(depends_on, on_parent_failure, pass_results)
+        plan = self._many(items, options, dependency, limit_key)
         run = functools.partial(self._async.run, connection=connection, transaction=True, write=True)
         if self.hooks.watches_enqueue:
             return list(await self._ahooked(self._event(options, len(items), connection), plan, run))

@@ -14,6 +14,7 @@ from croniter import croniter
 from . import codec
 from .errors import ConfigurationError
 from .flow import Call
+from .limits import make_limit
 from .names import check_name
 
 P = ParamSpec("P")
@@ -89,6 +90,9 @@ class Task(Generic[P, R]):
         retry_backoff: float | BackoffPolicy | None = None,
         timeout: float | None = None,
         priority: int = 0,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
+        limit_key: str | Callable[..., Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -101,6 +105,7 @@ class Task(Generic[P, R]):
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.priority = priority
+        self.limit = make_limit(self.name, fn, rate_limit, max_running, limit_key)
         if retry_backoff is None:
             self.backoff: BackoffPolicy = exponential_backoff()
         elif callable(retry_backoff):

@@ -15,14 +15,15 @@
 -- this snapshot nothing comes back and the caller retries. A job that will
 -- wait for parents goes in as 'waiting' and wakes nobody: the depend
 -- statement that follows it in the same transaction links and releases it.
+-- limit_key: NULL, or the job's key under its task's limits (0007_limits).
 WITH args AS (
     SELECT coalesce(%(run_at)s::timestamptz, {schema}.clock() + make_interval(secs => %(delay)s::double precision)) AS run_at
 ), ins AS (
-    INSERT INTO {schema}.jobs (queue, task, payload, priority, max_attempts, run_at, state, unique_key)
+    INSERT INTO {schema}.jobs (queue, task, payload, priority, max_attempts, run_at, state, unique_key, limit_key)
     SELECT %(queue)s::text, %(task)s::text, %(payload)s::bytea, %(priority)s::smallint, %(max_attempts)s::integer, args.run_at,
            CASE WHEN %(waiting)s::boolean THEN 'waiting'
                 WHEN args.run_at > {schema}.clock() THEN 'scheduled' ELSE 'queued' END::{schema}.job_state,
-           %(unique_key)s::text
+           %(unique_key)s::text, %(limit_key)s::text
     FROM args
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('queued', 'scheduled', 'running', 'retrying')

@@ -38,6 +38,8 @@
 -- deletes the row first (this claim then takes nothing) or waits for this claim
 -- to commit (and its rescue, a later statement, then sees these jobs).
 -- A paused queue (a row in queues) gives nothing: one probe of a tiny table.
+-- Jobs of limited tasks (limit_key set) are not in the claim indexes and not
+-- taken here: claim_limited takes them, within their limits (0007_limits).
 -- A job that waited for parents and asked for their results gets them
 -- (pass_results, input_ids, inputs: NULL for every other job).
 WITH owner AS (
@@ -47,7 +49,7 @@ WITH owner AS (
 ), next AS (
     SELECT id FROM (
         SELECT id FROM {schema}.jobs
-        WHERE state = 'queued' AND queue = %(queue)s AND priority > 0 AND rescues = 0
+        WHERE state = 'queued' AND queue = %(queue)s AND priority > 0 AND rescues = 0 AND limit_key IS NULL
           AND EXISTS (SELECT 1 FROM owner)
         ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS high
@@ -55,13 +57,14 @@ WITH owner AS (
     SELECT id FROM (
         SELECT id FROM {schema}.jobs
         WHERE state = 'queued' AND queue >= %(queue)s AND queue <= %(queue)s AND priority = 0 AND rescues = 0
+          AND limit_key IS NULL
           AND EXISTS (SELECT 1 FROM owner)
         ORDER BY queue, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS normal
     UNION ALL
     SELECT id FROM (
         SELECT id FROM {schema}.jobs
-        WHERE state = 'queued' AND queue = %(queue)s AND priority < 0 AND rescues = 0
+        WHERE state = 'queued' AND queue = %(queue)s AND priority < 0 AND rescues = 0 AND limit_key IS NULL
           AND EXISTS (SELECT 1 FROM owner)
         ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS low
@@ -82,14 +85,15 @@ FROM claimed ORDER BY priority DESC, id
 -- One job that was running on a worker that died. The worker claims it only
 -- when it holds nothing else and runs it alone: if it kills this worker too,
 -- no other job is rescued with it (see jobs_suspect_idx). Same columns and
--- the same pause rule as the claim.
+-- the same pause rule as the claim. A rescued limited job is claim_limited's.
 WITH owner AS (
     SELECT id FROM {schema}.workers WHERE id = %(worker)s
       AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s)
     FOR KEY SHARE
 ), next AS (
     SELECT id FROM {schema}.jobs
-    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0 AND EXISTS (SELECT 1 FROM owner)
+    WHERE state = 'queued' AND queue = %(queue)s AND rescues > 0 AND limit_key IS NULL
+      AND EXISTS (SELECT 1 FROM owner)
     ORDER BY priority DESC, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED

@@ -9,7 +9,9 @@ nothing, it claims one and lets it run alone.
 When nothing is ready it waits for a wake-up (a notification, a lane making
 room) or for the fallback poll, which it lines up with the heartbeat: the
 heartbeat reports ready work too, so an idle worker sends one statement per
-interval.
+interval. Jobs of rate- or concurrency-limited tasks are claimed after the
+others, while lanes are free, and asked for again when a limit lets them
+(:mod:`currant.worker.limited`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .. import codec, faults
 from .arrays import id_arrays
 from .config import WorkerConfig
 from .lanes import Claimed, Lanes
+from .limited import LimitedClaims
 from .links import Connection, Link
 from .metrics import WorkerMetrics
 from .state import WorkerState
@@ -43,6 +46,7 @@ class Claimer:
         channel: str,
         burst_check: Callable[[], Awaitable[bool]],
         metrics: WorkerMetrics | None = None,
+        limited: LimitedClaims | None = None,
     ) -> None:
         self.state = state
         self.config = config
@@ -53,6 +57,7 @@ class Claimer:
         self.low_water = max(1, config.batch_size // 2)
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
         self.metrics = metrics
+        self.limited = limited
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
@@ -68,10 +73,13 @@ class Claimer:
                 await self._claim_suspect()
                 continue
             room = lanes.local.qsize() <= self.low_water
-            if not state.stopping and not suspects_wait and state.claim_ready and room:
+            limited_ready = self._limited_ready()
+            if not state.stopping and not suspects_wait and (state.claim_ready or limited_ready) and room:
                 limit = config.batch_size - lanes.local.qsize()
                 seq = state.wake_seq
-                claimed = await self.link.run(functools.partial(self._claim, limit=limit))
+                normal = state.claim_ready
+                claim = functools.partial(self._claim, limit=limit, normal=normal, limited=normal or limited_ready)
+                claimed = await self.link.run(claim)
                 state.last_poll = time.monotonic()
                 count = 0
                 for queue, rows in claimed:
@@ -79,7 +87,7 @@ class Claimer:
                     count += len(rows)
                 if self.metrics is not None and count:
                     self.metrics.claimed(count)
-                if count < limit and seq == state.wake_seq:
+                if normal and count < limit and seq == state.wake_seq:
                     state.claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue
             if state.stopping:
@@ -104,26 +112,55 @@ class Claimer:
             # Nowhere to put a claim yet: wait for the lanes to make room or
             # the completer to clear what we hold (both wake us).
             timeout = config.poll_interval
+        poll_at = time.monotonic() + timeout
+        if self.limited is not None and self._free() > 0:
+            timeout = min(timeout, max(0.0, self.limited.due - time.monotonic()))  # a held-back key's turn
         state.wake.clear()
         self.lanes.request_wake()  # the next finished job wakes us: the local queue shrank
         try:
             await asyncio.wait_for(state.wake.wait(), timeout)
         except asyncio.TimeoutError:
-            state.claim_ready = True  # the fallback poll
+            if time.monotonic() >= poll_at:
+                state.claim_ready = True  # the fallback poll
 
-    async def _claim(self, conn: Connection, limit: int) -> list[tuple[str, list[Any]]]:
+    def _free(self) -> int:
+        """Lanes with nothing to do: what a limited claim may take."""
+        return self.config.concurrency - len(self.state.held)
+
+    def _limited_ready(self) -> bool:
+        return self.limited is not None and self.limited.ready(time.monotonic()) and self._free() > 0
+
+    async def _claim(
+        self, conn: Connection, limit: int, normal: bool = True, limited: bool = False
+    ) -> list[tuple[str, list[Any]]]:
         """Up to ``limit`` jobs, queue by queue in order: [(queue, rows), ...]."""
         claimed: list[tuple[str, list[Any]]] = []
         count = 0
+        worker_id = self.state.worker_id
+        limits = self.limited if limited else None
+        if limits is not None:
+            limits.start_round()
         for queue in self.config.queues:
             if count >= limit:
                 break
-            params = {"queue": queue, "limit": limit - count, "worker": self.state.worker_id}
-            cur = await conn.execute(self.sql["claim"], params, prepare=True, binary=True)
-            rows = await cur.fetchall()
+            rows: list[Any] = []
+            if normal:
+                params = {"queue": queue, "limit": limit - count, "worker": worker_id}
+                cur = await conn.execute(self.sql["claim"], params, prepare=True, binary=True)
+                rows = await cur.fetchall()
+                if self.limited is not None and rows:
+                    claimed_rows = len(rows)
+                    rows = await self.limited.sort_out(conn, rows, worker_id)
+                    if len(rows) < claimed_rows:
+                        self.state.jobs_ready()  # the batch was not the queue's last: claim again
+            free = min(limit - count, self._free() - count - len(rows))
+            if limits is not None and free > 0:
+                rows += await limits.claim(conn, queue, worker_id, free)
             if rows:
                 claimed.append((queue, rows))
                 count += len(rows)
+        if limits is not None:
+            limits.end_round()
         return claimed
 
     async def _claim_suspect(self) -> None:

@@ -33,6 +33,7 @@ from .claimer import Claimer
 from .completer import Completer
 from .config import WorkerConfig
 from .lanes import Lanes
+from .limited import LimitedClaims
 from .links import WORK_CONNECTION_OPTIONS, Connection, DatabaseRefused, GaveUp, Link
 from .metrics import WorkerMetrics
 from .progress import ProgressReports
@@ -111,9 +112,13 @@ class Worker:
         upkeep_link, listen_link = link("upkeep"), link("listen")
         links = (claims, completions, upkeep_link, listen_link)
 
+        limited = LimitedClaims.of(app.tasks, app.sql)
+
         def job_finished() -> None:  # called on the loop when a lane reported
             completer.wake()
             state.wake.set()
+            if limited is not None:
+                limited.job_finished()
 
         progress = ProgressReports(state, upkeep_link, app.sql, loop)
         metrics = self.metrics
@@ -124,7 +129,7 @@ class Worker:
             metrics.attach(state, lanes, links)
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
-        claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics)
+        claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics, limited)
         listener = Listener(
             listen_link,
             app.channel,
@@ -142,6 +147,8 @@ class Worker:
             # goes down later: a serving worker never exits on a database fault.
             await upkeep_link.run(self._check_schema)
             await upkeep.register()
+            if limited is not None:
+                await upkeep_link.run(lambda conn: limited.declare(conn, app.tasks))
             # Connected before the first claim, not at the first completion: a
             # worker that could claim but not complete (the server out of
             # connections by then) would sit on its jobs until rescued.
