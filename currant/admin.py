@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})"
     )
     command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
+    command("queues", "each queue: jobs per state, and whether it is paused")
+    for name, help in (
+        ("pause", "stop workers claiming from a queue (running jobs finish)"),
+        ("resume", "let workers claim from a paused queue again"),
+    ):
+        command(name, help).add_argument("queue", metavar="QUEUE")
+    command("limits", "the rate and concurrency limits the workers declared, with their jobs")
     command("top", "a live view of queues and workers, refreshed every second until Ctrl-C")
     metrics = command("metrics", "serve the queue's health as Prometheus metrics (one scraper per cluster)")
     metrics.add_argument("--port", type=int, default=9400, help="the port of /metrics (default: 9400)")
@@ -170,6 +177,23 @@ def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
             return _fail(f"{args.state} jobs have not run yet; purging deletes them for good (add --yes to do it)")
         deleted = app.purge(args.state, queue=args.queue, older_than=args.older_than)
         emit({"deleted": deleted}, f"deleted {deleted} {args.state} jobs")
+    elif name == "queues":
+        stats, paused = app.stats(), app.paused_queues()
+        rows = [
+            {"queue": queue, "paused": queue in paused, **stats["queues"].get(queue, {"states": {}})["states"]}
+            for queue in sorted({*stats["queues"], *paused})
+        ]
+        emit(rows, console.table(rows, ["queue", "paused", *STATES]))
+    elif name in ("pause", "resume"):
+        changed = app.pause(args.queue) if name == "pause" else app.resume(args.queue)
+        state = "paused" if name == "pause" else "running"
+        already = {"paused": "was paused already", "running": "was not paused"}[state]
+        emit(
+            {"queue": args.queue, "state": state, "changed": changed}, f"{args.queue}: {state if changed else already}"
+        )
+    elif name == "limits":
+        rows = app.limits()
+        emit(rows, console.table(rows, ["task", "per_second", "burst", "max_running", "queued", "running", "keys"]))
     elif name == "workers":
         workers = app.workers()
         emit(

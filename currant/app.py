@@ -347,6 +347,11 @@ class App(EnqueueAPI):
         paused: dict[str, Any] = self._sync.run(flow.paused(self.sql))
         return paused
 
+    def limits(self) -> list[dict[str, Any]]:
+        """The rate and concurrency limits the workers declared, with their queued and running jobs."""
+        rows: list[dict[str, Any]] = self._sync.run(control.list_limits(self.sql))
+        return rows
+
     def purge(self, state: str, *, queue: str | None = None, older_than: float | None = None) -> int:
         """Delete jobs in a state (optionally of one queue, older than N seconds); returns how many.
 

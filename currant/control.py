@@ -70,6 +70,10 @@ def list_workers(sql: Mapping[str, str]) -> Plan:
     return _rows(sql["list_workers"], None)
 
 
+def list_limits(sql: Mapping[str, str]) -> Plan:
+    return _rows(sql["list_limits"], None)
+
+
 def _rows(statement: str, params: dict[str, Any] | None) -> Plan:
     """All rows, each a dict by column name."""
     cursor_rows, names = yield ("all_named", statement, params)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,7 +93,9 @@ class Claimer:
                 continue
             if state.stopping:
                 return
-            if config.burst and not state.held and await self._burst_check():
+            # A held-back limited key is work to come: no need to ask the database.
+            limited_later = self.limited is not None and self.limited.due < math.inf
+            if config.burst and not state.held and not limited_later and await self._burst_check():
                 state.stopping = True
                 return
             await self._wait(room, suspects_wait)

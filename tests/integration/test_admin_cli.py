@@ -172,3 +172,26 @@ def test_wrong_argument_types_fail_before_any_io() -> None:
         app.get_job(0)
     with pytest.raises(currant.DatabaseUnavailable, match="127.0.0.1:1/x"):
         app.enqueue("noop")
+
+
+def test_pause_resume_queues_and_limits(app: currant.App, database_dsn: str, spawn_worker: Any) -> None:
+    schema = app.schema
+    assert admin(database_dsn, schema, "pause", "mail").stdout.strip() == "mail: paused"
+    assert admin(database_dsn, schema, "pause", "mail").stdout.strip() == "mail: was paused already"
+    held = app.enqueue("limited.free", queue="mail")
+    free = app.enqueue("limited.free")
+    spawn_worker("--queues", "default,mail", "--poll-interval", "0.2", app="tests.apps.limited:app")
+    wait_for(lambda: app.get_job(free).state == "succeeded", message="the default queue's job")  # type: ignore[union-attr]
+    queues = {row["queue"]: row for row in json.loads(admin(database_dsn, schema, "--json", "queues").stdout)}
+    assert queues["mail"]["paused"] is True and queues["mail"]["queued"] == 1
+    assert queues["default"]["paused"] is False and queues["default"]["succeeded"] == 1
+    assert app.get_job(held).state == "queued"  # type: ignore[union-attr]
+    assert admin(database_dsn, schema, "resume", "mail").stdout.strip() == "mail: running"
+    wait_for(lambda: app.get_job(held).state == "succeeded", message="the resumed queue's job")  # type: ignore[union-attr]
+    assert admin(database_dsn, schema, "resume", "mail").stdout.strip() == "mail: was not paused"
+    # The worker above runs tests.apps.limited: it declared its tasks' limits when it started.
+    limits = {row["task"]: row for row in json.loads(admin(database_dsn, schema, "limits", "--json").stdout)}
+    assert limits["limited.paced"]["per_second"] == 50 and limits["limited.slow"]["max_running"] == 3
+    assert "limited.free" not in limits
+    table = admin(database_dsn, schema, "limits").stdout
+    assert "limited.per_customer" in table and "max_running" in table
