@@ -84,7 +84,9 @@ class Limit:
         return check_key(bound.arguments[self.key], where)
 
 
-def make_limit(task: str, fn: Callable[..., Any], rate_limit: Any, max_running: Any, limit_key: Any) -> Limit | None:
+def make_limit(
+    task: str, signature: inspect.Signature | None, rate_limit: Any, max_running: Any, limit_key: Any
+) -> Limit | None:
     """The task's Limit, or None; every mistake is refused here, at definition."""
     if rate_limit is None and max_running is None:
         if limit_key is not None:
@@ -95,10 +97,6 @@ def make_limit(task: str, fn: Callable[..., Any], rate_limit: Any, max_running: 
         raise TypeError(f"max_running must be an int, got {type(max_running).__name__}")
     if max_running is not None and max_running < 1:
         raise ValueError(f"max_running must be at least 1, got {max_running}")
-    try:
-        signature: inspect.Signature | None = inspect.signature(fn)
-    except (TypeError, ValueError):
-        signature = None
     if isinstance(limit_key, str):
         if signature is not None and limit_key not in signature.parameters:
             raise ValueError(f"task {task!r}: limit_key {limit_key!r} is not one of its arguments")

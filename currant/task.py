@@ -105,7 +105,11 @@ class Task(Generic[P, R]):
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.priority = priority
-        self.limit = make_limit(self.name, fn, rate_limit, max_running, limit_key)
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some callables have none to read
+            self.signature = None
+        self.limit = make_limit(self.name, self.signature, rate_limit, max_running, limit_key)
         if retry_backoff is None:
             self.backoff: BackoffPolicy = exponential_backoff()
         elif callable(retry_backoff):
@@ -123,7 +127,11 @@ class Task(Generic[P, R]):
         return f"<currant.Task {self.name!r} queue={self.queue!r}>"
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:
-        """Enqueue one job with these arguments; returns its id (one round trip)."""
+        """Enqueue one job with these arguments; returns its id (one round trip).
+
+        The arguments must fit the function (checked here, not when a worker
+        runs it); job options go through :meth:`options`."""
+        self.check_arguments(args, kwargs)
         return self.app.enqueue(self, args, kwargs)
 
     def enqueue_many(self, items: Sequence[Any] | Any, **options: Any) -> list[int]:
@@ -131,6 +139,7 @@ class Task(Generic[P, R]):
         return self.app.enqueue_many(self, items, **options)
 
     async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        self.check_arguments(args, kwargs)
         return await self.app.aenqueue(self, args, kwargs)
 
     async def aenqueue_many(self, items: Sequence[Any], **options: Any) -> list[int]:
@@ -141,8 +150,38 @@ class Task(Generic[P, R]):
         return Call(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundOptions:
-        """``add.options(delay=10, unique_key="k").enqueue(1, 2)``."""
+        """``add.options(delay=10, depends_on=[job_id]).enqueue(1, 2)``: any option of ``App.enqueue``."""
         return _BoundOptions(self, options)
+
+    def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """A TypeError now for arguments the function would refuse on the worker."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            misplaced = sorted(ENQUEUE_OPTIONS.intersection(kwargs))
+            hint = f" ({', '.join(misplaced)}: a job option, given as {self.name}.options(...).enqueue(...))"
+            raise TypeError(f"task {self.name!r}: {exc}{hint if misplaced else ''}") from None
+
+
+# The options of App.enqueue: a keyword argument of Task.enqueue with one of
+# these names that the function does not take was meant as one.
+ENQUEUE_OPTIONS = frozenset(
+    {
+        "queue",
+        "priority",
+        "run_at",
+        "delay",
+        "unique_key",
+        "max_attempts",
+        "depends_on",
+        "on_parent_failure",
+        "pass_results",
+        "limit_key",
+        "connection",
+    }
+)
 
 
 class _BoundOptions:
@@ -151,10 +190,16 @@ class _BoundOptions:
         self.options_ = options
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:
+        self._check(args, kwargs)
         return self.task.app.enqueue(self.task, args, kwargs, **self.options_)
 
     async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        self._check(args, kwargs)
         return await self.task.app.aenqueue(self.task, args, kwargs, **self.options_)
+
+    def _check(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        if self.options_.get("pass_results") is None:  # else the parents' results complete the arguments
+            self.task.check_arguments(args, kwargs)
 
 
 class Periodic:

@@ -169,3 +169,32 @@ def test_a_paused_queue_is_not_claimed_and_running_jobs_finish(flow_app: currant
     assert app.resume("slow") and not app.resume("slow")
     run_worker_here(app)
     assert _state(app, later[0]) == "succeeded"
+
+
+def test_the_readme_workflow_example_runs_as_written(
+    database_dsn: str, schema_name: str, tmp_path: Any, db: psycopg.Connection[Any]
+) -> None:
+    from tests.integration.test_first_hour import _env, _run, readme_block
+
+    (tmp_path / "workflows.py").write_text(readme_block("file workflows.py"), encoding="utf-8")
+    env = _env(database_dsn, schema_name)
+    for command in filter(None, readme_block("workflow commands").splitlines()):
+        proc = _run(command, tmp_path, env)
+        assert proc.returncode == 0, (command, proc.stdout, proc.stderr[-3000:])
+    rows = db.execute(f'SELECT task, state::text, result FROM "{schema_name}".jobs ORDER BY id').fetchall()
+    assert {state for _, state, _ in rows} == {"succeeded"}, rows
+    results = [(task, currant.codec.unpack_value(result) if result else None) for task, _, result in rows]
+    assert results[:7] == [
+        ("workflows.measure", 5),
+        ("workflows.double", 42),  # depends_on: ran after measure, with its own argument
+        ("workflows.measure", 1),
+        ("workflows.measure", 2),
+        ("workflows.total", 3),  # the group's callback, with the members' results
+        ("workflows.measure", 4),
+        ("workflows.double", 8),  # the chain passed 4 on
+    ]
+    paced = db.execute(
+        f'SELECT extract(epoch FROM max(started_at) - min(started_at)) FROM "{schema_name}".jobs'
+        " WHERE task = 'workflows.call_api'"
+    ).fetchone()[0]
+    assert paced >= 1.0  # 10 jobs at 5/s, a bucket of one: at least 9 tokens' wait

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,12 +191,12 @@ def test_bad_declarations_are_refused(app: currant.App) -> None:
     def send(customer: str) -> None: ...
 
     with pytest.raises(ValueError, match="limit_key 'tenant' is not one of its arguments"):
-        make_limit("t", send, "1/s", None, "tenant")
+        make_limit("t", inspect.signature(send), "1/s", None, "tenant")
     with pytest.raises(ValueError, match="limit_key needs a rate_limit or a max_running"):
-        make_limit("t", send, None, None, "customer")
+        make_limit("t", inspect.signature(send), None, None, "customer")
     with pytest.raises(ValueError, match="max_running must be at least 1"):
         app.task(name="t0", max_running=0)(send)
     with pytest.raises(TypeError, match="max_running must be an int"):
         app.task(name="t1", max_running="3")(send)
-    limit = make_limit("t", send, "10/s", 2, lambda customer: customer.upper())
+    limit = make_limit("t", inspect.signature(send), "10/s", 2, lambda customer: customer.upper())
     assert limit is not None and limit.key_for(("acme",), None) == "ACME" and limit.burst == 1.0
