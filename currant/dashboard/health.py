@@ -89,7 +89,8 @@ def _oldest_xmin(reading: Mapping[str, Any]) -> Check:
     if oldest["application_name"]:
         who += f" ({oldest['application_name']})"
     seconds = oldest["xact_seconds"]
-    value = f"{who}: {age:,} transactions old" + (f", open {_duration(seconds)}" if seconds is not None else "")
+    value = f"{who}: {age:,} transaction{'' if age == 1 else 's'} old" + (
+        f", open {_duration(seconds)}" if seconds is not None else "")
     if age >= XMIN_AGE_WARN or (seconds is not None and seconds >= XACT_SECONDS_WARN):
         return Check(
             "Oldest transaction",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def test_filter_failed_open_one_retry_and_watch_it_succeed(
     app.enqueue_many("add", [(n, n) for n in range(150)], queue="mail")
     app.enqueue_many("discard", [("bad input",)] * 4, queue="mail")
     failing = app.enqueue("fail_once", ("browser",), max_attempts=1, queue="browser")
-    spawn_worker(*WORKER)  # killed at teardown
+    worker = spawn_worker(*WORKER)
     wait_for(lambda: (job := app.get_job(failing)) is not None and job.state == "failed", message="the failure")
 
     browser.get(dashboard.url + "/")
@@ -126,9 +127,14 @@ def test_filter_failed_open_one_retry_and_watch_it_succeed(
     assert "Traceback" in _texts(browser, "pre.traceback")[0]
     _shoot(browser, "job-failed")
 
+    # No worker while Retry is pressed, so the page shows the job queued before anything runs it.
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
     _click(browser, By.ID, "retry")
     _wait(browser).until(lambda d: "Queued again." in d.find_element(By.TAG_NAME, "body").text)
-    # No reload from here on: the worker runs attempt 2, and the page learns it through the event stream.
+    assert _texts(browser, "#job-state") == ["queued"]
+    # No reload from here on: a worker runs attempt 2, and the page learns it through the event stream.
+    spawn_worker(*WORKER)  # killed at teardown
     _wait(browser).until(
         lambda d: d.find_element(By.ID, "job-state").text == "succeeded",
         message=f"the page to show the job succeeded; the database says {app.get_job(failing)}",
