@@ -28,6 +28,16 @@ def blob(data: bytes) -> None:
     """A job with a 10 KB bytes argument (TOASTed payloads), for scaling runs."""
 
 
+@app.task(name="bench.rate_limited", rate_limit="1000000/s")
+def rate_limited() -> None:
+    """A no-op under a rate limit too high to hold it back: what the limited claim path costs."""
+
+
+@app.task(name="bench.capped", max_running=1_000_000)
+def capped() -> None:
+    """A no-op under a concurrency limit it never reaches."""
+
+
 # Canonical arguments, so every run and every script enqueues the same bytes.
 SMALL_ARG = "x" * 100
 BLOB_ARG = b"\x00" * 10_240

@@ -110,6 +110,12 @@ def record_slowly(key: str, seconds: float) -> None:
     write_ledger(key)
 
 
+@app.task(name="record_callback", retry_backoff=0.05)
+def record_callback(key: str, **workflow: Any) -> None:
+    """A group's callback: it also gets group_id and member_ids."""
+    write_ledger(key)
+
+
 @app.task(name="announce_slowly", retry_backoff=0.05)
 def announce_slowly(key: str, seconds: float) -> None:
     """``record_slowly`` that also writes ``<key>:started`` when the handler begins."""
