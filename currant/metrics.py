@@ -20,7 +20,7 @@ from .sql import quote_schema
 if TYPE_CHECKING:
     from .app import App
 
-STATES = ("queued", "scheduled", "retrying", "failed", "cancelled")
+STATES = ("waiting", "queued", "scheduled", "retrying", "failed", "cancelled")
 
 
 def snapshot(sql: dict[str, str], schema: str) -> Plan:
@@ -57,7 +57,9 @@ class DatabaseCollector:
             "Jobs per queue in each state still to run, and failed or cancelled ones kept.",
             labels=["queue", "state"],
         )
-        counts = {(queue, state): count for queue, state, count in data["jobs"]}
+        counts: dict[tuple[str, str], int] = {}
+        for queue, state, count in data["jobs"]:  # queued jobs come in two parts (limited or not)
+            counts[queue, state] = counts.get((queue, state), 0) + count
         for queue in sorted({queue for queue, _ in counts}):
             for state in STATES:
                 jobs.add_metric([queue, state], counts.get((queue, state), 0))

@@ -20,7 +20,8 @@ from .filters import JobFilter
 
 # A count that may be large stops here and is shown as "at least".
 COUNT_CAP = 100_000
-WAITING = ("queued", "scheduled", "retrying")
+# The states of jobs still to run (a job "waiting" for its parents among them).
+WAITING = ("waiting", "queued", "scheduled", "retrying")
 FINISHED_OUTCOMES = ("succeeded", "failed", "cancelled")
 # The task and error filters look at this many of the newest jobs passing the
 # indexed filters per page (see dash_jobs).
@@ -40,11 +41,11 @@ def overview_counts(dsql: Mapping[str, str], cap: int = COUNT_CAP) -> Plan:
     queues: dict[str, dict[str, Any]] = {}
     for queue, state, jobs, capped, oldest in waiting:
         entry = queues.setdefault(queue, empty_queue_entry())
-        entry["states"][state] = int(jobs)
+        entry["states"][state] += int(jobs)  # queued jobs come in two rows: limited tasks' and the rest
         if capped:
             entry["capped"].add(state)
         if oldest is not None:
-            entry["oldest_age"] = float(oldest)
+            entry["oldest_age"] = max(float(oldest), entry["oldest_age"] or 0.0)
     totals = {state: int(jobs) for state, jobs in finished}
     return {"queues": queues, "finished": totals, "cap": cap}
 
@@ -152,7 +153,7 @@ def bulk_states(action: str, where: JobFilter) -> list[str]:
         if where.state is None:
             return list(WAITING)
         if where.state not in WAITING:
-            raise ValueError("bulk cancel needs a waiting state (queued, scheduled, retrying) or none")
+            raise ValueError("bulk cancel needs a state of jobs still to run (waiting, queued, scheduled, retrying)")
         return [where.state]
     raise ValueError(f"unknown bulk action {action!r}")
 

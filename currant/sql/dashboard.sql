@@ -17,27 +17,43 @@
 -- of them. Scheduled and retrying jobs come from jobs_due_idx (run_at), which
 -- holds only them; that index has no queue, so their count reads the rows and
 -- stops at the cap over both states together (their "capped" then says so).
+-- Jobs of limited tasks (in jobs_limited_idx, not jobs_claim_idx) and jobs
+-- waiting for parents (jobs_waiting_idx) are counted like the due ones: rows
+-- read, up to the cap. A queue's queued jobs may come in two rows (the
+-- caller adds them up).
 WITH RECURSIVE queues AS (
-    (SELECT queue FROM {schema}.jobs WHERE state = 'queued' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NULL ORDER BY queue LIMIT 1)
     UNION ALL
-    SELECT (SELECT j.queue FROM {schema}.jobs j WHERE j.state = 'queued' AND j.queue > queues.queue
+    SELECT (SELECT j.queue FROM {schema}.jobs j WHERE j.state = 'queued' AND j.limit_key IS NULL
+              AND j.queue > queues.queue
             ORDER BY j.queue LIMIT 1)
     FROM queues WHERE queues.queue IS NOT NULL
 ), due AS (
     SELECT queue, state FROM {schema}.jobs WHERE state IN ('scheduled', 'retrying') LIMIT %(cap)s
+), limited AS (
+    SELECT queue, run_at FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NOT NULL LIMIT %(cap)s
+), waiting AS (
+    SELECT queue FROM {schema}.jobs WHERE state = 'waiting' LIMIT %(cap)s
 )
 SELECT q.queue, 'queued' AS state, n.jobs, n.jobs >= %(cap)s AS capped,
        extract(epoch FROM {schema}.clock() - h.oldest)::double precision AS oldest_age
 FROM queues q
 CROSS JOIN LATERAL (SELECT count(*) AS jobs FROM (SELECT 1 FROM {schema}.jobs
-                    WHERE state = 'queued' AND queue = q.queue LIMIT %(cap)s) AS c) AS n
+                    WHERE state = 'queued' AND limit_key IS NULL AND queue = q.queue LIMIT %(cap)s) AS c) AS n
 CROSS JOIN LATERAL (SELECT min(run_at) AS oldest FROM (SELECT run_at FROM {schema}.jobs
-                    WHERE state = 'queued' AND queue >= q.queue AND queue <= q.queue
+                    WHERE state = 'queued' AND limit_key IS NULL AND queue >= q.queue AND queue <= q.queue
                     ORDER BY queue, id LIMIT 100) AS head) AS h
 WHERE q.queue IS NOT NULL
 UNION ALL
 SELECT queue, state::text, count(*), (SELECT count(*) FROM due) >= %(cap)s, NULL
 FROM due GROUP BY queue, state
+UNION ALL
+SELECT queue, 'queued', count(*), (SELECT count(*) FROM limited) >= %(cap)s,
+       extract(epoch FROM {schema}.clock() - min(run_at))::double precision
+FROM limited GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting', count(*), (SELECT count(*) FROM waiting) >= %(cap)s, NULL
+FROM waiting GROUP BY queue
 
 -- name: dash_finished_totals
 -- Failed and cancelled jobs still in the table (succeeded ones are counted by
@@ -139,12 +155,24 @@ ORDER BY m.id DESC
 -- How many jobs a bulk action would touch, for its confirmation page, capped
 -- at %(cap)s (the page then says "at least"; the action itself has no cap).
 -- One arm per state, each naming its state as a constant so the planner can
--- walk that state's partial index (jobs_claim_idx, jobs_due_idx,
--- jobs_finished_idx); an arm whose state is not asked for is skipped by a
--- one-time filter.
+-- walk that state's partial index (jobs_claim_idx and jobs_limited_idx,
+-- jobs_waiting_idx, jobs_due_idx, jobs_finished_idx); an arm whose state is
+-- not asked for is skipped by a one-time filter.
 SELECT count(*) FROM (
     SELECT 1 FROM {schema}.jobs
-    WHERE 'queued' = ANY(%(states)s::text[]) AND state = 'queued'
+    WHERE 'queued' = ANY(%(states)s::text[]) AND state = 'queued' AND limit_key IS NULL
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND (%(pattern)s::text IS NULL OR (errors -> -1 ->> 'error') ILIKE %(pattern)s::text)
+    UNION ALL
+    SELECT 1 FROM {schema}.jobs
+    WHERE 'queued' = ANY(%(states)s::text[]) AND state = 'queued' AND limit_key IS NOT NULL
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND (%(pattern)s::text IS NULL OR (errors -> -1 ->> 'error') ILIKE %(pattern)s::text)
+    UNION ALL
+    SELECT 1 FROM {schema}.jobs
+    WHERE 'waiting' = ANY(%(states)s::text[]) AND state = 'waiting'
       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
       AND (%(task)s::text IS NULL OR task = %(task)s::text)
       AND (%(pattern)s::text IS NULL OR (errors -> -1 ->> 'error') ILIKE %(pattern)s::text)
@@ -197,7 +225,7 @@ SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM upd), (SELECT max(id)
        (SELECT count(*) FROM woken)
 
 -- name: dash_bulk_cancel
--- One batch of a bulk cancel of waiting jobs (queued, scheduled, retrying),
+-- One batch of a bulk cancel of jobs still to run (waiting, queued, scheduled, retrying),
 -- in id order like dash_bulk_retry: each job ends as the single "cancel"
 -- statement leaves a waiting one. A job a worker claimed meanwhile is left
 -- alone: FOR UPDATE re-reads a row changed since the snapshot and checks the

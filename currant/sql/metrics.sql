@@ -12,11 +12,17 @@
 -- name: metrics_waiting_jobs
 -- Jobs still to run, and those that failed or were cancelled, by queue and
 -- state. One part per partial index, because a partial index serves only a
--- query whose WHERE implies its predicate: queued jobs from jobs_claim_idx,
--- scheduled and retrying from jobs_due_idx, failed and cancelled (few, kept
--- a week) from jobs_finished_idx. Succeeded jobs are not counted here (the
--- workers count them: currant_jobs_finished_total).
-SELECT queue, 'queued', count(*) FROM {schema}.jobs WHERE state = 'queued' GROUP BY queue
+-- query whose WHERE implies its predicate: queued jobs from jobs_claim_idx
+-- and (those of limited tasks) jobs_limited_idx, waiting ones from
+-- jobs_waiting_idx, scheduled and retrying from jobs_due_idx, failed and
+-- cancelled (few, kept a week) from jobs_finished_idx. Succeeded jobs are not
+-- counted here (the workers count them: currant_jobs_finished_total). A
+-- queue's queued jobs may come in two rows: the caller adds them up.
+SELECT queue, 'queued', count(*) FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NULL GROUP BY queue
+UNION ALL
+SELECT queue, 'queued', count(*) FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NOT NULL GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting', count(*) FROM {schema}.jobs WHERE state = 'waiting' GROUP BY queue
 UNION ALL
 SELECT queue, state::text, count(*) FROM {schema}.jobs
 WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state
@@ -27,12 +33,21 @@ WHERE state IN ('failed', 'cancelled') GROUP BY queue, state
 -- name: metrics_oldest_ready
 -- Per queue, how long the first job in claim order has been ready: the
 -- claim index gives the first row of each queue without reading the rest.
-SELECT queue, extract(epoch FROM {schema}.clock() - run_at)::double precision
+-- Jobs of limited tasks (held back by their limits, maybe) count too, read
+-- from up to 10,000 of them: a bound on the scrape, not on their number.
+SELECT queue, extract(epoch FROM {schema}.clock() - min(run_at))::double precision
 FROM (
-    SELECT DISTINCT ON (queue) queue, run_at
-    FROM {schema}.jobs WHERE state = 'queued'
-    ORDER BY queue, id
-) AS first_ready
+    SELECT * FROM (
+        SELECT DISTINCT ON (queue) queue, run_at
+        FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NULL
+        ORDER BY queue, id
+    ) AS first_ready
+    UNION ALL
+    SELECT * FROM (
+        SELECT queue, run_at FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NOT NULL LIMIT 10000
+    ) AS limited
+) AS ready
+GROUP BY queue
 
 -- name: metrics_workers
 -- The live workers and what their last heartbeats said they were running.

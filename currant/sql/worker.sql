@@ -182,9 +182,12 @@ RETURNING j.queue
 -- name: has_ready
 -- The LISTEN connection's health check after a quiet spell: proves the
 -- connection alive and doubles as that moment's fallback poll (paused queues
--- do not count).
-SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND queue = ANY(%(queues)s)
-                 AND queue NOT IN (SELECT name FROM {schema}.queues))
+-- do not count). One part per claim index (jobs of limited tasks are in
+-- their own): as one test it would match neither and read the whole table.
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND rescues = 0 AND limit_key IS NULL
+                 AND queue = ANY(%(queues)s) AND queue NOT IN (SELECT name FROM {schema}.queues))
+    OR EXISTS (SELECT 1 FROM {schema}.jobs WHERE state = 'queued' AND limit_key IS NOT NULL
+                 AND queue = ANY(%(queues)s) AND queue NOT IN (SELECT name FROM {schema}.queues))
 
 -- name: register_worker
 INSERT INTO {schema}.workers (hostname, pid, queues, concurrency)

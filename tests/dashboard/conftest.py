@@ -106,6 +106,7 @@ def world(app: currant.App, db: psycopg.Connection[Any]) -> dict[str, int]:
         "retrying": app.enqueue("fail", ("again",)),
         "running": app.enqueue("sleep", (30,)),
     }
+    ids["waiting"] = app.enqueue("echo", ("after",), depends_on=[ids["running"]])
     assert app.cancel(ids["cancelled"]) == "cancelled"
     worker = db.execute(
         app.sql["register_worker"],

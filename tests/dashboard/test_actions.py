@@ -88,9 +88,9 @@ def test_bulk_retry_by_filter_counts_confirms_and_changes_only_the_matching_jobs
 def test_bulk_cancel_cancels_waiting_jobs_only(app: currant.App, dashboard: Served, world: dict[str, int]) -> None:
     with dashboard.client() as client:
         confirm = client.get("/jobs/bulk", params={"action": "cancel"}).text
-        assert re.search(r'id="bulk-count">3 jobs \(queued, scheduled, retrying\)', confirm)
+        assert re.search(r'id="bulk-count">4 jobs \(waiting, queued, scheduled, retrying\)', confirm)
         client.post("/jobs/bulk", data={"csrf": csrf_token(confirm), "action": "cancel"})
-    for state in ("queued", "scheduled", "retrying"):
+    for state in ("waiting", "queued", "scheduled", "retrying"):
         assert _state(app, world[state]) == "cancelled", state
     for state in ("running", "succeeded", "failed"):
         assert _state(app, world[state]) == state

@@ -282,6 +282,7 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
                         "delay": delay,
                         "unique_key": None,
                         "waiting": False,
+                        "limit_key": None,
                         "channel": app.channel,
                     },
                 )
