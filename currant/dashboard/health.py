@@ -90,7 +90,8 @@ def _oldest_xmin(reading: Mapping[str, Any]) -> Check:
         who += f" ({oldest['application_name']})"
     seconds = oldest["xact_seconds"]
     value = f"{who}: {age:,} transaction{'' if age == 1 else 's'} old" + (
-        f", open {_duration(seconds)}" if seconds is not None else "")
+        f", open {_duration(seconds)}" if seconds is not None else ""
+    )
     if age >= XMIN_AGE_WARN or (seconds is not None and seconds >= XACT_SECONDS_WARN):
         return Check(
             "Oldest transaction",
