@@ -8,9 +8,15 @@ the queue, not the work.
 
 from __future__ import annotations
 
+import os
+
 import currant
 
 app = currant.App()
+if os.environ.get("CURRANT_BENCH_TRACING") == "1":  # benchmarks/metrics_cost.py: the tracing hook, no exporter
+    import currant.tracing
+
+    currant.tracing.instrument(app)
 
 
 @app.task(name="bench.noop")

@@ -49,47 +49,70 @@ class DatabaseCollector:
         self.app = app
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        return families(self.app.run_plan(snapshot(self.app.sql, self.app.schema)))
 
-        data = self.app.run_plan(snapshot(self.app.sql, self.app.schema))
-        jobs = GaugeMetricFamily(
-            "currant_queue_jobs",
-            "Jobs per queue in each state still to run, and failed or cancelled ones kept.",
-            labels=["queue", "state"],
-        )
-        counts: dict[tuple[str, str], int] = {}
-        for queue, state, count in data["jobs"]:  # queued jobs come in two parts (limited or not)
-            counts[queue, state] = counts.get((queue, state), 0) + count
-        for queue in sorted({queue for queue, _ in counts}):
-            for state in STATES:
-                jobs.add_metric([queue, state], counts.get((queue, state), 0))
-        yield jobs
-        oldest = GaugeMetricFamily(
-            "currant_queue_oldest_ready_seconds",
-            "How long the next job of each queue has been ready.",
-            labels=["queue"],
-        )
-        for queue, seconds in data["oldest"]:
-            oldest.add_metric([queue], max(0.0, seconds))
-        yield oldest
-        yield GaugeMetricFamily("currant_workers_alive", "Registered workers (heartbeating).", value=data["workers"])
-        yield GaugeMetricFamily(
-            "currant_workers_running_jobs", "Jobs the workers held at their last heartbeat.", value=data["running"]
-        )
-        yield GaugeMetricFamily(
-            "currant_jobs_table_bytes", "The jobs table on disk, with indexes and TOAST.", value=data["table_bytes"]
-        )
-        yield GaugeMetricFamily("currant_jobs_dead_tuples", "Dead tuples in the jobs table.", value=data["dead_tuples"])
-        yield GaugeMetricFamily(
-            "currant_oldest_xmin_age_seconds",
-            "Age of the oldest transaction holding back vacuum.",
-            value=data["xmin_age"],
-        )
-        yield GaugeMetricFamily(
-            "currant_notify_queue_usage_ratio",
-            "pg_notification_queue_usage(): 1.0 is full.",
-            value=data["notify_usage"],
-        )
+
+class Snapshot:
+    """A collector over a snapshot already read (the dashboard reads it on its async pool)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def collect(self) -> Iterator[Any]:
+        return families(self.data)
+
+
+def exposition(data: dict[str, Any]) -> bytes:
+    """A snapshot in Prometheus' text format."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    collectors = CollectorRegistry()
+    collectors.register(Snapshot(data))
+    return bytes(generate_latest(collectors))
+
+
+def families(data: dict[str, Any]) -> Iterator[Any]:
+    """The metric families of one snapshot."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    jobs = GaugeMetricFamily(
+        "currant_queue_jobs",
+        "Jobs per queue in each state still to run, and failed or cancelled ones kept.",
+        labels=["queue", "state"],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for queue, state, count in data["jobs"]:  # queued jobs come in two parts (limited or not)
+        counts[queue, state] = counts.get((queue, state), 0) + count
+    for queue in sorted({queue for queue, _ in counts}):
+        for state in STATES:
+            jobs.add_metric([queue, state], counts.get((queue, state), 0))
+    yield jobs
+    oldest = GaugeMetricFamily(
+        "currant_queue_oldest_ready_seconds",
+        "How long the next job of each queue has been ready.",
+        labels=["queue"],
+    )
+    for queue, seconds in data["oldest"]:
+        oldest.add_metric([queue], max(0.0, seconds))
+    yield oldest
+    yield GaugeMetricFamily("currant_workers_alive", "Registered workers (heartbeating).", value=data["workers"])
+    yield GaugeMetricFamily(
+        "currant_workers_running_jobs", "Jobs the workers held at their last heartbeat.", value=data["running"]
+    )
+    yield GaugeMetricFamily(
+        "currant_jobs_table_bytes", "The jobs table on disk, with indexes and TOAST.", value=data["table_bytes"]
+    )
+    yield GaugeMetricFamily("currant_jobs_dead_tuples", "Dead tuples in the jobs table.", value=data["dead_tuples"])
+    yield GaugeMetricFamily(
+        "currant_oldest_xmin_age_seconds",
+        "Age of the oldest transaction holding back vacuum.",
+        value=data["xmin_age"],
+    )
+    yield GaugeMetricFamily(
+        "currant_notify_queue_usage_ratio",
+        "pg_notification_queue_usage(): 1.0 is full.",
+        value=data["notify_usage"],
+    )
 
 
 def registry(app: App) -> Any:

@@ -1,5 +1,5 @@
 """The pages (GET): overview, jobs, job, workers, periodic, health, the bulk
-confirmation, and the event stream.
+confirmation, the event stream, and the queue metrics for Prometheus.
 
 Each handler reads through its Dashboard (``request.app.state.dashboard``)
 and renders a template; none writes.
@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from .. import metrics as queue_metrics
 from ..job import STATES
 from ..names import check_job_id
 from . import chart, health, reads
@@ -178,3 +179,10 @@ async def events(request: Request) -> Response:
     return StreamingResponse(
         dashboard.hub.events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
     )
+
+
+async def metrics(request: Request) -> Response:
+    """The queue's health from the database, as ``python -m currant metrics`` serves it."""
+    dashboard = _dashboard(request)
+    data = await dashboard.run(queue_metrics.snapshot(dashboard.sql, dashboard.app.schema))
+    return Response(queue_metrics.exposition(data), media_type="text/plain; version=0.0.4; charset=utf-8")

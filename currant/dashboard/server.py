@@ -66,6 +66,7 @@ def asgi_app(
         Route("/periodic", pages.periodic, name="periodic"),
         Route("/health", pages.health_page, name="health"),
         Route("/events", pages.events, name="events"),
+        Route("/metrics", pages.metrics, name="metrics"),
         Mount("/static", StaticFiles(packages=[("currant.dashboard", "static")]), name="static"),
     ]
     starlette = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -181,3 +181,23 @@ def test_health_page_names_the_oldest_transaction(dashboard: Served, database_ds
     assert names == ["Jobs table size", "Last vacuum", "Oldest transaction", "NOTIFY queue", "Connections"]
     assert all(check["value"] for check in checks["checks"])
     assert "of the NOTIFY queue used" in page and "live rows" in page
+
+
+def test_metrics_serves_the_queue_metrics_for_prometheus(dashboard: Served, world: dict[str, int]) -> None:
+    with dashboard.client() as client:
+        reply = client.get("/metrics")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = dict(line.rsplit(" ", 1) for line in reply.text.splitlines() if line and not line.startswith("#"))
+    expected = {
+        ("default", "waiting"): 1,
+        ("default", "scheduled"): 1,
+        ("default", "retrying"): 1,
+        ("mail", "queued"): 1,
+        ("mail", "failed"): 1,
+        ("default", "cancelled"): 1,
+        ("default", "queued"): 0,
+    }
+    for (queue, state), count in expected.items():
+        assert float(samples[f'currant_queue_jobs{{queue="{queue}",state="{state}"}}']) == count, (queue, state)
+    assert float(samples["currant_workers_alive"]) == 1
+    assert float(samples["currant_jobs_table_bytes"]) > 0

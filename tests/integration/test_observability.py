@@ -276,3 +276,24 @@ def _try_scrape(port: int) -> dict[str, float] | None:
         return _scrape(port)
     except OSError:
         return None
+
+
+def test_a_rescued_job_is_counted_by_the_worker_that_rescued_it(app: currant.App, spawn_worker: Any) -> None:
+    leases = ("--heartbeat", "0.2", "--dead-after", "1.0", "--poll-interval", "0.1")
+    job_id = app.enqueue("record_slowly", ("slow", 1.5))
+    victim = spawn_worker(*leases)
+    wait_for(lambda: app.get_job(job_id).state == "running", message="the job running")
+    victim.kill()  # SIGKILL mid-handler: only a rescue can finish the job
+    port = _free_port()
+    rescuer = spawn_worker(*leases, "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=30, message="the job rescued and rerun")
+    key = 'currant_jobs_finished_total{{outcome="{}",queue="default",task="record_slowly"}}'
+    samples = wait_for(
+        lambda: (s := _try_scrape(port)) is not None and s.get(key.format("succeeded")) == 1 and s,
+        timeout=10,
+        message="the rerun counted",
+    )
+    assert samples[key.format("rescued")] == 1
+    assert key.format("failed") not in samples
+    rescuer.signal(signal.SIGTERM)
+    assert rescuer.wait(30) == 0
