@@ -8,7 +8,9 @@ the queue, not the work.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 import currant
 
@@ -47,3 +49,23 @@ def capped() -> None:
 # Canonical arguments, so every run and every script enqueues the same bytes.
 SMALL_ARG = "x" * 100
 BLOB_ARG = b"\x00" * 10_240
+
+
+@app.task(name="bench.async_sleep")
+async def async_sleep(seconds: float) -> None:
+    """An I/O-bound async job: what the event loop, not a thread, should carry."""
+    await asyncio.sleep(seconds)
+
+
+@app.task(name="bench.sleep")
+def sleep(seconds: float) -> None:
+    """An I/O-bound sync job: one lane thread each."""
+    time.sleep(seconds)
+
+
+@app.task(name="bench.cpu")
+def cpu(milliseconds: float) -> None:
+    """A CPU-bound job: spins for ``milliseconds`` of this thread's CPU time."""
+    end = time.thread_time() + milliseconds / 1000
+    while time.thread_time() < end:
+        pass

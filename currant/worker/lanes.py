@@ -1,19 +1,23 @@
-"""Execution lanes: the threads that run jobs.
+"""Execution lanes: where jobs run, ``concurrency`` at a time.
 
-Each lane is a thread that takes claimed jobs from the local prefetch queue
-and runs them one after another. Sync handlers run right on the lane; async
-handlers are handed to the event loop and the lane waits for them, so
-``concurrency`` lanes bound every kind of job alike. The event loop never runs
-a sync handler and never waits for one.
+Lanes are threads that take claimed jobs from the local prefetch queue. Sync
+handlers run right on the lane, so an app with only sync tasks has one lane
+per unit of concurrency and nothing else bounds it. Async handlers do not hold
+a thread: the lane hands the job to the event loop, where it runs as a task,
+and takes the next one. With async tasks in the app every running job, of
+either kind, holds one of ``concurrency`` slots (taken by the lane before it
+takes a job, given back when the job ends), and lanes are started as sync jobs
+need them: 10,000 jobs awaiting I/O need 10,000 slots, not 10,000 threads.
+The event loop never runs a sync handler and never waits for one.
 
-A lane reports each finished attempt by appending ``(id, attempt, outcome)``
-to a deque (see :mod:`currant.worker.outcomes`; ``outcome`` is None for the
-common case, a handler that returned None). It wakes the loop only when no
+Each finished attempt is reported by appending ``(id, attempt, outcome)`` to
+a deque (see :mod:`currant.worker.outcomes`; ``outcome`` is None for the
+common case, a handler that returned None). The loop is woken only when no
 wake-up is already pending, so a busy worker crosses threads once per batch,
-not once per job.
+not once per job; jobs handed to the loop cross the same way.
 
 Hooks (:mod:`currant.hooks`) run around each attempt in the job's own
-context: on the lane for a sync task, in the coroutine for an async one.
+context: on the lane for a sync task, in the asyncio task for an async one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import faults
 from ..hooks import Hooks
@@ -42,9 +46,21 @@ log = logging.getLogger("currant.worker")
 # task, args, kwargs, payload_error, headers, queue, max_attempts, waited).
 Claimed = tuple[int, int, str, Any, Any, Any, Any, str, Any, float]
 
+# Lanes started at once when the app has async tasks; more come as sync jobs need them.
+FIRST_LANES = 2
+
+
+class Attempt(NamedTuple):
+    """A job about to run: its task found, its context made."""
+
+    task: Task[Any, Any]
+    args: Any
+    kwargs: Any
+    context: JobContext
+
 
 class Lanes:
-    """The lane threads of one worker process."""
+    """The lanes of one worker process, and its async jobs."""
 
     def __init__(
         self,
@@ -73,17 +89,34 @@ class Lanes:
         self._wake_pending = False
         self._threads: list[threading.Thread] = []
         self._unknown: set[str] = set()  # task names already warned about
+        # Only an app with async tasks needs slots: otherwise the lanes are the bound.
+        self._slots = threading.Semaphore(concurrency) if any(t.is_async for t in tasks.values()) else None
+        self._handed: deque[Attempt] = deque()  # async jobs on their way to the loop
+        self._hand_pending = False
+        self._async_jobs: set[asyncio.Task[None]] = set()
+        self._lanes_lock = threading.Lock()
+        self._waiting_lanes = 0  # lanes blocked on the local queue: free to take a sync job
+        self._stopping = False
 
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        for _ in range(self.concurrency):
-            self._spawn()
+        first = self.concurrency if self._slots is None else min(self.concurrency, FIRST_LANES)
+        with self._lanes_lock:
+            for _ in range(first):
+                self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> None:  # with _lanes_lock held
         thread = threading.Thread(target=self._run_lane, name=f"currant-lane-{len(self._threads)}", daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _grow(self) -> None:
+        """A lane took a sync job: start another if none is left waiting for the next."""
+        with self._lanes_lock:
+            lanes = len(self._threads) - len(self._abandoned_threads)
+            if not self._waiting_lanes and not self._stopping and lanes < self.concurrency:
+                self._spawn()
 
     def take_unstarted(self) -> list[Claimed]:
         """Take back every job no lane has started yet."""
@@ -99,14 +132,23 @@ class Lanes:
     def stop(self) -> list[Claimed]:
         """Take back the unstarted jobs and tell the lanes to finish."""
         unstarted = self.take_unstarted()
-        for _ in self._threads:
-            self.local.put(None)
+        with self._lanes_lock:
+            self._stopping = True
+            for _ in self._threads:
+                self.local.put(None)
         return unstarted
 
-    def join(self, timeout: float) -> bool:
-        """Wait for the lanes to finish their current jobs; False if some are still busy."""
+    async def join(self, timeout: float) -> bool:
+        """Wait for the running jobs to finish; False if some are still running."""
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        threads = await asyncio.to_thread(self._join_threads, timeout)
+        if self._async_jobs:
+            await asyncio.wait(list(self._async_jobs), timeout=max(0.0, deadline - time.monotonic()))
+        return threads and not self._async_jobs
+
+    def _join_threads(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads if thread not in self._abandoned_threads)
 
@@ -114,25 +156,49 @@ class Lanes:
         """Called by the loop before it drains outcomes: the next report wakes it again."""
         self._wake_pending = False
 
-    # -- running jobs ------------------------------------------------------------
+    # -- the lanes -----------------------------------------------------------------
 
     def _run_lane(self) -> None:
         get = self.local.get
         outcomes = self.outcomes
-        run = self._run_one
+        slots = self._slots
         while True:
-            job = get()
+            if slots is None:
+                job = get()
+            else:
+                slots.acquire()  # before the job: a job waiting for a slot stays where shutdown can take it back
+                with self._lanes_lock:
+                    self._waiting_lanes += 1
+                job = get()
+                with self._lanes_lock:
+                    self._waiting_lanes -= 1
             if job is None:
                 return
-            result = run(job)
+            result = self._run_one(job)
+            if result is _HANDED:
+                continue  # its slot went with it to the loop
             if result is _ABANDONED:
                 return  # a replacement lane has taken this one's slot
-            outcomes.append((job[0], job[1], result))  # type: ignore[arg-type]  # _ABANDONED excluded above
+            if slots is not None:
+                slots.release()
+            outcomes.append((job[0], job[1], result))  # type: ignore[arg-type]  # markers excluded above
             if not self._wake_pending:
                 self._wake_pending = True
                 self.loop.call_soon_threadsafe(self._wake)
 
     def _run_one(self, job: Claimed) -> Outcome | None | object:
+        ready = self._begin(job)
+        if not isinstance(ready, Attempt):
+            return ready
+        if ready.task.is_async:
+            self._hand_to_loop(ready)
+            return _HANDED
+        if self._slots is not None:
+            self._grow()
+        return self._run_sync(ready)
+
+    def _begin(self, job: Claimed) -> Attempt | Outcome | None:
+        """The job's task and context, or the outcome of a job that cannot run."""
         job_id, attempt, name, args, kwargs, payload_error, headers, queue, max_attempts, waited = job
         task = self.tasks.get(name)
         if task is None or payload_error is not None:
@@ -152,36 +218,73 @@ class Lanes:
             self.cancelled.discard(job_id)
             return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
         context = JobContext(job_id, attempt, name, queue, max_attempts, waited, headers, self.progress_sink)
-        _set_current(context)
         self.active[job_id] = context
-        if task.timeout is not None and not task.is_async:
+        return Attempt(task, args, kwargs, context)
+
+    def _run_sync(self, ready: Attempt) -> Outcome | None | object:
+        task, context = ready.task, ready.context
+        job_id = context.id
+        _set_current(context)
+        if task.timeout is not None:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
         hooks = self.hooks if self.hooks.watches_jobs else None
         outcome: Outcome | None
         try:
             faults.point("before_handler")
-            if task.is_async:
-                run = self._run_async(task, args, kwargs, context, hooks)
-                outcome = asyncio.run_coroutine_threadsafe(run, self.loop).result()
-            else:
-                outcome = attempt_of.run_sync(task, args, kwargs, context, hooks)
+            outcome = attempt_of.run_sync(task, ready.args, ready.kwargs, context, hooks)
         except BaseException as exc:  # noqa: BLE001 - nothing an attempt does ends its lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
         finally:
-            # Only this attempt's entries: an abandoned (timed-out) attempt that
-            # ends late must not remove those of the retry running meanwhile.
-            if self.active.get(job_id) is context:
-                del self.active[job_id]
+            self._ended(context)
             _set_current(None)
-        self.cancelled.discard(job_id)
-        if task.timeout is not None and not task.is_async:
+        if task.timeout is not None:
             with self._deadline_lock:
                 entry = self.deadlines.get(job_id)
                 if entry is None or entry[1] is not context:
                     return _ABANDONED  # the watchdog already reported this attempt as timed out
                 del self.deadlines[job_id]
         return outcome
+
+    def _ended(self, context: JobContext) -> None:
+        # Only this attempt's entries: an abandoned (timed-out) attempt that
+        # ends late must not remove those of the retry running meanwhile.
+        if self.active.get(context.id) is context:
+            del self.active[context.id]
+        self.cancelled.discard(context.id)
+
+    # -- async jobs, on the loop ---------------------------------------------------
+
+    def _hand_to_loop(self, ready: Attempt) -> None:
+        self._handed.append(ready)
+        if not self._hand_pending:
+            self._hand_pending = True
+            self.loop.call_soon_threadsafe(self._start_handed)
+
+    def _start_handed(self) -> None:
+        self._hand_pending = False
+        while self._handed:
+            run = self.loop.create_task(self._run_async_job(self._handed.popleft()))
+            self._async_jobs.add(run)
+            run.add_done_callback(self._async_jobs.discard)
+
+    async def _run_async_job(self, ready: Attempt) -> None:
+        context = ready.context
+        hooks = self.hooks if self.hooks.watches_jobs else None
+        outcome: Outcome | None
+        try:
+            faults.point("before_handler")
+            outcome = await self._run_async(ready.task, ready.args, ready.kwargs, context, hooks)
+        except BaseException as exc:  # noqa: BLE001 - its outcome, whatever ended it
+            outcome = outcomes.guarded(functools.partial(outcomes.failure, ready.task, context, exc))
+        finally:
+            self._ended(context)
+            assert self._slots is not None  # async tasks always come with slots
+            self._slots.release()
+        self.outcomes.append((context.id, context.attempt, outcome))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon(self._wake)
 
     async def _run_async(
         self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None
@@ -228,12 +331,15 @@ class Lanes:
                     expired.append((job_id, context.attempt, outcome))
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1
+            if self._slots is not None:
+                self._slots.release()  # the abandoned lane never gives its slot back
             log.warning(
                 "job %s ran past its timeout; its thread is abandoned (%d so far) and a new lane replaces it",
                 job_id,
                 self.abandoned,
             )
-            self._spawn()
+            with self._lanes_lock:
+                self._spawn()
         return expired
 
     async def watch_deadlines(self) -> None:
@@ -247,3 +353,4 @@ class Lanes:
 
 
 _ABANDONED = object()
+_HANDED = object()

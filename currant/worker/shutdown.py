@@ -40,7 +40,7 @@ async def shut_down(
     unstarted = lanes.stop()
     if unstarted:
         await claimer.release(unstarted)
-    finished = await asyncio.to_thread(lanes.join, config.shutdown_grace)
+    finished = await lanes.join(config.shutdown_grace)
     completer.close()
     await completing
     if not finished:

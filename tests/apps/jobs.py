@@ -200,6 +200,41 @@ async def async_wait(key: str) -> None:
     await asyncio.sleep(60)
 
 
+_peak_lock = threading.Lock()
+_running = 0
+_peak = 0
+
+
+def _enter() -> None:
+    global _running, _peak
+    with _peak_lock:
+        _running += 1
+        _peak = max(_peak, _running)
+
+
+def _leave() -> dict[str, int]:
+    global _running
+    with _peak_lock:
+        _running -= 1
+        return {"peak": _peak, "threads": threading.active_count()}
+
+
+@app.task(name="async_peak", queue="async")
+async def async_peak(seconds: float) -> dict[str, int]:
+    """Sleeps; returns the most jobs (of either peak task) seen running at once, and the threads alive."""
+    _enter()
+    await asyncio.sleep(seconds)  # the task's work: waiting on I/O
+    return _leave()
+
+
+@app.task(name="sync_peak", queue="async")
+def sync_peak(seconds: float) -> dict[str, int]:
+    """``async_peak`` as a sync handler: the two share one count."""
+    _enter()
+    time.sleep(seconds)  # the task's work
+    return _leave()
+
+
 @app.task(name="hang", timeout=0.5, max_attempts=2, retry_backoff=0.05)
 def hang(key: str) -> None:
     write_ledger(key)
