@@ -70,6 +70,7 @@ class Lanes:
         wake: Callable[[], None],
         hooks: Hooks | None = None,
         progress_sink: Callable[[JobContext, dict[str, Any]], None] | None = None,
+        room: Callable[[], None] | None = None,
     ) -> None:
         self.tasks = tasks
         self.hooks = hooks or Hooks()
@@ -87,6 +88,9 @@ class Lanes:
         self._deadline_lock = threading.Lock()
         self._wake = wake
         self._wake_pending = False
+        # Called on the loop when async jobs left the local queue: the claimer
+        # may refill it now, not only when a job ends (async jobs may wait long).
+        self._room = room
         self._threads: list[threading.Thread] = []
         self._unknown: set[str] = set()  # task names already warned about
         # Only an app with async tasks needs slots: otherwise the lanes are the bound.
@@ -267,6 +271,8 @@ class Lanes:
             run = self.loop.create_task(self._run_async_job(self._handed.popleft()))
             self._async_jobs.add(run)
             run.add_done_callback(self._async_jobs.discard)
+        if self._room is not None:
+            self._room()
 
     async def _run_async_job(self, ready: Attempt) -> None:
         context = ready.context

@@ -124,7 +124,7 @@ class Worker:
         metrics = self.metrics
         if metrics is not None:
             app.add_hook(metrics)  # the per-job observations ride on the hooks
-        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report)
+        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report, state.wake.set)
         if metrics is not None:
             metrics.attach(state, lanes, links)
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
