@@ -71,9 +71,13 @@ CONNECT_KWARGS: dict[str, Any] = {
 # index in order and stops at LIMIT), and a fresh plan per execution
 # (cheap next to a 1,000-row claim; prepared statements still skip parsing).
 # Never on the maintenance connection: maintain() under these settings takes
-# 74 ms instead of 0.5 ms.
+# 74 ms instead of 0.5 ms. And no JIT: a disabled plan node is costed at
+# 10^10, far past jit_above_cost, so a statement left with no index to use
+# (deregistering on an empty table) was JIT-compiled: 180-410 ms of LLVM for
+# a 0.1 ms statement, which was most of an empty --burst run's time.
 WORK_CONNECTION_OPTIONS = (
     "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
+    " -c jit=off"
 )
 
 

@@ -197,6 +197,23 @@ def test_claim_plan_after_a_bulk_enqueue_into_an_unanalyzed_table(app: currant.A
     assert plan["Execution Time"] < 50
 
 
+def test_no_statement_of_the_work_connection_is_jit_compiled(app: currant.App) -> None:
+    """A plan node the guards disable is costed at 10^10, past jit_above_cost: deregistering
+    from an empty jobs table was JIT-compiled, 180-410 ms of a 0.1 ms statement, most of
+    an empty --burst run. The statement must plan with no JIT (where the server has it)."""
+    from currant.worker.links import WORK_CONNECTION_OPTIONS
+
+    with (
+        psycopg.connect(app.dsn, autocommit=True, options=WORK_CONNECTION_OPTIONS) as conn,
+        conn.transaction(force_rollback=True),
+    ):
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + app.sql["deregister_worker"], {"worker": 1}).fetchone()
+    assert row is not None
+    plan = row[0][0]
+    assert "JIT" not in plan, plan["JIT"]
+    assert plan["Execution Time"] < 50
+
+
 # -- 2. connection exhaustion (T21, F14) ----------------------------------------------------------------
 
 
