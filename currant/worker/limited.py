@@ -26,6 +26,28 @@ log = logging.getLogger("currant.worker")
 PRUNE_EVERY = 600.0
 
 
+def split_held_back(rows: list[Any]) -> tuple[list[Any], float | None, bool]:
+    """claim_limited's answer: (the claimed jobs' rows, seconds until a held-back
+    key's next token or None, whether some key waits for its running jobs).
+
+    A held-back key comes as an extra row with no id (see claim_limited() in
+    0007_limits): its ``waited`` column says when its next token is due and
+    its ``attempts`` column whether it waits for running jobs instead.
+    """
+    jobs: list[Any] = []
+    hold: float | None = None
+    waits = False
+    for row in rows:
+        if row[0] is not None:
+            jobs.append(row)
+            continue
+        waited, waits_for_running = row[5], row[1]
+        if waited is not None:
+            hold = waited if hold is None else min(hold, waited)
+        waits = waits or bool(waits_for_running)
+    return jobs, hold, waits
+
+
 class LimitedClaims:
     def __init__(self, tasks: dict[str, Limit], sql: dict[str, str]) -> None:
         self.tasks = tasks
@@ -66,15 +88,10 @@ class LimitedClaims:
         """Up to ``limit`` limited jobs of ``queue`` (the claim's columns)."""
         params = {"queue": queue, "worker": worker_id, "limit": limit}
         cur = await conn.execute(self.sql["claim_limited"], params, binary=True)
-        rows = []
-        for row in await cur.fetchall():
-            if row[0] is not None:
-                rows.append(row)
-                continue
-            waited, waits_for_running = row[5], row[1]
-            if waited is not None:
-                self._round_hold = waited if self._round_hold is None else min(self._round_hold, waited)
-            self._round_waits = self._round_waits or bool(waits_for_running)
+        rows, hold, waits = split_held_back(await cur.fetchall())
+        if hold is not None:
+            self._round_hold = hold if self._round_hold is None else min(self._round_hold, hold)
+        self._round_waits = self._round_waits or waits
         if len(rows) >= limit:
             self._round_full = True
         if time.monotonic() - self._last_prune > PRUNE_EVERY:

@@ -1,0 +1,157 @@
+"""currant.testing.drain: every ready job run in the test's process, through the
+worker's own statements, on the test's schema."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any
+
+import psycopg
+import pytest
+
+import currant
+from currant.testing import adrain, drain
+from tests.conftest import state_counts
+
+
+class Boom(Exception):
+    pass
+
+
+def _workers(db: psycopg.Connection[Any], schema: str) -> int:
+    return db.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()[0]
+
+
+def test_drain_runs_jobs_dependents_and_results(app: currant.App, db: psycopg.Connection[Any]) -> None:
+    seen: list[int] = []
+
+    @app.task(name="t.double")
+    def double(n: int) -> int:
+        seen.append(n)
+        return n * 2
+
+    first = double.enqueue(1)
+    child = double.options(depends_on=[first], pass_results="first").enqueue()
+    chain = app.chain([double.s(5), double.s()], pass_results=True)
+    report = drain(app)
+    assert seen == [1, 5, 2, 10]  # parents first; each child after its parent's completion
+    assert report.succeeded == [first, chain[0], child, chain[1]]
+    assert app.get_job(child).result == 4
+    assert app.get_job(chain[1]).result == 20
+    assert state_counts(db, app.schema) == {"succeeded": 4}
+    assert _workers(db, app.schema) == 0  # the drain's worker row is gone
+    assert len(drain(app)) == 0  # nothing left
+
+
+def test_fail_fast_raises_the_handlers_exception_after_recording_it(
+    app: currant.App, db: psycopg.Connection[Any]
+) -> None:
+    ran: list[str] = []
+
+    @app.task(name="t.work", max_attempts=2)
+    def work(what: str) -> None:
+        ran.append(what)
+        if what == "bad":
+            raise Boom("no good")
+
+    bad = work.enqueue("bad")
+    later = work.enqueue("later")  # claimed in the same batch, never started
+    with pytest.raises(Boom, match="no good") as caught:
+        drain(app)
+    frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert "work" in frames  # the handler's own frame: the traceback is the real one
+    assert ran == ["bad"]
+    failed = app.get_job(bad)
+    assert (failed.state, failed.attempts) == ("retrying", 1)
+    assert failed.errors[0]["error"] == "Boom: no good"
+    untouched = app.get_job(later)
+    assert (untouched.state, untouched.attempts) == ("queued", 0)  # handed back, attempt refunded
+    assert _workers(db, app.schema) == 0
+
+
+def test_without_fail_fast_retries_come_due_by_moving_the_clock(app: currant.App) -> None:
+    attempts: list[int] = []
+
+    @app.task(name="t.flaky", max_attempts=3, retry_backoff=60)
+    def flaky() -> None:
+        attempts.append(currant.current_job().attempt)
+        raise Boom("again")
+
+    job = flaky.enqueue()
+    report = drain(app, fail_fast=False)
+    assert [a.outcome for a in report.attempts] == ["retrying"]  # the retry is not due: the drain ends
+    report = drain(app, fail_fast=False, advance_clock=3600)
+    assert [a.outcome for a in report.attempts] == ["retrying", "failed"]
+    assert attempts == [1, 2, 3]
+    assert 45 < report.clock_advanced < 3600  # moved to each retry (60 s base, ±25 %), not by the whole budget
+    assert app.get_job(job).state == "failed"
+
+
+def test_delayed_jobs_run_only_within_the_clock_budget(app: currant.App) -> None:
+    @app.task(name="t.later")
+    def later() -> str:
+        return "done"
+
+    job = later.options(delay=600).enqueue()
+    assert len(drain(app, advance_clock=599)) == 0
+    assert app.get_job(job).state == "scheduled"
+    report = drain(app, advance_clock=601)
+    assert report.succeeded == [job]
+    assert app.get_job(job).result == "done"
+
+
+def test_limited_jobs_run_within_their_limits(app: currant.App) -> None:
+    @app.task(name="t.api", rate_limit="1/m")
+    def call_api(n: int) -> None: ...
+
+    @app.task(name="t.sync", max_running=1, limit_key="customer")
+    def sync_account(customer: str) -> None: ...
+
+    calls = call_api.enqueue_many([(n,) for n in range(3)])
+    syncs = sync_account.enqueue_many([("acme",), ("acme",), ("initech",)])
+    report = drain(app)
+    assert set(report.succeeded) == {calls[0], *syncs}  # one token; max_running never blocks a lone drain
+    report = drain(app, advance_clock=200)
+    assert report.succeeded == calls[1:]  # each a token later (60 s apart)
+    assert 119 < report.clock_advanced < 200
+
+
+def test_adrain_runs_async_and_sync_handlers(app: currant.App) -> None:
+    threads: dict[str, bool] = {}
+
+    @app.task(name="t.sync")
+    def sync_one() -> int:
+        try:
+            asyncio.get_running_loop()
+            threads["sync"] = True
+        except RuntimeError:
+            threads["sync"] = False  # no loop on its thread: Django's ORM would work here
+        return 1
+
+    @app.task(name="t.async")
+    async def async_one() -> int:
+        await asyncio.sleep(0)
+        return 2
+
+    async def scenario() -> list[int]:
+        ids = [await sync_one.aenqueue(), await async_one.aenqueue()]
+        report = await adrain(app)
+        await app.aclose()
+        return [report.outcomes[i] == "succeeded" for i in ids]
+
+    assert asyncio.run(scenario()) == [True, True]
+    assert threads == {"sync": False}
+
+
+def test_drain_refuses_bad_arguments(app: currant.App) -> None:
+    with pytest.raises(ValueError, match="advance_clock"):
+        drain(app, advance_clock=-1)
+    with pytest.raises(ValueError, match="queues"):
+        drain(app, queues="default")
+
+    async def inside_a_loop() -> None:
+        drain(app)
+
+    with pytest.raises(RuntimeError, match="adrain"):
+        asyncio.run(inside_a_loop())
