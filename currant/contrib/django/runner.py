@@ -13,18 +13,26 @@ import dataclasses
 import traceback
 from collections.abc import Callable
 from inspect import iscoroutinefunction
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from ...app import App
 from ...job import current_job
 from ...task import Task
 from . import compat
 from .results import django_task
 
-if TYPE_CHECKING:
-    from .backend import CurrantBackend
+
+class CurrantBackend(Protocol):
+    """What running a task needs of :class:`~currant.contrib.django.backend.CurrantBackend`."""
+
+    alias: str
+    app: App
+    max_attempts: int
+
+    def get_result(self, result_id: str) -> Any: ...
 
 
 class DjangoTasks(dict[str, Task[Any, Any]]):
