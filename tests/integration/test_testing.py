@@ -4,7 +4,11 @@ worker's own statements, on the test's schema."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +17,7 @@ import pytest
 import currant
 from currant.testing import adrain, drain
 from tests.conftest import state_counts
+from tests.integration.test_first_hour import readme_block
 
 
 class Boom(Exception):
@@ -155,3 +160,24 @@ def test_drain_refuses_bad_arguments(app: currant.App) -> None:
 
     with pytest.raises(RuntimeError, match="adrain"):
         asyncio.run(inside_a_loop())
+
+
+def test_the_readme_testing_example_runs_as_written(database_dsn: str, tmp_path: Path) -> None:
+    """The README's "Testing your tasks" files, saved as they are and run by pytest
+    in a process of their own: the plugin comes from the installed entry point."""
+    for name in ("shop.py", "conftest.py", "test_shop.py"):
+        (tmp_path / name).write_text(readme_block(f"file {name}"), encoding="utf-8")
+    env = {**os.environ, "CURRANT_TEST_DSN": database_dsn, "PYTHONPATH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shop.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "4 passed" in proc.stdout, proc.stdout[-2000:]
+    with psycopg.connect(database_dsn) as conn:  # every test's schema was dropped
+        left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'currant_test_%'").fetchone()[0]
+    assert left == 0
