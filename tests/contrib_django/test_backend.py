@@ -198,3 +198,16 @@ def test_a_missing_schema_says_to_run_currant_migrate(django_ready: None, schema
         call_command("currant_migrate")
         assert tasks.add.enqueue(1, 1).id.isdigit()
         task_backends["default"].app.close()
+
+
+def test_manage_py_worker_refuses_what_it_cannot_do(backend: Any, database_dsn: str, schema_name: str) -> None:
+    env = {**os.environ, "CURRANT_DJANGO_DSN": database_dsn, "CURRANT_SCHEMA": schema_name, "PYTHONPATH": str(ROOT)}
+    manage = [sys.executable, str(ROOT / "tests/contrib_django/manage.py"), "currant_worker"]
+    for args, message in (
+        (["--processes", "2"], "--processes is not available here"),
+        (["--backend", "nope"], "no task backend 'nope'"),
+        (["--concurrency", "0"], "expected a whole number of at least 1"),
+    ):
+        proc = subprocess.run([*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert message in proc.stderr, (args, proc.stderr[-2000:])

@@ -181,3 +181,40 @@ def test_the_readme_testing_example_runs_as_written(database_dsn: str, tmp_path:
     with psycopg.connect(database_dsn) as conn:  # every test's schema was dropped
         left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'currant_test_%'").fetchone()[0]
     assert left == 0
+
+
+def test_drain_serves_the_queues_asked_and_runs_the_apps_hooks(app: currant.App) -> None:
+    seen: list[tuple[int, str]] = []
+
+    class Recorder:
+        def after_job(self, job: Any, outcome: Any) -> None:
+            seen.append((job.id, outcome.status))
+
+    app.add_hook(Recorder())
+
+    @app.task(name="t.mail", queue="mail")
+    def mail() -> None: ...
+
+    @app.task(name="t.plain")
+    def plain() -> None: ...
+
+    mailed, other = mail.enqueue(), plain.enqueue()
+    assert drain(app, queues=["mail"]).succeeded == [mailed]
+    assert app.get_job(other).state == "queued"
+    assert seen == [(mailed, "succeeded")]
+
+
+def test_adrain_fail_fast_raises_too(app: currant.App) -> None:
+    @app.task(name="t.bad")
+    async def bad() -> None:
+        raise Boom("async trouble")
+
+    async def scenario() -> None:
+        try:
+            await bad.aenqueue()
+            await adrain(app)
+        finally:
+            await app.aclose()
+
+    with pytest.raises(Boom, match="async trouble"):
+        asyncio.run(scenario())

@@ -68,6 +68,8 @@ class CurrantBackend(compat.BaseTaskBackend):
                 f"{where}['MAX_ATTEMPTS'] must be a whole number of at least 1, got {attempts!r}"
             )
         self.max_attempts: int = attempts
+        # The worker claims queues strictly in this order (Django keeps QUEUES as a set).
+        self.queue_order: list[str] = list(dict.fromkeys(params.get("QUEUES") or ["default"]))
         for queue in self.queues:
             check_name("queue", queue)
         self.database: str | None = None if "DSN" in options else str(options.get("DATABASE", "default"))

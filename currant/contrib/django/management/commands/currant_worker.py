@@ -3,7 +3,8 @@ worker with Django set up, running the Django tasks of a Currant task backend.
 
 Every option of ``python -m currant.worker`` works (``--burst``,
 ``--concurrency``, ...), but ``--processes`` (start several commands
-instead). ``--queues`` defaults to the backend's QUEUES.
+instead). ``--queues`` defaults to the backend's QUEUES, in their order
+(``["default"]`` when QUEUES is empty, which allows any queue: say which).
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ class Command(BaseCommand):
         except CommandError as exc:
             sys.stderr.write(f"manage.py currant_worker: error: {exc}\n")
             raise SystemExit(2) from None
-        queues = sorted(backend.queues) if backend.queues else None
         app = backend.app
         app.add_hook(CloseOldConnections())
-        code = cli.main(rest, app=app, prog="manage.py currant_worker", queues=queues)
+        code = cli.main(rest, app=app, prog="manage.py currant_worker", queues=backend.queue_order)
         raise SystemExit(code)
 
     def handle(self, *args: Any, **options: Any) -> None:
