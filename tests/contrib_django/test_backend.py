@@ -211,3 +211,36 @@ def test_manage_py_worker_refuses_what_it_cannot_do(backend: Any, database_dsn: 
         proc = subprocess.run([*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         assert message in proc.stderr, (args, proc.stderr[-2000:])
+
+
+def test_a_dsn_option_enqueues_on_a_connection_of_its_own(
+    django_ready: None, database_dsn: str, schema_name: str, db: psycopg.Connection[Any]
+) -> None:
+    from django.db import transaction
+    from django.test import override_settings
+
+    from currant.contrib.django.compat import TaskResultStatus, task_backends
+    from tests.contrib_django import tasks
+
+    setting = {
+        "default": {
+            "BACKEND": "currant.contrib.django.CurrantBackend",
+            "OPTIONS": {"DSN": database_dsn, "SCHEMA": schema_name},
+        }
+    }
+    with override_settings(TASKS=setting):
+        backend = task_backends["default"]
+        backend.app.migrate()
+        try:
+
+            class Undo(Exception):
+                pass
+
+            with pytest.raises(Undo), transaction.atomic():
+                result = tasks.add.enqueue(1, 2)
+                assert _jobs(db, schema_name) == 1  # committed at once: not part of Django's transaction
+                raise Undo
+            assert _jobs(db, schema_name) == 1  # the rollback did not take it
+            assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+        finally:
+            backend.app.close()
