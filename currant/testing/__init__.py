@@ -19,7 +19,7 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -43,6 +43,7 @@ def drain(
     queues: Sequence[str] | None = None,
     fail_fast: bool = True,
     advance_clock: float | timedelta | None = None,
+    connection: psycopg.Connection[Any] | None = None,
 ) -> DrainReport:
     """Run every ready job of ``app`` here, until nothing is ready; returns what ran.
 
@@ -53,6 +54,9 @@ def drain(
     ``advance_clock``: seconds (or a timedelta) the database clock may be
     moved forward, in steps to the next due job, so delayed jobs, retries
     and rate-limited jobs run without waiting; the report says how far it went.
+    ``connection``: run on your open connection, inside its transaction (a
+    test that never commits, as Django's ``TestCase``, sees its jobs run);
+    by default a connection of the drain's own, in autocommit.
     """
     budget = check_budget(advance_clock)
     served = _queues(app, queues)
@@ -62,41 +66,49 @@ def drain(
         pass
     else:
         raise RuntimeError("drain() was called inside a running event loop: use `await adrain(app)` there")
+    if connection is not None:
+        return _drain_on(app, cast("psycopg.Connection[Any]", _Bound(connection)), served, fail_fast, budget)
+    with psycopg.connect(app.dsn, autocommit=True) as conn:
+        return _drain_on(app, conn, served, fail_fast, budget)
+
+
+def _drain_on(
+    app: App, conn: psycopg.Connection[Any], served: list[str], fail_fast: bool, budget: float
+) -> DrainReport:
     session = Session()
     loop: asyncio.AbstractEventLoop | None = None
-    with psycopg.connect(app.dsn, autocommit=True) as conn:
-        register_array_dumpers(conn)
-        with conn.transaction():
-            run_plan(conn, ensure(app.schema))
-        try:
-            plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
-            result: Any = None
-            while True:
-                try:
-                    step = plan.send(result)
-                except StopIteration:
-                    break
-                if step[0] != "run":
-                    result = run_step(conn, step)  # type: ignore[arg-type]
-                    continue
-                job: Claimed = step[1]
-                capture = _Capture(app.hooks)
-                task, unrunnable = _task(app, job)
-                if task is None:
-                    result = (unrunnable, None)
-                elif task.is_async:
-                    loop = loop or asyncio.new_event_loop()
-                    result = (
-                        loop.run_until_complete(attempt.run_async(task, job[3], job[4], _context(job), capture)),
-                        capture,
-                    )
-                else:
-                    result = (_run_sync(task, job, capture), capture)
-        finally:
-            if loop is not None:
-                loop.close()
-            if session.worker_id is not None:
-                conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
+    register_array_dumpers(conn)
+    with conn.transaction():
+        run_plan(conn, ensure(app.schema))
+    try:
+        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
+        result: Any = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                break
+            if step[0] != "run":
+                result = run_step(conn, step)  # type: ignore[arg-type]
+                continue
+            job: Claimed = step[1]
+            capture = _Capture(app.hooks)
+            task, unrunnable = _task(app, job)
+            if task is None:
+                result = (unrunnable, None)
+            elif task.is_async:
+                loop = loop or asyncio.new_event_loop()
+                result = (
+                    loop.run_until_complete(attempt.run_async(task, job[3], job[4], _context(job), capture)),
+                    capture,
+                )
+            else:
+                result = (_run_sync(task, job, capture), capture)
+    finally:
+        if loop is not None:
+            loop.close()
+        if session.worker_id is not None:
+            conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
     if session.failure is not None:
         raise session.failure
     return session.report
@@ -108,45 +120,81 @@ async def adrain(
     queues: Sequence[str] | None = None,
     fail_fast: bool = True,
     advance_clock: float | timedelta | None = None,
+    connection: psycopg.AsyncConnection[Any] | None = None,
 ) -> DrainReport:
     """Async :func:`drain`: async handlers run on the caller's loop, sync ones on a thread."""
     budget = check_budget(advance_clock)
     served = _queues(app, queues)
-    session = Session()
+    if connection is not None:
+        bound = cast("psycopg.AsyncConnection[Any]", _ABound(connection))
+        return await _adrain_on(app, bound, served, fail_fast, budget)
     conn = await psycopg.AsyncConnection.connect(await asyncio.to_thread(lambda: app.dsn), autocommit=True)
     async with conn:
-        register_array_dumpers(conn)
-        async with conn.transaction():
-            await arun_plan(conn, ensure(app.schema))
-        try:
-            plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
-            result: Any = None
-            while True:
-                try:
-                    step = plan.send(result)
-                except StopIteration:
-                    break
-                if step[0] != "run":
-                    result = await arun_step(conn, step)  # type: ignore[arg-type]
-                    continue
-                job: Claimed = step[1]
-                capture = _Capture(app.hooks)
-                task, unrunnable = _task(app, job)
-                if task is None:
-                    result = (unrunnable, None)
-                elif task.is_async:
-                    result = (await attempt.run_async(task, job[3], job[4], _context(job), capture), capture)
-                else:
-                    # A thread of its own: Django (and others) refuse sync work where a loop runs.
-                    copied = contextvars.copy_context()
-                    run = await asyncio.to_thread(copied.run, _run_sync, task, job, capture)
-                    result = (run, capture)
-        finally:
-            if session.worker_id is not None:
-                await conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
+        return await _adrain_on(app, conn, served, fail_fast, budget)
+
+
+async def _adrain_on(
+    app: App, conn: psycopg.AsyncConnection[Any], served: list[str], fail_fast: bool, budget: float
+) -> DrainReport:
+    session = Session()
+    register_array_dumpers(conn)
+    async with conn.transaction():
+        await arun_plan(conn, ensure(app.schema))
+    try:
+        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
+        result: Any = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                break
+            if step[0] != "run":
+                result = await arun_step(conn, step)  # type: ignore[arg-type]
+                continue
+            job: Claimed = step[1]
+            capture = _Capture(app.hooks)
+            task, unrunnable = _task(app, job)
+            if task is None:
+                result = (unrunnable, None)
+            elif task.is_async:
+                result = (await attempt.run_async(task, job[3], job[4], _context(job), capture), capture)
+            else:
+                # A thread of its own: Django (and others) refuse sync work where a loop runs.
+                copied = contextvars.copy_context()
+                run = await asyncio.to_thread(copied.run, _run_sync, task, job, capture)
+                result = (run, capture)
+    finally:
+        if session.worker_id is not None:
+            await conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
     if session.failure is not None:
         raise session.failure
     return session.report
+
+
+class _Bound:
+    """A caller's connection, for the drain's steps: their own server-side-binding
+    cursor each (the claim's rows come back binary, which a client-side cursor,
+    such as Django's default, cannot do); the rest is the connection's."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.adapters = conn.adapters
+        self.transaction = conn.transaction
+
+    def execute(self, query: Any, params: Any = None, *, binary: bool = False) -> psycopg.Cursor[Any]:
+        return psycopg.Cursor(self.conn).execute(query, params, binary=binary)
+
+
+class _ABound:
+    """Async :class:`_Bound`."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self.adapters = conn.adapters
+        self.transaction = conn.transaction
+
+    async def execute(self, query: Any, params: Any = None, *, binary: bool = False) -> psycopg.AsyncCursor[Any]:
+        return await psycopg.AsyncCursor(self.conn).execute(query, params, binary=binary)
 
 
 def _queues(app: App, queues: Sequence[str] | None) -> list[str]:

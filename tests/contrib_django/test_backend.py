@@ -244,3 +244,28 @@ def test_a_dsn_option_enqueues_on_a_connection_of_its_own(
             assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
         finally:
             backend.app.close()
+
+
+def test_drain_on_djangos_connection_runs_jobs_of_an_uncommitted_transaction(
+    backend: Any, db: psycopg.Connection[Any]
+) -> None:
+    """Like Django's TestCase: the test's transaction never commits, and the drain
+    runs in it (on the same connection), so it sees, runs and then loses the jobs."""
+    from django.db import connection, transaction
+
+    from currant.contrib.django.compat import TaskResultStatus
+    from currant.testing import drain
+    from tests.contrib_django import tasks
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo), transaction.atomic():
+        result = tasks.add.enqueue(20, 1)
+        connection.ensure_connection()
+        report = drain(backend.app, connection=connection.connection)
+        assert report.succeeded == [int(result.id)]
+        result.refresh()
+        assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 21)
+        raise Undo
+    assert _jobs(db, backend.app.schema) == 0

@@ -218,3 +218,26 @@ def test_adrain_fail_fast_raises_too(app: currant.App) -> None:
 
     with pytest.raises(Boom, match="async trouble"):
         asyncio.run(scenario())
+
+
+def test_drain_on_the_callers_connection_runs_inside_its_transaction(app: currant.App, database_dsn: str) -> None:
+    @app.task(name="t.echo")
+    def echo(text: str) -> str:
+        return text
+
+    async def scenario() -> list[int]:
+        async with await psycopg.AsyncConnection.connect(database_dsn) as conn:
+            job = await app.aenqueue(echo, ("hi",), connection=conn)  # not committed
+            report = await adrain(app, connection=conn)
+            await conn.rollback()
+        await app.aclose()
+        return [job, *report.succeeded]
+
+    job, *ran = asyncio.run(scenario())
+    assert ran == [job]
+    assert app.get_job(job) is None  # rolled back: the job and its run with it
+    with psycopg.connect(database_dsn) as conn:
+        job = app.enqueue(echo, ("sync",), connection=conn)
+        assert drain(app, connection=conn, advance_clock=1).succeeded == [job]
+        conn.rollback()
+    assert app.get_job(job) is None
