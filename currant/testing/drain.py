@@ -32,7 +32,7 @@ from ..job import JobContext
 from ..worker.arrays import id_arrays
 from ..worker.completer import completion_params
 from ..worker.lanes import Claimed
-from ..worker.limited import split_held_back
+from ..worker.limited import sort_out, split_held_back
 from ..worker.outcomes import Outcome
 
 # Jobs claimed per round trip; the rest of a batch goes back untouched when
@@ -153,6 +153,7 @@ def steps(
         {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": queues, "concurrency": 1},
     )
     session.worker_id = worker = int(row[0])
+    limited_tasks = {name: task.limit for name, task in registry.items() if task.limit is not None}
     yield ("rowcount", sql["declare_limits"], limits.declaration((n, t.limit) for n, t in registry.items()))
     offset = 0.0
     while True:
@@ -164,6 +165,11 @@ def steps(
             while True:
                 params = {"queue": queue, "limit": BATCH, "worker": worker}
                 rows = yield ("all_binary", sql["claim"], params)
+                # Jobs of limited tasks enqueued without a key (by name, from code that
+                # did not know the task) go to their limits, as on a worker.
+                rows, handed = sort_out(limited_tasks, rows, worker)
+                if handed is not None:
+                    yield ("rowcount", sql["hand_to_limits"], handed)
                 rows += yield ("all_binary", sql["claim_suspect"], {"queue": queue, "worker": worker})
                 limited, held, _waits = split_held_back((yield ("all_binary", sql["claim_limited"], params)))
                 rows += limited

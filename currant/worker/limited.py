@@ -114,26 +114,32 @@ class LimitedClaims:
     async def sort_out(self, conn: Connection, rows: list[Any], worker_id: int) -> list[Any]:
         """The rows a normal claim may run; jobs of limited tasks among them (enqueued
         by a producer that did not know the task) go back with their key."""
-        tasks = self.tasks
-        if not any(row[2] in tasks for row in rows):
+        keep, handed = sort_out(self.tasks, rows, worker_id)
+        if handed is None:
             return rows
-        keep, ids, attempts, keys = [], [], [], []
-        for row in rows:
-            limit = tasks.get(row[2])
-            if limit is None:
-                keep.append(row)
-                continue
-            try:
-                args, kwargs = codec.unpack_payload(row[3])
-                key = limit.key_for(args, kwargs)
-            except (TypeError, ValueError):
-                key = ""  # it fails when it runs; meanwhile it is held to the task-wide limit
-            ids.append(row[0])
-            attempts.append(row[1])
-            keys.append(key)
-        await conn.execute(
-            self.sql["hand_to_limits"], {"ids": ids, "attempts": attempts, "keys": keys, "worker": worker_id}
-        )
-        log.info("%d jobs of limited tasks came without a limit key: handed to their limits", len(ids))
+        await conn.execute(self.sql["hand_to_limits"], handed)
+        log.info("%d jobs of limited tasks came without a limit key: handed to their limits", len(handed["ids"]))
         self.due = 0.0
         return keep
+
+
+def sort_out(tasks: dict[str, Limit], rows: list[Any], worker_id: int) -> tuple[list[Any], dict[str, Any] | None]:
+    """Split a normal claim's rows: (the rows it may run, the ``hand_to_limits``
+    parameters of the jobs of limited tasks among them, or None if there are none)."""
+    if not any(row[2] in tasks for row in rows):
+        return rows, None
+    keep, ids, attempts, keys = [], [], [], []
+    for row in rows:
+        limit = tasks.get(row[2])
+        if limit is None:
+            keep.append(row)
+            continue
+        try:
+            args, kwargs = codec.unpack_payload(row[3])
+            key = limit.key_for(args, kwargs)
+        except (TypeError, ValueError):
+            key = ""  # it fails when it runs; meanwhile it is held to the task-wide limit
+        ids.append(row[0])
+        attempts.append(row[1])
+        keys.append(key)
+    return keep, {"ids": ids, "attempts": attempts, "keys": keys, "worker": worker_id}

@@ -241,3 +241,13 @@ def test_drain_on_the_callers_connection_runs_inside_its_transaction(app: curran
         assert drain(app, connection=conn, advance_clock=1).succeeded == [job]
         conn.rollback()
     assert app.get_job(job) is None
+
+
+def test_jobs_of_limited_tasks_enqueued_by_name_are_held_to_their_limits(app: currant.App, database_dsn: str) -> None:
+    @app.task(name="t.api", rate_limit="1/m")
+    def call_api(n: int) -> None: ...
+
+    with currant.App(database_dsn, schema=app.schema) as producer:  # knows no task: no limit key
+        ids = producer.enqueue_many("t.api", [(n,) for n in range(3)])
+    assert drain(app).succeeded == ids[:1]  # the rest handed to the limit, as a worker does
+    assert drain(app, advance_clock=130).succeeded == ids[1:]
