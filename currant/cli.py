@@ -54,13 +54,16 @@ def _queue_list(text: str) -> list[str]:
     return queues
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG, with_app: bool = True) -> argparse.ArgumentParser:
+    """The worker's options; ``with_app=False`` for a caller that brings the App
+    (``manage.py currant_worker``)."""
     # No abbreviations: "--proc 2" must not pass for "--processes 2".
     parser = _Parser(
-        prog=PROG, allow_abbrev=False, description="Run a Currant worker: claim jobs from PostgreSQL and run them."
+        prog=prog, allow_abbrev=False, description="Run a Currant worker: claim jobs from PostgreSQL and run them."
     )
     add = parser.add_argument
-    add("app", metavar="MODULE:APP", help="where the currant.App lives, e.g. myproject.tasks:app")
+    if with_app:
+        add("app", metavar="MODULE:APP", help="where the currant.App lives, e.g. myproject.tasks:app")
     add(
         "--dsn",
         help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
@@ -215,20 +218,32 @@ def run_async(main: Coroutine[Any, Any, T], platform: str = sys.platform) -> T:
         loop.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    app: App | None = None,
+    prog: str = PROG,
+    queues: list[str] | None = None,
+) -> int:
+    """Run a worker; with ``app``, for that App (no MODULE:APP argument), serving
+    ``queues`` unless --queues says otherwise."""
     from .supervisor import CHILD_MARKER
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser(prog, with_app=app is None)
+    args = parser.parse_args(argv)
+    if app is not None and args.processes > 1:
+        parser.error("--processes is not available here: start the command several times instead")
     logs.configure(args.log_level, args.log_format)
     from .worker import Worker, WorkerConfig
 
+    label = prog if app is not None else args.app
     try:
-        app = load_app(args.app)
+        app = app if app is not None else load_app(args.app)
         if args.dsn or args.schema:
             # The command line wins over what the app module says.
             app.configure(dsn=args.dsn, schema=args.schema)
         config = WorkerConfig(
-            queues=args.queues or served_queues(app),
+            queues=args.queues or queues or served_queues(app),
             concurrency=args.concurrency,
             burst=args.burst,
             poll_interval=args.poll_interval,
@@ -240,11 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_succeeded=args.keep_succeeded,
             keep_failed=args.keep_failed,
             db_timeout=args.db_timeout,
-            label=args.app,
+            label=label,
         )
         app.dsn  # noqa: B018 - a malformed $CURRANT_DSN is reported here, in one line
     except (ConfigurationError, ValueError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     if args.processes > 1 and not os.environ.get(CHILD_MARKER):
         from .supervisor import supervise

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import psycopg
 
 # How a step runs: fetch one row, one row in binary format (no text
-# formatting of long arrays of numbers on either side), all rows, all rows
+# formatting of long arrays of numbers on either side), all rows, all rows in
+# binary format (the worker's claim rows, as the core decodes them), all rows
 # with the column names, the row count, or feed COPY data (the step's
 # argument is an iterable of chunks).
-Fetch = Literal["one", "one_binary", "all", "all_named", "rowcount", "copy"]
+Fetch = Literal["one", "one_binary", "all", "all_binary", "all_named", "rowcount", "copy"]
 Step = tuple[Fetch, Any, Any]
 Plan = Generator[Step, Any, Any]
 
@@ -28,24 +29,30 @@ def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> Any:
     result: Any = None
     try:
         while True:
-            fetch, statement, argument = plan.send(result)
-            if fetch == "copy":
-                with conn.cursor() as cur, cur.copy(statement) as copy:
-                    for chunk in argument:
-                        copy.write(chunk)
-                result = None
-                continue
-            cur = conn.execute(statement, argument, binary=fetch == "one_binary")
-            if fetch == "one" or fetch == "one_binary":
-                result = cur.fetchone()
-            elif fetch == "all":
-                result = cur.fetchall()
-            elif fetch == "all_named":
-                result = (cur.fetchall(), [column.name for column in cur.description or ()])
-            else:
-                result = cur.rowcount
+            result = run_step(conn, plan.send(result))
     except StopIteration as done:
         return done.value
+
+
+def run_step(conn: psycopg.Connection[Any], step: Step) -> Any:
+    """Run one step of a plan on a sync connection; returns what the plan receives.
+
+    Public for drivers that interleave steps with work of their own
+    (:mod:`currant.testing` runs jobs between them)."""
+    fetch, statement, argument = step
+    if fetch == "copy":
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for chunk in argument:
+                copy.write(chunk)
+        return None
+    cur = conn.execute(statement, argument, binary=fetch in _BINARY)
+    if fetch == "one" or fetch == "one_binary":
+        return cur.fetchone()
+    if fetch == "all" or fetch == "all_binary":
+        return cur.fetchall()
+    if fetch == "all_named":
+        return (cur.fetchall(), [column.name for column in cur.description or ()])
+    return cur.rowcount
 
 
 async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
@@ -53,21 +60,27 @@ async def arun_plan(conn: psycopg.AsyncConnection[Any], plan: Plan) -> Any:
     result: Any = None
     try:
         while True:
-            fetch, statement, argument = plan.send(result)
-            if fetch == "copy":
-                async with conn.cursor() as cur, cur.copy(statement) as copy:
-                    for chunk in argument:
-                        await copy.write(chunk)
-                result = None
-                continue
-            cur = await conn.execute(statement, argument, binary=fetch == "one_binary")
-            if fetch == "one" or fetch == "one_binary":
-                result = await cur.fetchone()
-            elif fetch == "all":
-                result = await cur.fetchall()
-            elif fetch == "all_named":
-                result = (await cur.fetchall(), [column.name for column in cur.description or ()])
-            else:
-                result = cur.rowcount
+            result = await arun_step(conn, plan.send(result))
     except StopIteration as done:
         return done.value
+
+
+async def arun_step(conn: psycopg.AsyncConnection[Any], step: Step) -> Any:
+    """Async :func:`run_step`."""
+    fetch, statement, argument = step
+    if fetch == "copy":
+        async with conn.cursor() as cur, cur.copy(statement) as copy:
+            for chunk in argument:
+                await copy.write(chunk)
+        return None
+    cur = await conn.execute(statement, argument, binary=fetch in _BINARY)
+    if fetch == "one" or fetch == "one_binary":
+        return await cur.fetchone()
+    if fetch == "all" or fetch == "all_binary":
+        return await cur.fetchall()
+    if fetch == "all_named":
+        return (await cur.fetchall(), [column.name for column in cur.description or ()])
+    return cur.rowcount
+
+
+_BINARY = frozenset({"one_binary", "all_binary"})

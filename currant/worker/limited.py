@@ -26,6 +26,28 @@ log = logging.getLogger("currant.worker")
 PRUNE_EVERY = 600.0
 
 
+def split_held_back(rows: list[Any]) -> tuple[list[Any], float | None, bool]:
+    """claim_limited's answer: (the claimed jobs' rows, seconds until a held-back
+    key's next token or None, whether some key waits for its running jobs).
+
+    A held-back key comes as an extra row with no id (see claim_limited() in
+    0007_limits): its ``waited`` column says when its next token is due and
+    its ``attempts`` column whether it waits for running jobs instead.
+    """
+    jobs: list[Any] = []
+    hold: float | None = None
+    waits = False
+    for row in rows:
+        if row[0] is not None:
+            jobs.append(row)
+            continue
+        waited, waits_for_running = row[5], row[1]
+        if waited is not None:
+            hold = waited if hold is None else min(hold, waited)
+        waits = waits or bool(waits_for_running)
+    return jobs, hold, waits
+
+
 class LimitedClaims:
     def __init__(self, tasks: dict[str, Limit], sql: dict[str, str]) -> None:
         self.tasks = tasks
@@ -66,15 +88,10 @@ class LimitedClaims:
         """Up to ``limit`` limited jobs of ``queue`` (the claim's columns)."""
         params = {"queue": queue, "worker": worker_id, "limit": limit}
         cur = await conn.execute(self.sql["claim_limited"], params, binary=True)
-        rows = []
-        for row in await cur.fetchall():
-            if row[0] is not None:
-                rows.append(row)
-                continue
-            waited, waits_for_running = row[5], row[1]
-            if waited is not None:
-                self._round_hold = waited if self._round_hold is None else min(self._round_hold, waited)
-            self._round_waits = self._round_waits or bool(waits_for_running)
+        rows, hold, waits = split_held_back(await cur.fetchall())
+        if hold is not None:
+            self._round_hold = hold if self._round_hold is None else min(self._round_hold, hold)
+        self._round_waits = self._round_waits or waits
         if len(rows) >= limit:
             self._round_full = True
         if time.monotonic() - self._last_prune > PRUNE_EVERY:
@@ -97,26 +114,32 @@ class LimitedClaims:
     async def sort_out(self, conn: Connection, rows: list[Any], worker_id: int) -> list[Any]:
         """The rows a normal claim may run; jobs of limited tasks among them (enqueued
         by a producer that did not know the task) go back with their key."""
-        tasks = self.tasks
-        if not any(row[2] in tasks for row in rows):
+        keep, handed = sort_out(self.tasks, rows, worker_id)
+        if handed is None:
             return rows
-        keep, ids, attempts, keys = [], [], [], []
-        for row in rows:
-            limit = tasks.get(row[2])
-            if limit is None:
-                keep.append(row)
-                continue
-            try:
-                args, kwargs = codec.unpack_payload(row[3])
-                key = limit.key_for(args, kwargs)
-            except (TypeError, ValueError):
-                key = ""  # it fails when it runs; meanwhile it is held to the task-wide limit
-            ids.append(row[0])
-            attempts.append(row[1])
-            keys.append(key)
-        await conn.execute(
-            self.sql["hand_to_limits"], {"ids": ids, "attempts": attempts, "keys": keys, "worker": worker_id}
-        )
-        log.info("%d jobs of limited tasks came without a limit key: handed to their limits", len(ids))
+        await conn.execute(self.sql["hand_to_limits"], handed)
+        log.info("%d jobs of limited tasks came without a limit key: handed to their limits", len(handed["ids"]))
         self.due = 0.0
         return keep
+
+
+def sort_out(tasks: dict[str, Limit], rows: list[Any], worker_id: int) -> tuple[list[Any], dict[str, Any] | None]:
+    """Split a normal claim's rows: (the rows it may run, the ``hand_to_limits``
+    parameters of the jobs of limited tasks among them, or None if there are none)."""
+    if not any(row[2] in tasks for row in rows):
+        return rows, None
+    keep, ids, attempts, keys = [], [], [], []
+    for row in rows:
+        limit = tasks.get(row[2])
+        if limit is None:
+            keep.append(row)
+            continue
+        try:
+            args, kwargs = codec.unpack_payload(row[3])
+            key = limit.key_for(args, kwargs)
+        except (TypeError, ValueError):
+            key = ""  # it fails when it runs; meanwhile it is held to the task-wide limit
+        ids.append(row[0])
+        attempts.append(row[1])
+        keys.append(key)
+    return keep, {"ids": ids, "attempts": attempts, "keys": keys, "worker": worker_id}
