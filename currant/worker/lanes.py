@@ -195,6 +195,11 @@ class Lanes:
         if not isinstance(ready, Attempt):
             return ready
         if ready.task.is_async:
+            if self._slots is None:
+                # A task registry that grows as jobs name tasks (the Django
+                # backend's) may bring an async task to a worker that started
+                # without slots: the lane waits for it, so the lanes stay the bound.
+                return asyncio.run_coroutine_threadsafe(self._attempt_async(ready), self.loop).result()
             self._hand_to_loop(ready)
             return _HANDED
         if self._slots is not None:
@@ -275,6 +280,17 @@ class Lanes:
             self._room()
 
     async def _run_async_job(self, ready: Attempt) -> None:
+        try:
+            outcome = await self._attempt_async(ready)
+        finally:
+            assert self._slots is not None  # only handed to the loop when there are slots
+            self._slots.release()
+        self.outcomes.append((ready.context.id, ready.context.attempt, outcome))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon(self._wake)
+
+    async def _attempt_async(self, ready: Attempt) -> Outcome | None:
         context = ready.context
         hooks = self.hooks if self.hooks.watches_jobs else None
         outcome: Outcome | None
@@ -285,12 +301,7 @@ class Lanes:
             outcome = outcomes.guarded(functools.partial(outcomes.failure, ready.task, context, exc))
         finally:
             self._ended(context)
-            assert self._slots is not None  # async tasks always come with slots
-            self._slots.release()
-        self.outcomes.append((context.id, context.attempt, outcome))
-        if not self._wake_pending:
-            self._wake_pending = True
-            self.loop.call_soon(self._wake)
+        return outcome
 
     async def _run_async(
         self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None
