@@ -5,7 +5,7 @@
 Without ``--dsn`` it uses ``$CURRANT_DSN``; one schema (``bench_async``) is
 made fresh for every run and dropped at the end. Each run enqueues the jobs
 with ``enqueue_many``, then times one ``python -m currant.worker
-benchmarks.bench_app:app --burst`` from its own summary line (first claim to
+benchmarks.bench_async_app:app --burst`` from its own summary line (first claim to
 exit; with ``--processes 2`` the children's lines are summed over the longest)
 and, as the main number, from the first job's start to the last one's finish
 (the database's clock: steady throughput, without the worker's start-up),
@@ -65,7 +65,7 @@ def run_case(dsn: str, name: str, scale: int) -> dict[str, float]:
         app.migrate()
         app.enqueue_many(task, [(argument,)] * jobs)
     env = {**os.environ, "CURRANT_DSN": dsn, "CURRANT_SCHEMA": SCHEMA}
-    argv = [sys.executable, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst", *options]
+    argv = [sys.executable, "-m", "currant.worker", "benchmarks.bench_async_app:app", "--burst", *options]
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0.0]

@@ -8,7 +8,6 @@ the queue, not the work.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -49,12 +48,6 @@ def capped() -> None:
 # Canonical arguments, so every run and every script enqueues the same bytes.
 SMALL_ARG = "x" * 100
 BLOB_ARG = b"\x00" * 10_240
-
-
-@app.task(name="bench.async_sleep")
-async def async_sleep(seconds: float) -> None:
-    """An I/O-bound async job: what the event loop, not a thread, should carry."""
-    await asyncio.sleep(seconds)
 
 
 @app.task(name="bench.sleep")

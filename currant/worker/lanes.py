@@ -93,13 +93,21 @@ class Lanes:
         self._room = room
         self._threads: list[threading.Thread] = []
         self._unknown: set[str] = set()  # task names already warned about
-        # Only an app with async tasks needs slots: otherwise the lanes are the bound.
-        self._slots = threading.Semaphore(concurrency) if any(t.is_async for t in tasks.values()) else None
+        # Only an app with async tasks needs slots: otherwise the lanes are the
+        # bound. A registry that grows as jobs name tasks (the Django backend's,
+        # a dict subclass) may bring async ones later: it gets slots too.
+        may_be_async = type(tasks) is not dict or any(t.is_async for t in tasks.values())
+        # A slot is a token in a SimpleQueue: taking and giving one back are C
+        # calls, a fraction of threading.Semaphore's Python-level cost per job.
+        self._slots: queue.SimpleQueue[None] | None = None
+        if may_be_async:
+            self._slots = queue.SimpleQueue()
+            for _ in range(concurrency):
+                self._slots.put(None)
         self._handed: deque[Attempt] = deque()  # async jobs on their way to the loop
         self._hand_pending = False
         self._async_jobs: set[asyncio.Task[None]] = set()
         self._lanes_lock = threading.Lock()
-        self._waiting_lanes = 0  # lanes blocked on the local queue: free to take a sync job
         self._stopping = False
 
     # -- life cycle ------------------------------------------------------------
@@ -116,11 +124,9 @@ class Lanes:
         thread.start()
 
     def _grow(self) -> None:
-        """A lane took a sync job: start another if none is left waiting for the next."""
-        with self._lanes_lock:
-            lanes = len(self._threads) - len(self._abandoned_threads)
-            if not self._waiting_lanes and not self._stopping and lanes < self.concurrency:
-                self._spawn()
+        """A lane took a sync job and more are queued: start another lane, up to the bound."""
+        if self.local.qsize() and len(self._threads) - len(self._abandoned_threads) < self.concurrency:
+            self._add_lane()
 
     def take_unstarted(self) -> list[Claimed]:
         """Take back every job no lane has started yet."""
@@ -150,6 +156,14 @@ class Lanes:
             await asyncio.wait(list(self._async_jobs), timeout=max(0.0, deadline - time.monotonic()))
         return threads and not self._async_jobs
 
+    async def cancel_async(self) -> None:
+        """After the grace period, and after they were reported interrupted: cancel the
+        async jobs still running, so that their ``finally`` blocks run before the loop ends."""
+        if self._async_jobs:
+            for run in self._async_jobs:
+                run.cancel()
+            await asyncio.wait(list(self._async_jobs), timeout=1.0)
+
     def _join_threads(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for thread in list(self._threads):
@@ -164,28 +178,29 @@ class Lanes:
 
     def _run_lane(self) -> None:
         get = self.local.get
-        outcomes = self.outcomes
+        finished = self.outcomes
         slots = self._slots
         while True:
-            if slots is None:
-                job = get()
-            else:
-                slots.acquire()  # before the job: a job waiting for a slot stays where shutdown can take it back
-                with self._lanes_lock:
-                    self._waiting_lanes += 1
-                job = get()
-                with self._lanes_lock:
-                    self._waiting_lanes -= 1
+            if slots is not None:
+                slots.get()  # before the job: a job waiting for a slot stays where shutdown can take it back
+            job = get()
             if job is None:
+                if slots is not None:
+                    slots.put(None)  # a lane that stops holds no slot
                 return
-            result = self._run_one(job)
+            try:
+                result = self._run_one(job)
+            except BaseException as exc:  # outside the attempt: the job is still reported
+                log.exception("job %s could not be started (task %r); it is retried later", job[0], job[2])
+                self._forget(job[0])
+                result = outcomes.lane_error(job[2], exc)
             if result is _HANDED:
                 continue  # its slot went with it to the loop
             if result is _ABANDONED:
                 return  # a replacement lane has taken this one's slot
             if slots is not None:
-                slots.release()
-            outcomes.append((job[0], job[1], result))  # type: ignore[arg-type]  # markers excluded above
+                slots.put(None)
+            finished.append((job[0], job[1], result))  # type: ignore[arg-type]  # markers excluded above
             if not self._wake_pending:
                 self._wake_pending = True
                 self.loop.call_soon_threadsafe(self._wake)
@@ -262,6 +277,12 @@ class Lanes:
             del self.active[context.id]
         self.cancelled.discard(context.id)
 
+    def _forget(self, job_id: int) -> None:
+        self.active.pop(job_id, None)
+        self.cancelled.discard(job_id)
+        with self._deadline_lock:
+            self.deadlines.pop(job_id, None)
+
     # -- async jobs, on the loop ---------------------------------------------------
 
     def _hand_to_loop(self, ready: Attempt) -> None:
@@ -284,7 +305,7 @@ class Lanes:
             outcome = await self._attempt_async(ready)
         finally:
             assert self._slots is not None  # only handed to the loop when there are slots
-            self._slots.release()
+            self._slots.put(None)
         self.outcomes.append((ready.context.id, ready.context.attempt, outcome))
         if not self._wake_pending:
             self._wake_pending = True
@@ -349,15 +370,21 @@ class Lanes:
         for job_id, _attempt, _outcome in expired:
             self.abandoned += 1
             if self._slots is not None:
-                self._slots.release()  # the abandoned lane never gives its slot back
+                self._slots.put(None)  # the abandoned lane never gives its slot back (nor reads a stop)
             log.warning(
                 "job %s ran past its timeout; its thread is abandoned (%d so far) and a new lane replaces it",
                 job_id,
                 self.abandoned,
             )
-            with self._lanes_lock:
-                self._spawn()
+            self._add_lane()
         return expired
+
+    def _add_lane(self) -> None:
+        """One more lane, up to ``concurrency`` of them (abandoned ones do not count)."""
+        with self._lanes_lock:
+            lanes = len(self._threads) - len(self._abandoned_threads)
+            if not self._stopping and lanes < self.concurrency:
+                self._spawn()
 
     async def watch_deadlines(self) -> None:
         """The watchdog of sync tasks with a timeout (runs on the loop)."""

@@ -148,6 +148,13 @@ def unrunnable(name: str, task: Task[Any, Any] | None, payload_error: str | None
     return None
 
 
+def lane_error(name: str, exc: BaseException) -> Outcome:
+    """A job whose run failed outside its handler (finding its task, starting it): retried later,
+    like a job for an unknown task, with the error and its traceback kept."""
+    tb = storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return Outcome(RETRY, error=describe(exc), traceback=tb, delay=UNKNOWN_TASK_RETRY_DELAY, task=name)
+
+
 def interrupted(task: str | None, max_attempts: int) -> Outcome:
     """A job still running when the shutdown grace period ended: retried at once."""
     return Outcome(

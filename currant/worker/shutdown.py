@@ -53,4 +53,5 @@ async def shut_down(
         log.warning("%d jobs still running after the grace period; reporting them interrupted", len(stuck))
         if stuck:
             await completer.complete(stuck)
+        await lanes.cancel_async()
     await deregister()
