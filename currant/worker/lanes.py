@@ -206,10 +206,17 @@ class Lanes:
                 self.loop.call_soon_threadsafe(self._wake)
 
     def _run_one(self, job: Claimed) -> Outcome | None | object:
-        ready = self._begin(job)
-        if not isinstance(ready, Attempt):
-            return ready
-        if ready.task.is_async:
+        job_id, attempt, name, args, kwargs, payload_error, headers, queue, max_attempts, waited = job
+        task = self.tasks.get(name)
+        if task is None or payload_error is not None:
+            return self._unrunnable(job_id, name, task, payload_error)
+        if job_id in self.cancelled:
+            self.cancelled.discard(job_id)
+            return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
+        context = JobContext(job_id, attempt, name, queue, max_attempts, waited, headers, self.progress_sink)
+        self.active[job_id] = context
+        if task.is_async:
+            ready = Attempt(task, args, kwargs, context)
             if self._slots is None:
                 # A task registry that grows as jobs name tasks (the Django
                 # backend's) may bring an async task to a worker that started
@@ -219,34 +226,24 @@ class Lanes:
             return _HANDED
         if self._slots is not None:
             self._grow()
-        return self._run_sync(ready)
+        return self._run_sync(task, args, kwargs, context)
 
-    def _begin(self, job: Claimed) -> Attempt | Outcome | None:
-        """The job's task and context, or the outcome of a job that cannot run."""
-        job_id, attempt, name, args, kwargs, payload_error, headers, queue, max_attempts, waited = job
-        task = self.tasks.get(name)
-        if task is None or payload_error is not None:
-            if task is None and name not in self._unknown:
-                self._unknown.add(name)
-                log.warning(
-                    "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
-                    " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
-                    " producer, and the same task names?",
-                    job_id,
-                    name,
-                    ", ".join(sorted(self.tasks)) or "no tasks",
-                    outcomes.UNKNOWN_TASK_RETRY_DELAY,
-                )
-            return outcomes.unrunnable(name, task, payload_error)
-        if job_id in self.cancelled:
-            self.cancelled.discard(job_id)
-            return Outcome(CANCELLED, error="JobCancelled: cancelled before it started")
-        context = JobContext(job_id, attempt, name, queue, max_attempts, waited, headers, self.progress_sink)
-        self.active[job_id] = context
-        return Attempt(task, args, kwargs, context)
+    def _unrunnable(self, job_id: int, name: str, task: Task[Any, Any] | None, payload_error: Any) -> Outcome | None:
+        if task is None and name not in self._unknown:
+            self._unknown.add(name)
+            log.warning(
+                "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
+                " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
+                " producer, and the same task names?",
+                job_id,
+                name,
+                ", ".join(sorted(self.tasks)) or "no tasks",
+                outcomes.UNKNOWN_TASK_RETRY_DELAY,
+            )
+        return outcomes.unrunnable(name, task, payload_error)
 
-    def _run_sync(self, ready: Attempt) -> Outcome | None | object:
-        task, context = ready.task, ready.context
+    def _run_sync(self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Outcome | None | object:
+        # The per-job path of every sync drain: kept to the calls it needs.
         job_id = context.id
         _set_current(context)
         if task.timeout is not None:
@@ -256,11 +253,15 @@ class Lanes:
         outcome: Outcome | None
         try:
             faults.point("before_handler")
-            outcome = attempt_of.run_sync(task, ready.args, ready.kwargs, context, hooks)
+            outcome = attempt_of.run_sync(task, args, kwargs, context, hooks)
         except BaseException as exc:  # noqa: BLE001 - nothing an attempt does ends its lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
         finally:
-            self._ended(context)
+            # Only this attempt's entries: an abandoned (timed-out) attempt that
+            # ends late must not remove those of the retry running meanwhile.
+            if self.active.get(job_id) is context:
+                del self.active[job_id]
+            self.cancelled.discard(job_id)
             _set_current(None)
         if task.timeout is not None:
             with self._deadline_lock:
@@ -271,8 +272,7 @@ class Lanes:
         return outcome
 
     def _ended(self, context: JobContext) -> None:
-        # Only this attempt's entries: an abandoned (timed-out) attempt that
-        # ends late must not remove those of the retry running meanwhile.
+        # As in _run_sync: only this attempt's entries.
         if self.active.get(context.id) is context:
             del self.active[context.id]
         self.cancelled.discard(context.id)
