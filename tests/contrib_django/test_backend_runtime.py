@@ -1,0 +1,113 @@
+"""The backend at run time: one App per configuration whatever the thread, the
+worker's connections made as Django makes its own, and Django's connections
+kept healthy around async tasks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+pytest.importorskip("django")
+pytest.importorskip("currant.contrib.django.compat", reason="needs django.tasks (Django 6) or django-tasks")
+
+
+def test_backends_of_several_threads_share_one_app_and_pool(backend: Any) -> None:
+    """Django keeps a backend instance per thread: they must not each open a pool."""
+    from currant.contrib.django.compat import task_backends
+
+    found: list[Any] = []
+
+    def look() -> None:
+        found.append(task_backends["default"])
+
+    threads = [threading.Thread(target=look) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(found) == 3
+    assert len({id(instance) for instance in [backend, *found]}) == 4  # Django's: one per thread
+    assert all(instance.app is backend.app for instance in found)  # Currant's: one App, one pool
+
+
+def test_the_workers_dsn_carries_the_databases_options(django_ready: None, schema_name: str) -> None:
+    from django.test import override_settings
+    from psycopg.conninfo import conninfo_to_dict
+
+    from currant.contrib.django.compat import task_backends
+
+    setting = {
+        "default": {
+            "BACKEND": "currant.contrib.django.CurrantBackend",
+            "OPTIONS": {"DATABASE": "with_options", "SCHEMA": schema_name},
+        }
+    }
+    with override_settings(TASKS=setting):
+        app = task_backends["default"].app
+        params = conninfo_to_dict(app.dsn)
+        assert not {"cursor_factory", "context", "server_side_binding", "prepare_threshold"} & set(params)
+        # What the worker and currant_migrate connect with (App.dsn) is Django's connection.
+        with app.connect() as conn:
+            assert conn.execute("SHOW currant_test.origin").fetchone() == ("django-options",)
+            assert conn.execute("SHOW application_name").fetchone() == ("currant-django-options",)
+        assert app.migrate()  # and works: currant_migrate's path
+
+
+def test_an_async_task_whose_start_fails_is_still_reported_finished(backend: Any) -> None:
+    from currant.contrib.django.compat import task_finished, task_started
+    from currant.testing import drain
+    from tests.contrib_django import tasks
+
+    class Refused(Exception):
+        pass
+
+    finished: list[str] = []
+
+    def refuse(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        raise Refused("a task_started receiver failed")
+
+    def note(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append(str(task_result.status))
+
+    task_started.connect(refuse)
+    task_finished.connect(note)
+    try:
+        result = tasks.async_add.enqueue(1, 2)
+        report = drain(backend.app, fail_fast=False)
+    finally:
+        task_started.disconnect(refuse)
+        task_finished.disconnect(note)
+    assert report.failed == [int(result.id)]
+    assert finished == ["FAILED"]
+
+
+def test_async_tasks_reconnect_after_their_threads_connection_died(backend: Any, db: psycopg.Connection[Any]) -> None:
+    """sync_to_async runs the signals' database work on executor threads, whose
+    Django connections no request cycle checks: a server restart killed them for good."""
+    from django.db import connection
+
+    from currant.contrib.django.compat import task_finished
+    from currant.testing import drain
+    from tests.contrib_django import tasks
+
+    threads: list[int] = []
+
+    def kill_own_connection(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        # Runs on the executor thread, after the job's own database work.
+        threads.append(threading.get_ident())
+        connection.ensure_connection()
+        pid = connection.connection.info.backend_pid
+        db.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    task_finished.connect(kill_own_connection)
+    try:
+        first = tasks.async_add.enqueue(1, 2)
+        second = tasks.async_add.enqueue(3, 4)
+        report = drain(backend.app)
+    finally:
+        task_finished.disconnect(kill_own_connection)
+    assert report.succeeded == [int(first.id), int(second.id)]
+    assert len(threads) == 2
