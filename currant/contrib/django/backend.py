@@ -191,7 +191,7 @@ _apps_lock = threading.Lock()
 
 
 def _shared_app(backend: CurrantBackend, dsn: str, schema: str | None, where: str) -> App:
-    key = (backend.alias, dsn, schema, backend.database, backend.max_attempts)
+    key = (backend.alias, dsn, schema, backend.database, backend.max_attempts, tuple(backend.queue_order))
     with _apps_lock:
         app = _apps.get(key)
         if app is None:

@@ -36,6 +36,7 @@ class CurrantBackend(Protocol):
     alias: str
     app: App
     max_attempts: int
+    queue_order: list[str]
 
     def get_result(self, result_id: str) -> Any: ...
 
@@ -47,6 +48,9 @@ class DjangoTasks(dict[str, Task[Any, Any]]):
         super().__init__()
         self.backend = backend
         self.missing: set[str] = set()
+        # What currant.testing.drain serves by default: tasks are found only as
+        # jobs name them, so the queues must come from the backend's QUEUES.
+        self.queue_order = list(backend.queue_order)
 
     def get(self, name: str, default: Any = None) -> Any:
         found = super().get(name)
