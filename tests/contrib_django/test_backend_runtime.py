@@ -111,3 +111,13 @@ def test_async_tasks_reconnect_after_their_threads_connection_died(backend: Any,
         task_finished.disconnect(kill_own_connection)
     assert report.succeeded == [int(first.id), int(second.id)]
     assert len(threads) == 2
+
+
+def test_drain_serves_the_backends_queues_by_default(backend: Any) -> None:
+    """Django's tasks are found as jobs name them: a queue chosen with .using() is
+    known to the drain only from the backend's QUEUES."""
+    from currant.testing import drain
+    from tests.contrib_django import tasks
+
+    mailed = tasks.record.using(queue_name="mail").enqueue("to the mail queue")
+    assert drain(backend.app).succeeded == [int(mailed.id)]

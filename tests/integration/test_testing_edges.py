@@ -1,0 +1,97 @@
+"""currant.testing.drain at its edges: a handler's failed statement inside the
+caller's transaction, a clock moved over several drains, batches handed whole
+to limits, and connections of the wrong kind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+import currant
+from currant.testing import adrain, drain
+from currant.testing.drain import BATCH
+
+
+def test_a_handlers_integrity_error_in_the_callers_transaction_is_raised_and_recorded(
+    app: currant.App, database_dsn: str
+) -> None:
+    with psycopg.connect(database_dsn) as conn:
+        conn.execute(f'CREATE TABLE "{app.schema}".once (key text PRIMARY KEY)')
+        conn.execute(f'INSERT INTO "{app.schema}".once VALUES (%s)', ["taken"])
+
+        @app.task(name="t.insert", max_attempts=2)
+        def insert(key: str) -> None:
+            conn.execute(f'INSERT INTO "{app.schema}".once VALUES (%s)', [key])
+
+        job = app.enqueue(insert, ("taken",), connection=conn)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            drain(app, connection=conn)
+        # The caller's transaction is usable: only the handler's work was undone.
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.commit()
+    failed = app.get_job(job)
+    assert failed is not None
+    assert (failed.state, failed.attempts) == ("retrying", 1)
+    assert failed.errors[0]["error"].startswith("UniqueViolation")
+
+
+def test_the_clock_goes_on_from_the_last_drain_on_its_own_connections(app: currant.App) -> None:
+    later: list[int] = []
+
+    @app.task(name="t.second")
+    def second() -> None: ...
+
+    @app.task(name="t.first")
+    def first() -> None:
+        # Enqueued on the App's pool, whose clock is not moved: due 150 s from real now.
+        later.append(second.options(delay=150).enqueue())
+
+    first.options(delay=100).enqueue()
+    assert len(drain(app, advance_clock=101)) == 1
+    report = drain(app, advance_clock=60)  # 100 s already passed: 50 more make it due
+    assert report.succeeded == later
+    assert 49 < report.clock_advanced < 60
+
+
+def test_the_clock_never_moves_back_on_the_callers_connection(app: currant.App, database_dsn: str) -> None:
+    @app.task(name="t.echo")
+    def echo(text: str) -> str:
+        return text
+
+    with psycopg.connect(database_dsn) as conn:
+        app.enqueue(echo, ("first",), delay=100, connection=conn)
+        assert len(drain(app, connection=conn, advance_clock=101)) == 1
+        # Due 150 s after the moved clock (about 250 s from real now).
+        job = app.enqueue(echo, ("second",), delay=150, connection=conn)
+        report = drain(app, connection=conn, advance_clock=160)
+        assert report.succeeded == [job]
+        conn.rollback()
+
+
+def test_normal_jobs_behind_a_batch_handed_to_its_limits_still_run(app: currant.App, database_dsn: str) -> None:
+    @app.task(name="t.api", rate_limit="1/h")
+    def call_api(n: int) -> None: ...
+
+    @app.task(name="t.plain")
+    def plain() -> None: ...
+
+    with currant.App(database_dsn, schema=app.schema) as producer:  # knows no task: no limit key
+        spent = producer.enqueue("t.api", (0,))
+        assert drain(app).succeeded == [spent]  # the hour's one token
+        held = producer.enqueue_many("t.api", [(n,) for n in range(BATCH)])  # one whole claim batch
+    normal = [plain.enqueue(), plain.enqueue()]
+    report = drain(app)
+    assert report.succeeded == normal
+    assert not set(held) & set(report.outcomes)  # still held back by the rate limit
+
+
+def test_a_connection_of_the_wrong_kind_is_refused_saying_what_to_pass(app: currant.App) -> None:
+    class DjangoLikeWrapper:
+        def ensure_connection(self) -> None: ...
+
+    with pytest.raises(TypeError, match=r"psycopg\.Connection.*connection\.connection"):
+        drain(app, connection=DjangoLikeWrapper())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="psycopg.AsyncConnection"):
+        asyncio.run(adrain(app, connection=object()))  # type: ignore[arg-type]
