@@ -121,3 +121,34 @@ def test_drain_serves_the_backends_queues_by_default(backend: Any) -> None:
 
     mailed = tasks.record.using(queue_name="mail").enqueue("to the mail queue")
     assert drain(backend.app).succeeded == [int(mailed.id)]
+
+
+def test_a_task_module_that_raises_on_import_fails_its_jobs_and_is_logged_once(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from currant.testing import drain
+
+    name = "tests.contrib_django.broken_tasks.anything"
+    jobs = [backend.app.enqueue(name, [], {}), backend.app.enqueue(name, [], {})]
+    with caplog.at_level("ERROR", logger="currant.contrib.django"):
+        report = drain(backend.app, fail_fast=False)
+    # As of an unknown task (retried later, a worker that knows it may come): the drain, a worker's lane, goes on.
+    assert [(a.id, a.error.split(":")[0] if a.error else None) for a in report.attempts] == [
+        (job, "UnknownTask") for job in jobs
+    ]
+    logged = [record for record in caplog.records if name in record.getMessage()]
+    assert len(logged) == 1 and "broken on purpose" in (logged[0].exc_text or "")
+
+
+def test_a_misconfigured_backend_is_reported_with_its_cause(django_ready: None) -> None:
+    from django.core.management.base import CommandError
+    from django.test import override_settings
+
+    from currant.contrib.django.backends import backend_named
+
+    broken = {"default": {"BACKEND": "currant.contrib.django.CurrantBackend", "OPTIONS": {"SCHEMAS": "x"}}}
+    with override_settings(TASKS=broken):
+        with pytest.raises(CommandError, match="could not load task backend 'default'.*unknown key SCHEMAS"):
+            backend_named("default", CommandError)
+        with pytest.raises(CommandError, match="no task backend 'other' in TASKS"):
+            backend_named("other", CommandError)
