@@ -39,3 +39,8 @@ ROLLBACK TO SAVEPOINT currant_drain_job
 -- name: drain_release_savepoint
 -- The handler's work stands, as part of the caller's transaction.
 RELEASE SAVEPOINT currant_drain_job
+
+-- name: drop_test_schema
+-- The pytest plugin's currant_app fixture, after its test: the schema it made
+-- for that test, whatever state a failed migration left it in.
+DROP SCHEMA IF EXISTS {schema} CASCADE

@@ -67,12 +67,16 @@ def currant_app(currant_base_app: App, currant_dsn: str) -> Iterator[App]:
     saved_dsn, saved_schema = app._dsn, app.schema
     schema = f"currant_test_{uuid.uuid4().hex[:12]}"
     app.configure(dsn=currant_dsn, schema=schema)
-    app.migrate()
     try:
+        # Inside the try: a migration that fails half-way still has its schema
+        # dropped, and the App pointed back where it was.
+        app.migrate()
         yield app
     finally:
-        app.close()
-        with psycopg.connect(currant_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        app._dsn = saved_dsn  # as it was: the next test (or none) configures it again
-        app.configure(schema=saved_schema)
+        try:
+            app.close()
+            with psycopg.connect(currant_dsn, autocommit=True) as conn:
+                conn.execute(app.sql["drop_test_schema"])
+        finally:
+            app._dsn = saved_dsn  # as it was: the next test (or none) configures it again
+            app.configure(schema=saved_schema)

@@ -5,6 +5,10 @@ to limits, and connections of the wrong kind."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -95,3 +99,51 @@ def test_a_connection_of_the_wrong_kind_is_refused_saying_what_to_pass(app: curr
         drain(app, connection=DjangoLikeWrapper())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="psycopg.AsyncConnection"):
         asyncio.run(adrain(app, connection=object()))  # type: ignore[arg-type]
+
+
+_BROKEN_MIGRATION = """
+import pytest
+
+import currant
+
+
+class HalfMigrated(currant.App):
+    def migrate(self):
+        with self.connect(autocommit=True) as conn:  # the schema exists, then the migration fails
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        raise RuntimeError("migration failed half-way")
+
+
+base = HalfMigrated(schema="mine")
+
+
+@pytest.fixture
+def currant_base_app():
+    return base
+
+
+def test_uses_the_app(currant_app):
+    pass
+
+
+def test_the_app_is_back_where_it_was():
+    assert base.schema == "mine"
+"""
+
+
+def test_the_plugin_drops_the_schema_and_restores_the_app_when_migrate_fails(database_dsn: str, tmp_path: Path) -> None:
+    (tmp_path / "test_broken.py").write_text(_BROKEN_MIGRATION, encoding="utf-8")
+    env = {**os.environ, "CURRANT_TEST_DSN": database_dsn, "PYTHONPATH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_broken.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "1 passed, 1 error" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "migration failed half-way" in proc.stdout
+    with psycopg.connect(database_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'currant_test_%'").fetchone()[0]
+    assert left == 0
