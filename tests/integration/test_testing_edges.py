@@ -41,6 +41,35 @@ def test_a_handlers_integrity_error_in_the_callers_transaction_is_raised_and_rec
     assert failed.errors[0]["error"].startswith("UniqueViolation")
 
 
+def test_adrain_runs_each_job_in_a_savepoint_of_the_callers_transaction_too(
+    app: currant.App, database_dsn: str
+) -> None:
+    async def scenario() -> tuple[int, bool]:
+        async with await psycopg.AsyncConnection.connect(database_dsn) as conn:
+            await conn.execute(f'CREATE TABLE "{app.schema}".once (key text PRIMARY KEY)')
+            await conn.execute(f'INSERT INTO "{app.schema}".once VALUES (%s)', ["taken"])
+
+            @app.task(name="t.ainsert", max_attempts=1)
+            async def ainsert(key: str) -> None:
+                await conn.execute(f'INSERT INTO "{app.schema}".once VALUES (%s)', [key])
+
+            job = await app.aenqueue(ainsert, ("taken",), connection=conn)
+            try:
+                await adrain(app, connection=conn)
+            except psycopg.errors.UniqueViolation:
+                raised = True
+            else:
+                raised = False
+            await conn.commit()
+        await app.aclose()
+        return job, raised
+
+    job, raised = asyncio.run(scenario())
+    assert raised
+    failed = app.get_job(job)
+    assert failed is not None and failed.state == "failed"
+
+
 def test_the_clock_goes_on_from_the_last_drain_on_its_own_connections(app: currant.App) -> None:
     later: list[int] = []
 
