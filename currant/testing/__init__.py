@@ -63,8 +63,10 @@ def drain(
     moved forward, in steps to the next due job, so delayed jobs, retries
     and rate-limited jobs run without waiting; the report says how far it went.
     The clock never moves back: a drain goes on from where the last one on
-    the same connection (or, without one, for the same App, DSN and schema in
-    this process) left it, so a job due on the moved clock runs in a later drain.
+    the same connection (or, without one, for the same App, DSN and schema,
+    until the pytest plugin forgets it after the test) left it, so a job due
+    on the moved clock runs in a later drain. A caller's connection keeps its
+    offset (a session setting) until its transaction rolls back or it closes.
     ``connection``: run on your open connection, inside its transaction (a
     test that never commits, as Django's ``TestCase``, sees its jobs run);
     by default a connection of the drain's own, in autocommit. Each job then

@@ -176,3 +176,43 @@ def test_the_plugin_drops_the_schema_and_restores_the_app_when_migrate_fails(dat
     with psycopg.connect(database_dsn) as conn:
         left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'currant_test_%'").fetchone()[0]
     assert left == 0
+
+
+_CLOCK_ACROSS_TESTS = """
+import os
+
+import currant
+from currant.testing import drain
+
+app = currant.App(os.environ["CURRANT_TEST_DSN"], schema=os.environ["CLOCK_SCHEMA"])
+
+
+@app.task(name="t.later")
+def later() -> None: ...
+
+
+def test_moves_the_clock():
+    app.migrate()
+    later.options(delay=100).enqueue()
+    assert drain(app, advance_clock=101).clock_advanced > 50  # about 100 s, less the time since the enqueue
+
+
+def test_starts_from_real_time():
+    job = later.options(delay=100).enqueue()
+    assert drain(app).succeeded == []  # not due: the last test's clock is forgotten
+    app.close()
+"""
+
+
+def test_the_plugin_forgets_the_drains_clock_between_tests(database_dsn: str, schema_name: str, tmp_path: Path) -> None:
+    (tmp_path / "test_clock.py").write_text(_CLOCK_ACROSS_TESTS, encoding="utf-8")
+    env = {**os.environ, "CURRANT_TEST_DSN": database_dsn, "CLOCK_SCHEMA": schema_name, "PYTHONPATH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_clock.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "2 passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
