@@ -5,6 +5,7 @@ kept healthy around async tasks."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -101,6 +102,10 @@ def test_async_tasks_reconnect_after_their_threads_connection_died(backend: Any,
         connection.ensure_connection()
         pid = connection.connection.info.backend_pid
         db.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 30  # gone for sure before the next job asks for it
+        while db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() is not None:
+            assert time.monotonic() < deadline, f"backend {pid} still there after pg_terminate_backend"
+            time.sleep(0.01)
 
     task_finished.connect(kill_own_connection)
     try:
