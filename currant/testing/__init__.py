@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..job import JobContext, _set_current
 from ..plans import arun_plan, arun_step, run_plan, run_step
@@ -35,6 +38,11 @@ if TYPE_CHECKING:
     from ..app import App
 
 __all__ = ["DrainReport", "DrainedJob", "adrain", "drain"]
+
+# Where each App's test clock stands after a drain on a connection of its own
+# (seconds ahead, by DSN and schema): that connection, and its session's
+# offset, is gone, and the next drain must not move the clock back.
+_clocks: weakref.WeakKeyDictionary[App, dict[tuple[str, str], float]] = weakref.WeakKeyDictionary()
 
 
 def drain(
@@ -54,12 +62,21 @@ def drain(
     ``advance_clock``: seconds (or a timedelta) the database clock may be
     moved forward, in steps to the next due job, so delayed jobs, retries
     and rate-limited jobs run without waiting; the report says how far it went.
+    The clock never moves back: a drain goes on from where the last one on
+    the same connection (or, without one, for the same App, DSN and schema,
+    until the pytest plugin forgets it after the test) left it, so a job due
+    on the moved clock runs in a later drain. A caller's connection keeps its
+    offset (a session setting) until its transaction rolls back or it closes.
     ``connection``: run on your open connection, inside its transaction (a
     test that never commits, as Django's ``TestCase``, sees its jobs run);
-    by default a connection of the drain's own, in autocommit.
+    by default a connection of the drain's own, in autocommit. Each job then
+    runs in a savepoint, so a handler's failed statement undoes only its own
+    work, and is raised (fail_fast) rather than hidden by the aborted transaction.
     """
     budget = check_budget(advance_clock)
     served = _queues(app, queues)
+    if connection is not None and not isinstance(connection, psycopg.Connection):
+        raise TypeError(_wrong_connection(connection, "psycopg.Connection"))
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -67,21 +84,22 @@ def drain(
     else:
         raise RuntimeError("drain() was called inside a running event loop: use `await adrain(app)` there")
     if connection is not None:
-        return _drain_on(app, cast("psycopg.Connection[Any]", _Bound(connection)), served, fail_fast, budget)
+        return _drain_on(app, cast("psycopg.Connection[Any]", _Bound(connection)), served, fail_fast, budget, True)
     with psycopg.connect(app.dsn, autocommit=True) as conn:
-        return _drain_on(app, conn, served, fail_fast, budget)
+        return _drain_on(app, conn, served, fail_fast, budget, False)
 
 
 def _drain_on(
-    app: App, conn: psycopg.Connection[Any], served: list[str], fail_fast: bool, budget: float
+    app: App, conn: psycopg.Connection[Any], served: list[str], fail_fast: bool, budget: float, caller: bool
 ) -> DrainReport:
     session = Session()
     loop: asyncio.AbstractEventLoop | None = None
     register_array_dumpers(conn)
     with conn.transaction():
         run_plan(conn, ensure(app.schema))
+    clock_start = 0.0 if caller else _clocks.get(app, {}).get((app.dsn, app.schema), 0.0)
     try:
-        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
+        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session, clock_start)
         result: Any = None
         while True:
             try:
@@ -96,19 +114,23 @@ def _drain_on(
             task, unrunnable = _task(app, job)
             if task is None:
                 result = (unrunnable, None)
-            elif task.is_async:
-                loop = loop or asyncio.new_event_loop()
-                result = (
-                    loop.run_until_complete(attempt.run_async(task, job[3], job[4], _context(job), capture)),
-                    capture,
-                )
-            else:
-                result = (_run_sync(task, job, capture), capture)
+                continue
+            with _savepoint(app, conn, caller):
+                if task.is_async:
+                    loop = loop or asyncio.new_event_loop()
+                    run = attempt.run_async(task, job[3], job[4], _context(job), capture)
+                    result = (loop.run_until_complete(run), capture)
+                else:
+                    result = (_run_sync(task, job, capture), capture)
     finally:
         if loop is not None:
             loop.close()
-        if session.worker_id is not None:
+        # An aborted transaction (the caller's) refuses it, and would hide the error
+        # on its way out; its rollback takes the worker row registered in it anyway.
+        if session.worker_id is not None and conn.info.transaction_status != TransactionStatus.INERROR:
             conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
+    if not caller:
+        _clocks.setdefault(app, {})[(app.dsn, app.schema)] = session.clock_offset
     if session.failure is not None:
         raise session.failure
     return session.report
@@ -126,22 +148,25 @@ async def adrain(
     budget = check_budget(advance_clock)
     served = _queues(app, queues)
     if connection is not None:
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise TypeError(_wrong_connection(connection, "psycopg.AsyncConnection"))
         bound = cast("psycopg.AsyncConnection[Any]", _ABound(connection))
-        return await _adrain_on(app, bound, served, fail_fast, budget)
+        return await _adrain_on(app, bound, served, fail_fast, budget, True)
     conn = await psycopg.AsyncConnection.connect(await asyncio.to_thread(lambda: app.dsn), autocommit=True)
     async with conn:
-        return await _adrain_on(app, conn, served, fail_fast, budget)
+        return await _adrain_on(app, conn, served, fail_fast, budget, False)
 
 
 async def _adrain_on(
-    app: App, conn: psycopg.AsyncConnection[Any], served: list[str], fail_fast: bool, budget: float
+    app: App, conn: psycopg.AsyncConnection[Any], served: list[str], fail_fast: bool, budget: float, caller: bool
 ) -> DrainReport:
     session = Session()
     register_array_dumpers(conn)
     async with conn.transaction():
         await arun_plan(conn, ensure(app.schema))
+    clock_start = 0.0 if caller else _clocks.get(app, {}).get((app.dsn, app.schema), 0.0)
     try:
-        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session)
+        plan = steps(app.sql, app.tasks, served, app.channel, fail_fast, budget, session, clock_start)
         result: Any = None
         while True:
             try:
@@ -156,19 +181,52 @@ async def _adrain_on(
             task, unrunnable = _task(app, job)
             if task is None:
                 result = (unrunnable, None)
-            elif task.is_async:
+                continue
+            if caller and conn.info.transaction_status == TransactionStatus.INTRANS:
+                await conn.execute(app.sql["drain_savepoint"])
+            if task.is_async:
                 result = (await attempt.run_async(task, job[3], job[4], _context(job), capture), capture)
             else:
                 # A thread of its own: Django (and others) refuse sync work where a loop runs.
                 copied = contextvars.copy_context()
                 run = await asyncio.to_thread(copied.run, _run_sync, task, job, capture)
                 result = (run, capture)
+            if caller and conn.info.transaction_status in _IN_SAVEPOINT:
+                await conn.execute(app.sql[_savepoint_end(conn.info.transaction_status)])
     finally:
-        if session.worker_id is not None:
+        if session.worker_id is not None and conn.info.transaction_status != TransactionStatus.INERROR:
             await conn.execute(app.sql["deregister_worker"], {"worker": session.worker_id})
+    if not caller:
+        _clocks.setdefault(app, {})[(app.dsn, app.schema)] = session.clock_offset
     if session.failure is not None:
         raise session.failure
     return session.report
+
+
+_IN_SAVEPOINT = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
+def _savepoint_end(status: TransactionStatus) -> str:
+    return "drain_rollback_to_savepoint" if status == TransactionStatus.INERROR else "drain_release_savepoint"
+
+
+@contextmanager
+def _savepoint(app: App, conn: psycopg.Connection[Any], caller: bool) -> Iterator[None]:
+    """One job's run inside a savepoint of the caller's open transaction (none otherwise:
+    in autocommit a failed statement aborts nothing the drain needs)."""
+    if not caller or conn.info.transaction_status != TransactionStatus.INTRANS:
+        yield
+        return
+    conn.execute(app.sql["drain_savepoint"])
+    yield  # the run step catches the handler's exceptions: the savepoint always ends here
+    if conn.info.transaction_status in _IN_SAVEPOINT:
+        conn.execute(app.sql[_savepoint_end(conn.info.transaction_status)])
+
+
+def _wrong_connection(connection: Any, wanted: str) -> str:
+    kind = f"{type(connection).__module__}.{type(connection).__qualname__}"
+    hint = " (Django's connection wraps one: pass `connection.connection` after `connection.ensure_connection()`)"
+    return f"connection must be a {wanted}, not {kind}{hint if hasattr(connection, 'ensure_connection') else ''}"
 
 
 class _Bound:
@@ -180,6 +238,7 @@ class _Bound:
         self.conn = conn
         self.adapters = conn.adapters
         self.transaction = conn.transaction
+        self.info = conn.info
 
     def execute(self, query: Any, params: Any = None, *, binary: bool = False) -> psycopg.Cursor[Any]:
         return psycopg.Cursor(self.conn).execute(query, params, binary=binary)
@@ -192,6 +251,7 @@ class _ABound:
         self.conn = conn
         self.adapters = conn.adapters
         self.transaction = conn.transaction
+        self.info = conn.info
 
     async def execute(self, query: Any, params: Any = None, *, binary: bool = False) -> psycopg.AsyncCursor[Any]:
         return await psycopg.AsyncCursor(self.conn).execute(query, params, binary=binary)
@@ -199,8 +259,11 @@ class _ABound:
 
 def _queues(app: App, queues: Sequence[str] | None) -> list[str]:
     if queues is None:
-        served = [app.default_queue]
-        served += sorted({task.queue for task in app.tasks.values()} - {app.default_queue})
+        # A registry may know queues no task of it declared yet (Django's: its backend's QUEUES,
+        # in their order; tasks are found as jobs name them, so .using(queue_name=...) would be missed).
+        served = list(getattr(app.tasks, "queue_order", None) or [app.default_queue])
+        declared = {app.default_queue} | {task.queue for task in app.tasks.values()}
+        served += sorted(declared - set(served))
         return served
     if isinstance(queues, str) or not queues or not all(isinstance(queue, str) for queue in queues):
         raise ValueError(f"queues must be a non-empty list of queue names, got {queues!r}")

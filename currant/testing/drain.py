@@ -121,6 +121,7 @@ class Session:
     """The drain's worker: set by the loop, read by the drivers (to deregister)."""
 
     worker_id: int | None = None
+    clock_offset: float = 0.0  # where the session's clock stands (seconds ahead), for the next drain
     report: DrainReport = field(default_factory=DrainReport)
     failure: BaseException | None = None
 
@@ -142,11 +143,20 @@ def steps(
     fail_fast: bool,
     budget: float,
     session: Session,
+    clock_start: float = 0.0,
 ) -> Generator[tuple[str, Any, Any], Any, None]:
     """The drain, as steps: plans' (fetch, statement, params), or ("run", job, None),
-    which the driver answers with (outcome, capture)."""
-    if budget > 0:
+    which the driver answers with (outcome, capture).
+
+    The clock goes on from where this session's or ``clock_start`` (an earlier
+    drain's, on a connection of its own) left it, never back."""
+    (moved,) = yield ("one", sql["clock_offset"], None)
+    start = max(float(moved), clock_start)
+    if budget > 0 or start > 0:
         yield ("rowcount", sql["use_test_clock"], None)
+    if start > float(moved):
+        yield ("one", sql["set_clock_offset"], {"seconds": start})
+    session.clock_offset = start
     row = yield (
         "one",
         sql["register_worker"],
@@ -155,7 +165,7 @@ def steps(
     session.worker_id = worker = int(row[0])
     limited_tasks = {name: task.limit for name, task in registry.items() if task.limit is not None}
     yield ("rowcount", sql["declare_limits"], limits.declaration((n, t.limit) for n, t in registry.items()))
-    offset = 0.0
+    offset = start
     while True:
         beat = yield ("all_named", sql["maintain"], _heartbeat(worker, queues, channel))
         state = dict(zip(beat[1], beat[0][0], strict=True))
@@ -176,6 +186,8 @@ def steps(
                 if held is not None:
                     hold = held if hold is None else min(hold, held)
                 if not rows:
+                    if handed is not None:
+                        continue  # a whole batch went to its limits: the jobs behind it are still to run
                     break
                 jobs = codec.decode_claimed(rows, queue)
                 for index, job in enumerate(jobs):
@@ -192,10 +204,11 @@ def steps(
         # Nothing ran: move the clock to the next due job, if the budget allows.
         gaps = [g for g in (_gap(state), hold) if g is not None]
         step = min(gaps) + _NUDGE if gaps else None
-        if step is None or offset + step > budget:
+        if step is None or offset - start + step > budget:
             return
         offset += step
-        session.report.clock_advanced = offset
+        session.report.clock_advanced = offset - start
+        session.clock_offset = offset
         yield ("one", sql["set_clock_offset"], {"seconds": offset})
 
 

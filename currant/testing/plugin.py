@@ -2,7 +2,8 @@
 
 Registered through the ``pytest11`` entry point, so it loads wherever
 Currant is installed; it only defines fixtures, so nothing happens (no
-server, no connection) unless a test asks for one.
+server, no connection) unless a test asks for one (the one autouse fixture
+only empties a dict).
 
 * ``currant_dsn`` (session): ``$CURRANT_TEST_DSN``, else the embedded
   PostgreSQL (started on first use, as ``currant.App()`` does).
@@ -10,6 +11,8 @@ server, no connection) unless a test asks for one.
   and the schema dropped afterwards. Say which App is yours with a fixture
   named ``currant_base_app`` returning it, or with the ``currant_app`` ini
   option (``module:attribute``); default: a bare ``currant.App()``.
+* after every test: the clock moved by ``drain(advance_clock=...)`` on the
+  drains' own connections is forgotten (it only moves forward within a test).
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ if TYPE_CHECKING:  # imported when a fixture is used: loading the plugin costs n
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("currant_app", "module:attribute of the currant.App the currant_app fixture points at a test schema")
+
+
+@pytest.fixture(autouse=True)
+def _currant_drain_clock() -> Iterator[None]:
+    """The test clock that drains on their own connections move goes on from drain
+    to drain within a test, and starts again at 0 for the next test (an App and a
+    schema kept across tests, as a Django project's, would carry it otherwise)."""
+    yield
+    from . import _clocks
+
+    _clocks.clear()
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +81,16 @@ def currant_app(currant_base_app: App, currant_dsn: str) -> Iterator[App]:
     saved_dsn, saved_schema = app._dsn, app.schema
     schema = f"currant_test_{uuid.uuid4().hex[:12]}"
     app.configure(dsn=currant_dsn, schema=schema)
-    app.migrate()
     try:
+        # Inside the try: a migration that fails half-way still has its schema
+        # dropped, and the App pointed back where it was.
+        app.migrate()
         yield app
     finally:
-        app.close()
-        with psycopg.connect(currant_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        app._dsn = saved_dsn  # as it was: the next test (or none) configures it again
-        app.configure(schema=saved_schema)
+        try:
+            app.close()
+            with psycopg.connect(currant_dsn, autocommit=True) as conn:
+                conn.execute(app.sql["drop_test_schema"])
+        finally:
+            app._dsn = saved_dsn  # as it was: the next test (or none) configures it again
+            app.configure(schema=saved_schema)

@@ -24,7 +24,18 @@ DATABASES = {
         "PASSWORD": _db.get("password", ""),
         "HOST": _db.get("host", ""),
         "PORT": _db.get("port", ""),
-    }
+    },
+}
+# The same database with OPTIONS a worker must honour too (libpq's, and Django's
+# own, which libpq would refuse).
+DATABASES["with_options"] = {
+    **DATABASES["default"],
+    "OPTIONS": {
+        "options": "-c currant_test.origin=django-options",
+        "application_name": "currant-django-options",
+        "server_side_binding": False,
+        "prepare_threshold": 5,
+    },
 }
 
 

@@ -23,6 +23,7 @@ the same way, so code inside the transaction sees its own jobs.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
@@ -74,11 +75,7 @@ class CurrantBackend(compat.BaseTaskBackend):
             check_name("queue", queue)
         self.database: str | None = None if "DSN" in options else str(options.get("DATABASE", "default"))
         dsn = options.get("DSN") or _database_dsn(self.database or "default", where)
-        try:
-            self.app = App(dsn, schema=options.get("SCHEMA"), auto_migrate=False)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{where}: {exc}") from None
-        self.app.tasks = DjangoTasks(self)
+        self.app = _shared_app(self, dsn, options.get("SCHEMA"), where)
 
     # -- enqueue -------------------------------------------------------------
 
@@ -183,18 +180,52 @@ class _Borrowed:
             ) from exc
 
 
+# One App per backend configuration, shared by every instance Django makes of it:
+# Django's task_backends keeps an instance per thread and per async context
+# (asgiref Local), so an App per instance meant a connection pool per thread,
+# never closed (runserver: a thread per request). Kept for the process's life,
+# like the settings they come from; a changed setting (override_settings in a
+# test) is another key, and so another App.
+_apps: dict[tuple[Any, ...], App] = {}
+_apps_lock = threading.Lock()
+
+
+def _shared_app(backend: CurrantBackend, dsn: str, schema: str | None, where: str) -> App:
+    key = (backend.alias, dsn, schema, backend.database, backend.max_attempts, tuple(backend.queue_order))
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is None:
+            try:
+                app = App(dsn, schema=schema, auto_migrate=False)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"{where}: {exc}") from None
+            # The registry resolves tasks through this first instance: what it
+            # uses (alias, max_attempts, get_result on the calling thread's
+            # Django connection) is the same for every instance of this key.
+            app.tasks = DjangoTasks(backend)
+            _apps[key] = app
+        return app
+
+
+def _libpq_keywords() -> frozenset[str]:
+    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
 def _database_dsn(alias: str, where: str) -> str:
-    """A connection string for a Django database (the worker and migrations use it)."""
+    """A connection string for a Django database (the worker and migrations use it).
+
+    Built from what Django itself connects with, so DATABASES' OPTIONS (sslmode,
+    sslrootcert, service, passfile, options, target_session_attrs, ...) apply to
+    the worker too; Django's own keys (cursor_factory, context, pool,
+    prepare_threshold, ...) mean nothing to libpq and are left out.
+    """
     if alias not in connections.settings:
         raise ImproperlyConfigured(f"{where}['DATABASE']: no database {alias!r} in DATABASES")
     settings = connections.settings[alias]
     if "postgresql" not in str(settings.get("ENGINE", "")):
         raise ImproperlyConfigured(f"{where}: database {alias!r} is not PostgreSQL; Currant needs PostgreSQL")
-    params = {
-        "dbname": settings.get("NAME"),
-        "user": settings.get("USER"),
-        "password": settings.get("PASSWORD"),
-        "host": settings.get("HOST"),
-        "port": settings.get("PORT"),
-    }
-    return make_conninfo(**{key: str(value) for key, value in params.items() if value})
+    params = connections[alias].get_connection_params()
+    known = _libpq_keywords()
+    return make_conninfo(
+        **{key: str(value) for key, value in params.items() if key in known and value is not None and value != ""}
+    )

@@ -8,6 +8,7 @@ traceback, as the worker stored them).
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -15,6 +16,10 @@ from django.utils.module_loading import import_string
 
 from ...job import Job
 from . import compat
+
+log = logging.getLogger("currant.contrib.django")
+# Task paths whose module raised on import, already logged.
+_unimportable: set[str] = set()
 
 # Every state of a job that may still run is READY for Django: waiting for
 # parents, queued, scheduled, or waiting for a retry.
@@ -58,6 +63,14 @@ def django_task(path: str, alias: str) -> Any:
     try:
         found = import_string(path)
     except ImportError:
+        return None  # no such module or attribute: the worker reports the job's task as unknown
+    except Exception:  # whatever the module raises at import
+        # A task module that raises at import must not take the worker's lane down
+        # with it: its jobs fail as of an unknown task, and the cause is logged once
+        # (the import is tried again each time, Python keeps no failed module).
+        if path not in _unimportable:
+            _unimportable.add(path)
+            log.exception("task %s: its module raised on import; its jobs cannot run here", path)
         return None
     if not isinstance(found, compat.Task):
         return None

@@ -10,12 +10,14 @@ with the result as the database will record it, like Django's own backends.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import traceback
 from collections.abc import Callable
 from inspect import iscoroutinefunction
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from django.utils import timezone
 
 from ...app import App
@@ -24,6 +26,9 @@ from ...task import Task
 from . import compat
 from .results import django_task
 
+log = logging.getLogger("currant.contrib.django")
+T = TypeVar("T")
+
 
 class CurrantBackend(Protocol):
     """What running a task needs of :class:`~currant.contrib.django.backend.CurrantBackend`."""
@@ -31,6 +36,7 @@ class CurrantBackend(Protocol):
     alias: str
     app: App
     max_attempts: int
+    queue_order: list[str]
 
     def get_result(self, result_id: str) -> Any: ...
 
@@ -42,6 +48,9 @@ class DjangoTasks(dict[str, Task[Any, Any]]):
         super().__init__()
         self.backend = backend
         self.missing: set[str] = set()
+        # What currant.testing.drain serves by default: tasks are found only as
+        # jobs name them, so the queues must come from the backend's QUEUES.
+        self.queue_order = list(backend.queue_order)
 
     def get(self, name: str, default: Any = None) -> Any:
         found = super().get(name)
@@ -67,23 +76,25 @@ def make_runner(backend: CurrantBackend, task: Any) -> Callable[..., Any]:
     if iscoroutinefunction(task.func):
 
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            result = await sync_to_async(_started, thread_sensitive=False)(backend)
-            try:
+            result: Any = None
+            try:  # a failed start (a receiver, the database) is the task's failure, and finishes it
+                result = await sync_to_async(_fresh(_started), thread_sensitive=False)(backend)
                 value = await (
                     task.acall(_context(result), *args, **kwargs) if task.takes_context else task.acall(*args, **kwargs)
                 )
                 value = compat.normalize_json(value)
             except BaseException as exc:
-                await sync_to_async(_finished, thread_sensitive=False)(backend, result, None, exc)
+                await sync_to_async(_fresh(_finished), thread_sensitive=False)(backend, result, None, exc)
                 raise
-            await sync_to_async(_finished, thread_sensitive=False)(backend, result, value, None)
+            await sync_to_async(_fresh(_finished), thread_sensitive=False)(backend, result, value, None)
             return value
 
         return run_async
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        result = _started(backend)
+        result: Any = None
         try:
+            result = _started(backend)
             value = task.call(_context(result), *args, **kwargs) if task.takes_context else task.call(*args, **kwargs)
             value = compat.normalize_json(value)
         except BaseException as exc:
@@ -93,6 +104,23 @@ def make_runner(backend: CurrantBackend, task: Any) -> Callable[..., Any]:
         return value
 
     return run
+
+
+def _fresh(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` with Django's connection checks around it, for sync_to_async's
+    executor threads: their connections see no request cycle (the worker's
+    CloseOldConnections runs on its own thread), so one the server dropped
+    (a restart) would fail every later async job, and one past CONN_MAX_AGE
+    would stay open."""
+
+    def fresh(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return fresh
 
 
 def _context(result: Any) -> Any:
@@ -109,12 +137,21 @@ def _started(backend: CurrantBackend) -> Any:
 
 
 def _finished(backend: CurrantBackend, result: Any, value: Any, error: BaseException | None) -> None:
-    """``task_finished``, when this attempt is the task's last: it succeeded, or failed with no attempt left."""
+    """``task_finished``, when this attempt is the task's last: it succeeded, or failed with no attempt left.
+
+    ``result`` is None when the start failed (before ``task_started`` was sent, or in it).
+    """
     job = current_job()
     assert job is not None
     limit = job.max_attempts if job.max_attempts is not None else backend.max_attempts
     if error is not None and job.attempt < limit:
         return  # retried: not finished
+    if result is None:
+        try:
+            result = backend.get_result(str(job.id))
+        except Exception:  # the job's own error is the one to record: say why no signal, and go on
+            log.exception("job %s: task_finished not sent (its TaskResult could not be read)", job.id)
+            return
     errors = list(result.errors)
     status = compat.TaskResultStatus.SUCCESSFUL
     if error is not None:
