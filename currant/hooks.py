@@ -142,7 +142,7 @@ class Hooks:
 def _call(method: Any, *args: Any) -> None:
     try:
         value = method(*args)
-        if hasattr(value, "__await__"):
+        if value is not None and hasattr(value, "__await__"):  # None first: a failed hasattr is slow
             value.close()
             raise TypeError("an async hook method cannot run around a sync task or a sync enqueue")
     except Exception:

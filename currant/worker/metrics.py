@@ -3,8 +3,11 @@
 Most numbers are read when Prometheus scrapes, from what the worker keeps
 anyway: the tally of recorded outcomes, the lanes, the links. Per job there
 is only the hook that drops the handler's duration and the wait into
-histogram buckets (a bisect and an increment under a lock); per claim and per
-flush one observation each. With metrics off none of this runs.
+histogram buckets (a bisect and an increment), each thread into buckets of
+its own, merged at scrape time: a lock shared by the lanes cost 12 us per job
+with four lanes (each handing the GIL to a lane that then waited for the
+lock), against 2 us without. Per claim and per flush one observation each.
+With metrics off none of this runs.
 
 The numbers are exposed through prometheus_client's collector API and its
 HTTP server; with ``--processes N`` the supervisor sums its children's
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,11 @@ class Buckets:
         self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
         self.total = 0.0
 
+    def merge(self, other: Buckets) -> None:
+        for i, count in enumerate(other.counts):
+            self.counts[i] += count
+        self.total += other.total
+
     def add(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
@@ -81,9 +88,9 @@ class WorkerMetrics:
     """The hook and the collector of one worker's metrics."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.durations: defaultdict[tuple[str, str], Buckets] = defaultdict(lambda: Buckets(DURATION_BUCKETS))
-        self.waits: defaultdict[str, Buckets] = defaultdict(lambda: Buckets(WAIT_BUCKETS))
+        self._lock = threading.Lock()  # only to register a thread's buckets
+        self._local = threading.local()
+        self._stores: list[tuple[dict[tuple[str, str], Buckets], dict[str, Buckets]]] = []
         self.claim_sizes = Buckets(BATCH_BUCKETS)
         self.flushes = Buckets(FLUSH_BUCKETS)
         self.claims = 0
@@ -96,13 +103,50 @@ class WorkerMetrics:
 
     # -- fed by the worker ----------------------------------------------------------
 
-    def before_job(self, job: JobContext) -> None:  # a hook: runs on the job's own thread
-        with self._lock:
-            self.waits[job.queue].add(max(0.0, job.waited))
+    def _store(self) -> tuple[dict[tuple[str, str], Buckets], dict[str, Buckets]]:
+        """This thread's buckets: (durations by (queue, task), waits by queue)."""
+        try:
+            return self._local.store  # type: ignore[no-any-return]
+        except AttributeError:
+            store: tuple[dict[tuple[str, str], Buckets], dict[str, Buckets]] = ({}, {})
+            with self._lock:
+                self._stores.append(store)
+            self._local.store = store
+            return store
 
-    def after_job(self, job: JobContext, outcome: JobOutcome) -> None:  # a hook
+    def after_job(self, job: JobContext, outcome: JobOutcome) -> None:  # a hook: runs on the job's own thread
+        # The wait is known before the job, but one hook call per job is half the cost of two.
+        durations, waits = self._store()
+        key = (job.queue, job.task)
+        buckets = durations.get(key)
+        if buckets is None:
+            buckets = durations[key] = Buckets(DURATION_BUCKETS)
+        buckets.add(outcome.duration)
+        buckets = waits.get(job.queue)
+        if buckets is None:
+            buckets = waits[job.queue] = Buckets(WAIT_BUCKETS)
+        buckets.add(max(0.0, job.waited))
+
+    @property
+    def durations(self) -> dict[tuple[str, str], Buckets]:
+        """Every thread's handler times, merged (read at scrape time)."""
+        return self._merged(0, DURATION_BUCKETS)
+
+    @property
+    def waits(self) -> dict[str, Buckets]:
+        """Every thread's waits, merged (read at scrape time)."""
+        return self._merged(1, WAIT_BUCKETS)
+
+    def _merged(self, which: int, bounds: Sequence[float]) -> dict[Any, Buckets]:
+        merged: dict[Any, Buckets] = {}
         with self._lock:
-            self.durations[job.queue, job.task].add(outcome.duration)
+            stores = list(self._stores)
+        for store in stores:
+            for key, buckets in list(store[which].items()):
+                if key not in merged:
+                    merged[key] = Buckets(bounds)
+                merged[key].merge(buckets)
+        return merged
 
     def claimed(self, batch: int) -> None:  # the claimer, on the loop
         self.claims += 1
@@ -131,11 +175,10 @@ class WorkerMetrics:
         wait = HistogramMetricFamily(
             "currant_job_wait_seconds", "From a job's run_at (or enqueue) to its claim.", labels=["queue"]
         )
-        with self._lock:
-            for (queue, task), buckets in sorted(self.durations.items()):
-                duration.add_metric([queue, task], buckets.cumulative(), buckets.total)
-            for queue, buckets in sorted(self.waits.items()):
-                wait.add_metric([queue], buckets.cumulative(), buckets.total)
+        for (queue, task), buckets in sorted(self.durations.items()):
+            duration.add_metric([queue, task], buckets.cumulative(), buckets.total)
+        for queue, buckets in sorted(self.waits.items()):
+            wait.add_metric([queue], buckets.cumulative(), buckets.total)
         yield duration
         yield wait
         yield CounterMetricFamily("currant_claims", "Claim statements sent.", value=self.claims)

@@ -138,6 +138,28 @@ def test_tracing_links_each_job_to_its_enqueue(app: currant.App) -> None:
     assert {c.parent.span_id for c in children} == {s.context.span_id for s in processes.values()}
 
 
+def test_an_idle_tracer_costs_one_check_and_adds_nothing(app: currant.App) -> None:
+    """instrument() with no tracer provider anywhere (the API alone): no headers, no spans, jobs run."""
+    from opentelemetry import trace
+
+    from currant import tracing
+
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # no SDK set in this process
+    hook = tracing.instrument(app)
+
+    @app.task(name="untraced")
+    def untraced() -> bool:
+        return trace.get_current_span().get_span_context().is_valid
+
+    event = currant.hooks.EnqueueEvent("untraced", "default", 1, False)
+    hook.before_enqueue(event)
+    assert event.headers == {} and event.state == {}
+    job_id = untraced.enqueue()
+    run_worker(app)
+    assert app.get_job(job_id).result is False
+    assert hook._jobs == {}
+
+
 def test_progress_is_stored_and_shown(app: currant.App, spawn_worker: Any, database_dsn: str) -> None:
     job = app.enqueue("report_progress", (5,))
     worker = spawn_worker()
