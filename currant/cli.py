@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
         " server); prefer $CURRANT_DSN for one with a password: a command line is visible to every user",
     )
+    add(
+        "--transaction-pooling",
+        action="store_true",
+        help="the DSN leads to a transaction-mode pooler such as PgBouncer (pool_mode = transaction): no session"
+        " state, no server-side prepared statements; LISTEN needs --listen-dsn (default: $CURRANT_TRANSACTION_POOLING)",
+    )
+    add(
+        "--listen-dsn",
+        help="a direct PostgreSQL connection string for LISTEN when --dsn leads to a transaction-mode pooler; without"
+        " one such a worker polls (default: $CURRANT_LISTEN_DSN)",
+    )
     add("--schema", help="schema holding Currant's tables (default: the app's, $CURRANT_SCHEMA or 'currant')")
     add(
         "--queues",
@@ -224,9 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         app = load_app(args.app)
-        if args.dsn or args.schema:
+        if args.dsn or args.schema or args.transaction_pooling:
             # The command line wins over what the app module says.
-            app.configure(dsn=args.dsn, schema=args.schema)
+            app.configure(dsn=args.dsn, schema=args.schema, transaction_pooling=args.transaction_pooling or None)
         config = WorkerConfig(
             queues=args.queues or served_queues(app),
             concurrency=args.concurrency,
@@ -240,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_succeeded=args.keep_succeeded,
             keep_failed=args.keep_failed,
             db_timeout=args.db_timeout,
+            listen_dsn=args.listen_dsn,
             label=args.app,
         )
         app.dsn  # noqa: B018 - a malformed $CURRANT_DSN is reported here, in one line

@@ -34,33 +34,40 @@ CHILD_MARKER = "CURRANT_SUPERVISED_CHILD"
 RESTART_FIRST, RESTART_CAP = 0.5, 10.0
 # A child that ran this long before dying starts the backoff afresh.
 HEALTHY_AFTER = 30.0
+# Connection strings go to the children through these variables.
+_DSN_ENV = {"dsn": "CURRANT_DSN", "listen_dsn": "CURRANT_LISTEN_DSN"}
 # Options whose value the children get another way (or not at all).
-_STRIPPED = {"--processes": "processes", "--dsn": "dsn", "--metrics-port": "metrics", "--metrics-host": "metrics"}
+_STRIPPED = {
+    "--processes": "processes",
+    "--dsn": "dsn",
+    "--listen-dsn": "listen_dsn",
+    "--metrics-port": "metrics",
+    "--metrics-host": "metrics",
+}
 
 
-def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
-    """The worker command for one child (no --processes, no --dsn) and the DSN given, if any."""
+def child_command(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The worker command for one child (no --processes, no --dsn) and the
+    connection strings given on the command line, as environment variables."""
     out: list[str] = []
-    dsn = None
+    env: dict[str, str] = {}
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
         if name in _STRIPPED:
             given = value if eq else next(args, None)
-            if _STRIPPED[name] == "dsn":
-                dsn = given
+            if _STRIPPED[name] in _DSN_ENV and given:
+                env[_DSN_ENV[_STRIPPED[name]]] = given
             continue
         out.append(arg)
-    return [sys.executable, "-m", "currant.worker", *out], dsn
+    return [sys.executable, "-m", "currant.worker", *out], env
 
 
 def supervise(
     argv: Sequence[str], processes: int, burst: bool, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
 ) -> int:
-    command, dsn = child_command(argv)
-    env = dict(os.environ)
-    if dsn:
-        env["CURRANT_DSN"] = dsn
+    command, dsns = child_command(argv)
+    env = {**os.environ, **dsns}
     port_dir = None
     if metrics_port is not None:
         from .worker.metrics_supervisor import PORT_FILE_ENV, serve_children

@@ -72,8 +72,21 @@ CONNECT_KWARGS: dict[str, Any] = {
 # (cheap next to a 1,000-row claim; prepared statements still skip parsing).
 # Never on the maintenance connection: maintain() under these settings takes
 # 74 ms instead of 0.5 ms.
+# Through a transaction-mode pooler (PgBouncer) a connection is no session:
+# startup options are refused ("unsupported startup parameter") and a SET
+# would land on whichever server connection the pooler picked. There the same
+# settings travel with each round trip instead: the link opens a transaction
+# with the ``begin_work`` statement (worker.sql: BEGIN and SET LOCAL of these
+# four) and commits it after the round trip's statements.
 WORK_CONNECTION_OPTIONS = (
     "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
+)
+
+
+# Said when a server refuses the startup options: the usual cause.
+POOLER_HINT = (
+    " (a connection pooler such as PgBouncer refuses startup options: run the worker with --transaction-pooling,"
+    " see README 'Running in production')"
 )
 
 
@@ -102,11 +115,18 @@ class Link:
         give_up: Callable[[str, float], None],
         options: str = "",
         on_fresh: Callable[[Connection], Awaitable[None]] | None = None,
+        pooled: bool = False,
+        begin: str | None = None,
     ) -> None:
         self.role = role
         self.dsn = dsn
         self.timeout = timeout
-        self.options = options
+        # Through a transaction-mode pooler: no startup options, no server-side
+        # prepared statements (PgBouncer before 1.21 cannot follow them from
+        # one server connection to the next), and the settings per round trip.
+        self.pooled = pooled
+        self.options = "" if pooled else options
+        self.begin = begin if pooled and options else None
         self.on_fresh = on_fresh
         self.busy = False
         self.sibling: Link | None = None
@@ -134,6 +154,7 @@ class Link:
                     if not self._connected_once and dsns.is_permanent(exc):
                         raise DatabaseRefused(
                             f"cannot connect to PostgreSQL at {dsns.describe(self.dsn)}: {dsns.reason(exc)}"
+                            f"{POOLER_HINT if 'unsupported startup parameter' in str(exc) else ''}"
                         ) from None
                     self._give_up(f"connecting ({self.role})", self.down_for())
                     self.mark_down(exc)
@@ -147,6 +168,8 @@ class Link:
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs = dict(CONNECT_KWARGS)
+        if self.pooled:
+            kwargs["prepare_threshold"] = None  # also turns the statements' prepare=True off
         if self.options:
             # An explicit options parameter hides $PGOPTIONS from libpq: keep both.
             given = conninfo_to_dict(self.dsn).get("options") or os.environ.get("PGOPTIONS")
@@ -183,6 +206,22 @@ class Link:
 
     # -- round trips -------------------------------------------------------------
 
+    async def _call(self, conn: Connection, action: Callable[[Connection], Awaitable[T]]) -> T:
+        """``action(conn)``; through a pooler, inside a transaction that carries the settings."""
+        if self.begin is None:
+            return await action(conn)
+        # One round trip opens the transaction and sets the planner settings
+        # (SET LOCAL: gone at its end, whichever server connection it was).
+        await conn.execute(self.begin)
+        try:
+            result = await action(conn)
+        except psycopg.Error:
+            if not conn.closed and not conn.broken:
+                await conn.rollback()  # a server error: the connection stays, its transaction goes
+            raise
+        await conn.commit()
+        return result
+
     async def run(
         self,
         action: Callable[[Connection], Awaitable[T]],
@@ -195,7 +234,7 @@ class Link:
                 conn = await asyncio.wait_for(self._ready(), self.timeout)
                 self.busy = True
                 try:
-                    result = await asyncio.wait_for(action(conn), self.timeout)
+                    result = await asyncio.wait_for(self._call(conn, action), self.timeout)
                 finally:
                     self.busy = False
                 self.mark_up()
@@ -221,7 +260,7 @@ class Link:
         """``action(connection)`` tried once; LinkDown if the database could not be reached."""
         try:
             conn = await asyncio.wait_for(self._ready(), self.timeout)
-            return await asyncio.wait_for(action(conn), self.timeout)
+            return await asyncio.wait_for(self._call(conn, action), self.timeout)
         except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
             await self.drop(siblings=False)
             raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
