@@ -59,7 +59,8 @@ def test_poll_only_drain_prepares_nothing_on_the_server(
     bouncer = PgBouncer(database_dsn, pool_size=1)
     try:
         producer = currant.App(bouncer.dsn(), schema=app.schema, transaction_pooling=True)
-        ids = [producer.enqueue("add", (1, n)) for n in range(8)]  # more than psycopg's prepare threshold (5)
+        # Far more than psycopg's prepare threshold (5) on each of the pool's connections.
+        ids = [producer.enqueue("add", (1, n)) for n in range(30)]
         ids += producer.enqueue_many("noop", [()] * 2000)
         worker = spawn_worker("--burst", "--transaction-pooling", "--heartbeat", "0.5", env=_through(bouncer))
         assert worker.wait(60) == 0, worker.log()[-3000:]
