@@ -12,6 +12,10 @@ PostgreSQL through trouble:
   fault), after the caller's ``on_error`` had a chance to change what it sends;
 * it logs changes of state (lost, back), not every attempt.
 
+A link runs one round trip at a time, so several parts of a worker can share
+one (the completions link also carries the heartbeat: two connections per
+worker process, see README "Running in production").
+
 Two links can be *siblings* (claims and completions): they usually die
 together, so when one fails the other is closed too if it is idle, and its
 next round trip starts on a fresh connection instead of waiting out a second
@@ -137,6 +141,11 @@ class Link:
         self._connected_once = False
         self.reconnects = 0  # times the link came back after a loss (metrics)
         self._lock = asyncio.Lock()
+        # One round trip at a time: the completions link also carries the
+        # heartbeat, cron and progress reports (two connections per worker), and
+        # a transaction (cron's, or the pooled settings') must not take in
+        # another coroutine's statements.
+        self._turn = asyncio.Lock()
 
     # -- connecting --------------------------------------------------------------
 
@@ -231,12 +240,13 @@ class Link:
         backoff = Backoff()
         while True:
             try:
-                conn = await asyncio.wait_for(self._ready(), self.timeout)
-                self.busy = True
-                try:
-                    result = await asyncio.wait_for(self._call(conn, action), self.timeout)
-                finally:
-                    self.busy = False
+                async with self._turn:
+                    conn = await asyncio.wait_for(self._ready(), self.timeout)
+                    self.busy = True
+                    try:
+                        result = await asyncio.wait_for(self._call(conn, action), self.timeout)
+                    finally:
+                        self.busy = False
                 self.mark_up()
                 return result
             except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
@@ -258,12 +268,13 @@ class Link:
 
     async def once(self, action: Callable[[Connection], Awaitable[T]]) -> T:
         """``action(connection)`` tried once; LinkDown if the database could not be reached."""
-        try:
-            conn = await asyncio.wait_for(self._ready(), self.timeout)
-            return await asyncio.wait_for(self._call(conn, action), self.timeout)
-        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
-            await self.drop(siblings=False)
-            raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
+        async with self._turn:
+            try:
+                conn = await asyncio.wait_for(self._ready(), self.timeout)
+                return await asyncio.wait_for(self._call(conn, action), self.timeout)
+            except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+                await self.drop(siblings=False)
+                raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
 
     # -- closing -----------------------------------------------------------------
 

@@ -119,12 +119,15 @@ class Worker:
 
         claims, completions = link("claims", WORK_CONNECTION_OPTIONS), link("completions", WORK_CONNECTION_OPTIONS)
         claims.sibling, completions.sibling = completions, claims
-        upkeep_link = link("upkeep")
+        # The heartbeat, cron and progress reports share the completions link,
+        # one round trip at a time: two connections per worker process
+        # (maintain() carries its own planner settings, migration 0008).
+        upkeep_link = completions
         # LISTEN needs a session: through a transaction-mode pooler it goes to
         # the direct --listen-dsn, and without one the worker polls.
         listen_dsn = config.listen_dsn or (None if pooled else dsn)
         listen_link = link("listen", target=listen_dsn) if listen_dsn else None
-        links = tuple(each for each in (claims, completions, upkeep_link, listen_link) if each is not None)
+        links = tuple(each for each in (claims, completions, listen_link) if each is not None)
 
         limited = LimitedClaims.of(app.tasks, app.sql)
 
