@@ -17,6 +17,8 @@ from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
+    from .fleet import ListenSpec
+    from .worker import WorkerConfig
 
 T = TypeVar("T")
 PROG = "python -m currant.worker"
@@ -204,6 +206,23 @@ def served_queues(app: App) -> list[str]:
     return queues
 
 
+def host_listen_spec(app: App, config: WorkerConfig) -> ListenSpec | None:
+    """Where the supervisor LISTENs for its children: the DSN, unless it leads
+    to a transaction-mode pooler (then --listen-dsn, or nowhere: they poll)."""
+    from .fleet import ListenSpec
+
+    dsn = config.listen_dsn or (None if app.transaction_pooling else app.dsn)
+    if dsn is None:
+        logging.getLogger("currant.supervisor").info(
+            "poll-only: the DSN leads to a transaction-mode pooler, which cannot carry LISTEN, and no --listen-dsn"
+            " was given; the worker processes find new jobs by polling every %g s",
+            config.poll_interval,
+        )
+        return None
+    health = (app.sql["has_ready"], {"queues": config.queues})
+    return ListenSpec(dsn, app.channel, config.queues, health, config.round_trip_timeout)
+
+
 def event_loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The loop the worker runs on. psycopg's async mode needs a selector loop,
     and Windows' default (the Proactor loop) is not one."""
@@ -263,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("currant.supervisor").info("supervising %d worker processes", args.processes)
         given = sys.argv[1:] if argv is None else list(argv)
-        return supervise(given, args.processes, args.burst, args.metrics_port, args.metrics_host)
+        listen = host_listen_spec(app, config)
+        return supervise(given, args.processes, args.burst, args.metrics_port, args.metrics_host, listen)
     metrics = None
     if args.metrics_port is not None:
         from .worker.metrics import WorkerMetrics, serve
@@ -283,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rate = worker.processed / elapsed if elapsed > 0 else 0.0
     print(
         f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s):"
-        f" {worker.state.tally.summary()}",
+        f" {worker.state.tally.summary()}; {worker.state.claims} claims, {worker.state.empty_claims} empty",
         file=sys.stderr,
     )
     return code

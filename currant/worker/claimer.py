@@ -59,6 +59,8 @@ class Claimer:
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
         self.metrics = metrics
         self.limited = limited
+        # Under a supervisor: told when a claim came back full (HostWakeups.pass_on).
+        self.on_full_batch: Callable[[str], None] | None = None
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
@@ -86,8 +88,12 @@ class Claimer:
                 for queue, rows in claimed:
                     self._dispatch(rows, queue)
                     count += len(rows)
+                state.claims += 1
+                state.empty_claims += not count
                 if self.metrics is not None and count:
                     self.metrics.claimed(count)
+                if normal and count >= limit and claimed and self.on_full_batch is not None:
+                    self.on_full_batch(claimed[-1][0])  # more may be waiting: another process may help
                 if normal and count < limit and seq == state.wake_seq:
                     state.claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue

@@ -40,7 +40,7 @@ from .progress import ProgressReports
 from .shutdown import shut_down
 from .state import WorkerState
 from .upkeep import Upkeep
-from .wakeup import Listener
+from .wakeup import WAKEUP_FD_ENV, HostWakeups, Listener
 
 if TYPE_CHECKING:
     from ..app import App
@@ -123,10 +123,12 @@ class Worker:
         # one round trip at a time: two connections per worker process
         # (maintain() carries its own planner settings, migration 0008).
         upkeep_link = completions
+        # Under a supervisor that LISTENs for the host, wake-ups come from it.
+        wakeup_fd = os.environ.get(WAKEUP_FD_ENV) if os.environ.get(CHILD_MARKER) else None
         # LISTEN needs a session: through a transaction-mode pooler it goes to
         # the direct --listen-dsn, and without one the worker polls.
         listen_dsn = config.listen_dsn or (None if pooled else dsn)
-        listen_link = link("listen", target=listen_dsn) if listen_dsn else None
+        listen_link = link("listen", target=listen_dsn) if listen_dsn and wakeup_fd is None else None
         links = tuple(each for each in (claims, completions, listen_link) if each is not None)
 
         limited = LimitedClaims.of(app.tasks, app.sql)
@@ -147,8 +149,11 @@ class Worker:
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
         claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics, limited)
-        listener = None
-        if listen_link is not None:
+        listener: Listener | HostWakeups | None = None
+        if wakeup_fd is not None:
+            listener = HostWakeups(int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready)
+            claimer.on_full_batch = listener.pass_on
+        elif listen_link is not None:
             listener = Listener(
                 listen_link,
                 app.channel,
@@ -225,7 +230,14 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             for each in links:
                 await each.close()
-        log.info("worker %s stopped after %d jobs: %s", state.worker_id, state.processed, state.tally.summary())
+        log.info(
+            "worker %s stopped after %d jobs (%d claims, %d empty): %s",
+            state.worker_id,
+            state.processed,
+            state.claims,
+            state.empty_claims,
+            state.tally.summary(),
+        )
         return code
 
     def _started_line(self, dsn: str) -> str:

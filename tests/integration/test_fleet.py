@@ -1,0 +1,112 @@
+"""Many worker processes on one PostgreSQL (issue 17, parts 1 and 3).
+
+* The connection budget: a worker process holds two connections (claims;
+  completions with the heartbeat); a supervisor of ``--processes N`` holds the
+  host's one LISTEN. So a host holds ``2 N + 1``, a lone worker 3.
+* The thundering herd: one NOTIFY wakes one child, not all of them, so at low
+  load one job costs about one claim however many processes idle.
+* A full claim passes the wake-up on: a burst still spreads over the children.
+
+Sessions are counted in ``pg_stat_activity`` by the workers' application_name
+in this run's own database.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Any
+
+import currant
+from tests.conftest import state_counts, wait_for, wait_listening
+
+# No fallback poll and no heartbeat-poll inside a test's few seconds: every
+# claim counted is one a wake-up caused.
+QUIET = ("--poll-interval", "30", "--heartbeat", "10", "--dead-after", "60")
+
+
+def _sessions(db: Any) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'currant-worker'"
+    ).fetchone()
+    return int(row[0])
+
+
+def _registered(db: Any, schema: str) -> int:
+    return int(db.execute(f'SELECT count(*) FROM "{schema}".workers').fetchone()[0])
+
+
+def _claims(log: str) -> tuple[int, int]:
+    """(claims, empty claims) summed over the exit lines of every process in the log."""
+    found = re.findall(r"; (\d+) claims, (\d+) empty", log)
+    return sum(int(claims) for claims, _ in found), sum(int(empty) for _, empty in found)
+
+
+def test_connection_budget_two_per_process_plus_one_listen(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    processes = 4
+    worker = spawn_worker("--processes", str(processes), "--heartbeat", "0.3", "--dead-after", "10")
+    wait_for(lambda: _registered(db, app.schema) == processes, message="every process registered")
+    wait_listening(db, app.channel)
+    budget = 2 * processes + 1
+    wait_for(lambda: _sessions(db) == budget, timeout=15, message=f"{budget} sessions")
+    # Several heartbeats later (the heartbeat rides the completions
+    # connection), still no more than the budget.
+    (start,) = db.execute("SELECT now()").fetchone()
+    seen = []
+
+    def beaten_twice() -> bool:
+        seen.append(_sessions(db))
+        (beats,) = db.execute(
+            f"SELECT count(*) FROM \"{app.schema}\".workers WHERE last_seen > %s + interval '0.7 seconds'", (start,)
+        ).fetchone()
+        return bool(beats == processes)
+
+    wait_for(beaten_twice, timeout=15, message="two heartbeats of every process")
+    assert max(seen) == budget, seen
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_a_lone_worker_holds_three(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    worker = spawn_worker("--heartbeat", "0.3", "--dead-after", "10")
+    wait_listening(db, app.channel)
+    wait_for(lambda: _sessions(db) == 3, timeout=15, message="3 sessions")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_one_notify_wakes_one_of_eight_idle_processes(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    processes, jobs = 8, 16
+    worker = spawn_worker("--processes", str(processes), *QUIET)
+    wait_for(lambda: _registered(db, app.schema) == processes, message="every process registered")
+    wait_listening(db, app.channel)
+    wait_for(lambda: _sessions(db) == 2 * processes + 1, timeout=15, message="every process connected")
+    for n in range(jobs):  # low load: one job at a time
+        job_id = app.enqueue("add", (n, 1))
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=10, message=f"job {n} done")  # type: ignore[union-attr]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    claims, empty = _claims(worker.log())
+    print(f"\n{processes} idle processes, {jobs} jobs one at a time: {claims} claims, {empty} empty")
+    assert claims - empty == jobs
+    # Each process claims once at start and once when LISTEN comes up; past
+    # those, a job costs one claim (every process woken: 8 per job).
+    assert empty <= 2 * processes + jobs // 4, (claims, empty)
+
+
+def test_a_full_claim_passes_the_wake_up_on(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    """One NOTIFY for 2,000 jobs wakes one child; its full batch wakes the next,
+    and so on: every child works, long before any poll or heartbeat."""
+    processes = 4
+    worker = spawn_worker("--processes", str(processes), "--batch-size", "50", *QUIET)
+    wait_for(lambda: _registered(db, app.schema) == processes, message="every process registered")
+    wait_listening(db, app.channel)
+    app.enqueue_many("noop", [()] * 2000)
+    wait_for(
+        lambda: state_counts(db, app.schema) == {"succeeded": 2000}, timeout=9, message="drained before a heartbeat"
+    )
+    (workers,) = db.execute(f'SELECT count(DISTINCT worker_id) FROM "{app.schema}".jobs').fetchone()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert workers == processes
