@@ -102,14 +102,17 @@ def test_listen_dsn_wakes_a_pooled_worker(
 def test_pgbouncer_restart_mid_drain_loses_nothing(
     app: currant.App, pooled_app: currant.App, bouncer: PgBouncer, database_dsn: str, spawn_worker: Any, db: Any
 ) -> None:
-    """Two workers drain 4,000 jobs through PgBouncer; it is killed and started
-    again once a third are done. Every job ends succeeded; every side effect is
-    there; a job runs twice only if it was in flight at the restart."""
+    """Two worker processes (``--processes 2``: the supervisor LISTENs on the
+    direct ``--listen-dsn``, the children claim and complete through PgBouncer)
+    drain 4,000 jobs; PgBouncer is killed and started again once a third are
+    done. Every job ends succeeded; every side effect is there; a job runs
+    twice only if it was in flight at the restart."""
     total, concurrency = 4000, 4
     pooled_app.enqueue_many("record", [(f"k{n}",) for n in range(total)])
-    env = _through(bouncer, "CURRANT_TEST_LEDGER_DSN", database_dsn)  # the side effects go direct
+    # The side effects go direct: only the worker's own path is cut.
+    env = _through(bouncer, "CURRANT_TEST_LEDGER_DSN", database_dsn, "CURRANT_LISTEN_DSN", database_dsn)
     args = ("--burst", "--transaction-pooling", "--concurrency", str(concurrency), "--batch-size", "100")
-    workers = [spawn_worker(*args, env=env) for _ in range(2)]
+    workers = [spawn_worker(*args, "--processes", "2", env=env)]
     count = f'SELECT count(*) FROM "{app.schema}".ledger'
     wait_for(lambda: db.execute(count).fetchone()[0] >= total // 3, timeout=60, message="a third done")
     bouncer.restart()
