@@ -110,3 +110,15 @@ def test_a_full_claim_passes_the_wake_up_on(app: currant.App, spawn_worker: Any,
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert workers == processes
+
+
+def test_maintain_brings_its_own_planner_settings(app: currant.App, db: Any) -> None:
+    """maintain() now runs on the completions connection, under the claim
+    path's planner guards; under them it took 175 ms instead of 1 ms
+    (BENCHMARKS.md). Its function-level settings (0008) put the planner back."""
+    (config,) = db.execute(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'maintain' AND pronamespace = %s::regnamespace",
+        (app.schema,),
+    ).fetchone()
+    for setting in ("enable_nestloop=on", "enable_seqscan=on", "enable_bitmapscan=on", "plan_cache_mode=auto"):
+        assert setting in config, config
