@@ -13,7 +13,7 @@ PostgreSQL through trouble:
 * it logs changes of state (lost, back), not every attempt.
 
 A link runs one round trip at a time, so several parts of a worker can share
-one (the completions link also carries the heartbeat: two connections per
+one (the claims link also carries the heartbeat: two connections per
 worker process, see README "Running in production").
 
 Two links can be *siblings* (claims and completions): they usually die
@@ -141,7 +141,7 @@ class Link:
         self._connected_once = False
         self.reconnects = 0  # times the link came back after a loss (metrics)
         self._lock = asyncio.Lock()
-        # One round trip at a time: the completions link also carries the
+        # One round trip at a time: the claims link also carries the
         # heartbeat, cron and progress reports (two connections per worker), and
         # a transaction (cron's, or the pooled settings') must not take in
         # another coroutine's statements.
@@ -273,7 +273,10 @@ class Link:
                 conn = await asyncio.wait_for(self._ready(), self.timeout)
                 return await asyncio.wait_for(self._call(conn, action), self.timeout)
             except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
-                await self.drop(siblings=False)
+                # The idle sibling too, as in run(): the heartbeat shares the
+                # claims link, and its failure is as good a sign as a claim's
+                # that the completions connection is gone or half-open.
+                await self.drop()
                 raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
 
     # -- closing -----------------------------------------------------------------

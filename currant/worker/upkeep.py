@@ -13,7 +13,7 @@ be declared dead while it works. If the worker was declared dead anyway (it
 was cut off past ``dead_after``), its jobs were rescued: it drops what it
 prefetched and registers anew.
 
-It shares the completions link (one round trip at a time): a worker process
+It shares the claims link (one round trip at a time): a worker process
 holds two connections. ``maintain()`` carries its own planner settings
 (migration 0008), so the work connection's (see
 :data:`~currant.worker.links.WORK_CONNECTION_OPTIONS`) do not reach it.

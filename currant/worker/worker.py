@@ -119,10 +119,13 @@ class Worker:
 
         claims, completions = link("claims", WORK_CONNECTION_OPTIONS), link("completions", WORK_CONNECTION_OPTIONS)
         claims.sibling, completions.sibling = completions, claims
-        # The heartbeat, cron and progress reports share the completions link,
-        # one round trip at a time: two connections per worker process
-        # (maintain() carries its own planner settings, migration 0008).
-        upkeep_link = completions
+        # The heartbeat, cron and progress reports share the claims link, one
+        # round trip at a time: two connections per worker process (maintain()
+        # carries its own planner settings, migration 0008). Not the
+        # completions link: a completion waits on any lock held on its rows
+        # (a user's long transaction), and a heartbeat queued behind it would
+        # lose the lease; a claim skips locked rows and never waits that way.
+        upkeep_link = claims
         # Under a supervisor that LISTENs for the host, wake-ups come from it.
         wakeup_fd = os.environ.get(WAKEUP_FD_ENV) if os.environ.get(CHILD_MARKER) else None
         # LISTEN needs a session: through a transaction-mode pooler it goes to

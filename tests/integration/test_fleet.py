@@ -1,7 +1,7 @@
 """Many worker processes on one PostgreSQL (issue 17, parts 1 and 3).
 
-* The connection budget: a worker process holds two connections (claims;
-  completions with the heartbeat); a supervisor of ``--processes N`` holds the
+* The connection budget: a worker process holds two connections (claims with
+  the heartbeat; completions); a supervisor of ``--processes N`` holds the
   host's one LISTEN. So a host holds ``2 N + 1``, a lone worker 3.
 * The thundering herd: one NOTIFY wakes one child, not all of them, so at low
   load one job costs about one claim however many processes idle.
@@ -113,7 +113,7 @@ def test_a_full_claim_passes_the_wake_up_on(app: currant.App, spawn_worker: Any,
 
 
 def test_maintain_brings_its_own_planner_settings(app: currant.App, db: Any) -> None:
-    """maintain() now runs on the completions connection, under the claim
+    """maintain() now runs on the claims connection, under the claim
     path's planner guards; under them it took 175 ms instead of 1 ms
     (BENCHMARKS.md). Its function-level settings (0008) put the planner back."""
     (config,) = db.execute(
@@ -122,3 +122,38 @@ def test_maintain_brings_its_own_planner_settings(app: currant.App, db: Any) -> 
     ).fetchone()
     for setting in ("enable_nestloop=on", "enable_seqscan=on", "enable_bitmapscan=on", "plan_cache_mode=auto"):
         assert setting in config, config
+
+
+def test_the_heartbeat_does_not_wait_behind_a_blocked_completion(
+    app: currant.App, spawn_worker: Any, db: Any, database_dsn: str
+) -> None:
+    """The heartbeat shares a connection now. A completion waits on a lock
+    held on its row (a user's transaction here); the heartbeat must go on
+    meanwhile, past --dead-after, or another worker would declare this one
+    dead and run its jobs again."""
+    import psycopg
+
+    worker = spawn_worker("--heartbeat", "0.2", "--dead-after", "2", "--db-timeout", "20")
+    job_id = app.enqueue("record_slowly", ("blocked", 0.5))
+    wait_for(lambda: app.get_job(job_id).state == "running", message="the job running")  # type: ignore[union-attr]
+    with psycopg.connect(database_dsn) as holder:
+        holder.execute(f'SELECT 1 FROM "{app.schema}".jobs WHERE id = %s FOR UPDATE', (job_id,))
+        (locked_at,) = db.execute("SELECT now()").fetchone()
+        # The job finishes and its completion waits for our lock; the
+        # heartbeat must still be seen, more than --dead-after later.
+        wait_for(
+            lambda: (
+                db.execute(
+                    f"SELECT count(*) FROM \"{app.schema}\".workers WHERE last_seen > %s + interval '2.5 seconds'",
+                    (locked_at,),
+                ).fetchone()[0]
+                == 1
+            ),
+            timeout=8,
+            message="a heartbeat 2.5 s into the blocked completion",
+        )
+        assert app.get_job(job_id).state == "running"  # type: ignore[union-attr]
+        holder.rollback()
+    wait_for(lambda: app.get_job(job_id).state == "succeeded", message="the job completed")  # type: ignore[union-attr]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0

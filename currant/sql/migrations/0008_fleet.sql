@@ -1,8 +1,8 @@
 -- 0008_fleet: maintain() brings its own planner settings.
 --
--- A worker process now holds two connections (claims; completions, which
--- also carry the heartbeat), not four: 50 processes were 200 backends. The
--- completions connection runs under the claim path's planner guards
+-- A worker process now holds two connections (claims, which also carry the
+-- heartbeat; completions), not four: 50 processes were 200 backends. The
+-- claims connection runs under the claim path's planner guards
 -- (enable_nestloop/seqscan/bitmapscan off, force_custom_plan; see
 -- WORK_CONNECTION_OPTIONS and BENCHMARKS.md "Planner traps"), and maintain()
 -- under them took 74 ms instead of 0.5 ms: its sweeps want the planner's
