@@ -99,18 +99,27 @@ def test_listen_dsn_wakes_a_pooled_worker(
     assert "(transaction pooling)" in worker.log()
 
 
+@pytest.mark.parametrize("listen", ["listen-dsn", "poll-only"])
 def test_pgbouncer_restart_mid_drain_loses_nothing(
-    app: currant.App, pooled_app: currant.App, bouncer: PgBouncer, database_dsn: str, spawn_worker: Any, db: Any
+    app: currant.App,
+    pooled_app: currant.App,
+    bouncer: PgBouncer,
+    database_dsn: str,
+    spawn_worker: Any,
+    db: Any,
+    listen: str,
 ) -> None:
-    """Two worker processes (``--processes 2``: the supervisor LISTENs on the
-    direct ``--listen-dsn``, the children claim and complete through PgBouncer)
-    drain 4,000 jobs; PgBouncer is killed and started again once a third are
-    done. Every job ends succeeded; every side effect is there; a job runs
-    twice only if it was in flight at the restart."""
+    """Two worker processes (``--processes 2``: the children claim and complete
+    through PgBouncer; the supervisor LISTENs on the direct ``--listen-dsn``,
+    or nobody listens and they poll) drain 4,000 jobs; PgBouncer is killed and
+    started again once a third are done. Every job ends succeeded; every side
+    effect is there; a job runs twice only if it was in flight at the restart."""
     total, concurrency = 4000, 4
     pooled_app.enqueue_many("record", [(f"k{n}",) for n in range(total)])
     # The side effects go direct: only the worker's own path is cut.
-    env = _through(bouncer, "CURRANT_TEST_LEDGER_DSN", database_dsn, "CURRANT_LISTEN_DSN", database_dsn)
+    env = _through(bouncer, "CURRANT_TEST_LEDGER_DSN", database_dsn)
+    if listen == "listen-dsn":
+        env["CURRANT_LISTEN_DSN"] = database_dsn
     args = ("--burst", "--transaction-pooling", "--concurrency", str(concurrency), "--batch-size", "100")
     workers = [spawn_worker(*args, "--processes", "2", env=env)]
     count = f'SELECT count(*) FROM "{app.schema}".ledger'
@@ -119,11 +128,12 @@ def test_pgbouncer_restart_mid_drain_loses_nothing(
     for worker in workers:
         assert worker.wait(90) == 0, worker.log()[-3000:]
     assert any("connection lost" in worker.log() for worker in workers), "the restart went unnoticed"
+    assert ("poll-only" in workers[0].log()) == (listen == "poll-only")
     assert state_counts(db, app.schema) == {"succeeded": total}
     runs = Counter(key for key, _pid, _attempt in ledger(db, app.schema))
     assert set(runs) == {f"k{n}" for n in range(total)}
     duplicates = sum(n - 1 for n in runs.values())
-    print(f"\nPgBouncer restart mid-drain: {total} jobs, {duplicates} ran twice")
+    print(f"\nPgBouncer restart mid-drain ({listen}): {total} jobs, {duplicates} ran twice")
     # At most what the two workers had running at that moment.
     assert duplicates <= 2 * concurrency
 
