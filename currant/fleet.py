@@ -3,7 +3,9 @@
 Without it every worker process held a LISTEN connection of its own, and one
 NOTIFY woke them all: with 50 idle processes, 49 ran an empty claim. Here the
 supervisor listens once for the host and hands each "jobs ready" to one child,
-in turn; a child whose claim came back full passes the wake-up on (more may be
+in turn, preferring children with a free lane (a job woken into the prefetch
+queue of a process whose lanes are all busy would wait there while another
+idles); a child whose claim came back full passes the wake-up on (more may be
 waiting), so a burst of work still spreads over the children within one claim
 round trip each, while at low load one job costs one claim. Cancellations go
 to every child (only the one running the job acts); "due" goes to one (one
@@ -13,7 +15,8 @@ Each child gets one end of a socket pair (its descriptor in
 ``$CURRANT_WAKEUP_FD``, see :class:`currant.worker.wakeup.HostWakeups`).
 Lines go both ways: supervisor to child, a notification payload or
 :data:`~currant.worker.wakeup.CLAIM_ONCE`; child to supervisor, ``r:<queue>``
-("my claim was full: wake another").
+("my claim was full: wake another") and ``f:1`` / ``f:0`` (a lane is free, or
+none is: sent when that changes).
 
 The LISTEN loop is the worker's own :class:`~currant.worker.wakeup.Listener`
 on a :class:`~currant.worker.links.Link` (the one reconnect and backoff
@@ -59,6 +62,7 @@ class HostListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
         self._children: dict[int, asyncio.StreamWriter] = {}
+        self._busy: set[int] = set()  # children that said every lane is taken
         self._turn = -1  # the child woken last
         self.woken = 0  # wake-ups handed out (for tests and benchmarks)
 
@@ -101,12 +105,15 @@ class HostListener:
         self._children[slot] = writer
         try:
             async for line in reader:
-                kind, _, queue = line.decode("utf-8", "replace").rstrip("\n").partition(":")
+                kind, _, rest = line.decode("utf-8", "replace").rstrip("\n").partition(":")
                 if kind == "r":
-                    self._ready(queue, after=slot)
+                    self._ready(rest, after=slot)
+                elif kind == "f":
+                    (self._busy.discard if rest == "1" else self._busy.add)(slot)
         finally:
             if self._children.get(slot) is writer:
                 del self._children[slot]
+                self._busy.discard(slot)
             writer.close()
 
     def _ready(self, queue: str, after: int | None = None) -> None:
@@ -114,8 +121,11 @@ class HostListener:
             self.wake_one(f"r:{queue}", after)
 
     def wake_one(self, payload: str, after: int | None = None) -> None:
-        """The next child in turn (after ``after``, the child passing a wake-up on)."""
+        """The next child in turn (after ``after``, the child passing a wake-up on),
+        among those with a free lane if any has one."""
         slots = sorted(slot for slot, writer in self._children.items() if not writer.is_closing())
+        free = [slot for slot in slots if slot not in self._busy]
+        slots = free or slots
         if not slots:
             return
         last = self._turn if after is None else after

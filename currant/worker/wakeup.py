@@ -138,6 +138,7 @@ class HostWakeups:
         self.on_cancel = on_cancel
         self.on_connected = on_connected
         self._writer: asyncio.StreamWriter | None = None
+        self._free = True  # what the supervisor last heard: a lane is free
 
     async def run(self) -> None:
         reader, self._writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
@@ -157,6 +158,17 @@ class HostWakeups:
 
     def pass_on(self, queue: str) -> None:
         """Our claim took a full batch from ``queue``: let the supervisor wake another child."""
+        self._send(f"r:{queue}")
+
+    def capacity(self, free: bool) -> None:
+        """Whether a lane is free, sent when it changes: the supervisor wakes a
+        child with a free lane first, so a job does not wait in the prefetch
+        queue of a process whose lanes are all busy while another idles."""
+        if free != self._free:
+            self._free = free
+            self._send(f"f:{int(free)}")
+
+    def _send(self, line: str) -> None:
         writer = self._writer
         if writer is not None and not writer.is_closing():
-            writer.write(f"r:{queue}\n".encode())
+            writer.write(f"{line}\n".encode())

@@ -155,7 +155,7 @@ class Worker:
         listener: Listener | HostWakeups | None = None
         if wakeup_fd is not None:
             listener = HostWakeups(int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready)
-            claimer.on_full_batch = listener.pass_on
+            claimer.on_full_batch, claimer.on_capacity = listener.pass_on, listener.capacity
         elif listen_link is not None:
             listener = Listener(
                 listen_link,

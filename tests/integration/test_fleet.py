@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from typing import Any
 
 import currant
@@ -155,5 +156,24 @@ def test_the_heartbeat_does_not_wait_behind_a_blocked_completion(
         assert app.get_job(job_id).state == "running"  # type: ignore[union-attr]
         holder.rollback()
     wait_for(lambda: app.get_job(job_id).state == "succeeded", message="the job completed")  # type: ignore[union-attr]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_a_wake_up_goes_to_a_process_with_a_free_lane(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    """Two processes of one lane each. One runs a long job; the notifications
+    that follow go to the other, in turn or not: a job woken into the busy
+    process's prefetch queue would wait for the long job (or the next poll)."""
+    worker = spawn_worker("--processes", "2", "--concurrency", "1", *QUIET)
+    wait_for(lambda: _registered(db, app.schema) == 2, message="both processes registered")
+    wait_listening(db, app.channel)
+    long_job = app.enqueue("record_slowly", ("long", 4.0))
+    wait_for(lambda: app.get_job(long_job).state == "running", message="the long job running")  # type: ignore[union-attr]
+    for n in range(3):
+        started = time.monotonic()
+        job_id = app.enqueue("add", (n, 1))
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=10, message=f"quick job {n}")  # type: ignore[union-attr]
+        assert time.monotonic() - started < 2, f"quick job {n} waited behind the long one"
+    assert app.get_job(long_job).state == "running"  # type: ignore[union-attr]
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
