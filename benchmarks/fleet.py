@@ -50,7 +50,7 @@ from benchmarks.e2e import fresh_target, machine_info, percentile, worker_env
 REPO = Path(__file__).resolve().parent.parent
 APP = "benchmarks.bench_app:app"
 PICKUP_RATE = 20.0
-_EXIT = re.compile(r"(\d+) jobs processed in .*?; (\d+) claims, (\d+) empty")
+_EXIT = re.compile(r"(\d+) jobs processed in .*? jobs/s, (\d+) claims, (\d+) empty\)")
 
 
 def log(message: str) -> None:

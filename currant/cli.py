@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     rate = worker.processed / elapsed if elapsed > 0 else 0.0
     print(
-        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s):"
-        f" {worker.state.tally.summary()}; {worker.state.claims} claims, {worker.state.empty_claims} empty",
+        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s,"
+        f" {worker.state.claims} claims, {worker.state.empty_claims} empty): {worker.state.tally.summary()}",
         file=sys.stderr,
     )
     return code

@@ -40,7 +40,7 @@ def _registered(db: Any, schema: str) -> int:
 
 def _claims(log: str) -> tuple[int, int]:
     """(claims, empty claims) summed over the exit lines of every process in the log."""
-    found = re.findall(r"; (\d+) claims, (\d+) empty", log)
+    found = re.findall(r"jobs/s, (\d+) claims, (\d+) empty\)", log)
     return sum(int(claims) for claims, _ in found), sum(int(empty) for _, empty in found)
 
 
