@@ -72,7 +72,10 @@ class HostListener:
             raise RuntimeError("the host listener's event loop did not start")
 
     def _thread(self) -> None:
-        asyncio.run(self._main())
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # noqa: BLE001 - a refused DSN: say so; the children poll on
+            log.error("the host's LISTEN stopped (%s); the worker processes find new jobs by polling", exc)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
