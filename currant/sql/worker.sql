@@ -1,7 +1,8 @@
 -- What a worker sends: claims, completions, hand-backs, registration and its
 -- heartbeat. These run on the claim and completion connections under the
--- planner settings of currant.worker.links.WORK_CONNECTION_OPTIONS (but
--- maintain and registration, which run on the upkeep connection).
+-- planner settings of currant.worker.links.WORK_CONNECTION_OPTIONS (the
+-- heartbeat and registration too, on the claims connection: maintain() sets
+-- its own, migration 0008).
 --
 -- Statements by name: currant.sql loads every .sql file beside this one
 -- (not the migrations) into one dict. "{schema}" becomes the validated,

@@ -74,8 +74,9 @@ CONNECT_KWARGS: dict[str, Any] = {
 # So: no nested loops, no sequential or bitmap scans (the claim walks its
 # index in order and stops at LIMIT), and a fresh plan per execution
 # (cheap next to a 1,000-row claim; prepared statements still skip parsing).
-# Never on the maintenance connection: maintain() under these settings takes
-# 74 ms instead of 0.5 ms.
+# maintain() wants the planner's ordinary choices (under these settings it
+# took 175 ms instead of 1 ms): it sets them back for itself (function-level
+# SET, migration 0008), since the heartbeat now rides the claims connection.
 # Through a transaction-mode pooler (PgBouncer) a connection is no session:
 # startup options are refused ("unsupported startup parameter") and a SET
 # would land on whichever server connection the pooler picked. There the same
