@@ -64,7 +64,6 @@ class HostListener:
         self._children: dict[int, asyncio.StreamWriter] = {}
         self._busy: set[int] = set()  # children that said every lane is taken
         self._turn = -1  # the child woken last
-        self.woken = 0  # wake-ups handed out (for tests and benchmarks)
 
     def start(self) -> None:
         threading.Thread(target=self._thread, name="currant-host-listener", daemon=True).start()
@@ -106,6 +105,7 @@ class HostListener:
     async def _serve(self, slot: int, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
         self._children[slot] = writer
+        self._busy.discard(slot)  # a new child starts free (its predecessor may have said otherwise)
         try:
             async for line in reader:
                 kind, _, rest = line.decode("utf-8", "replace").rstrip("\n").partition(":")
@@ -136,7 +136,6 @@ class HostListener:
         if after is not None and slot == after:
             return  # the only child is the one asking
         self._turn = slot
-        self.woken += 1
         self._children[slot].write(f"{payload}\n".encode())
 
     def wake_all(self, payload: str) -> None:
