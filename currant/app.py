@@ -52,6 +52,7 @@ class App(EnqueueAPI):
         max_payload_size: int = codec.DEFAULT_MAX_PAYLOAD,
         auto_migrate: bool = True,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        transaction_pooling: bool | None = None,
     ) -> None:
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
@@ -63,6 +64,13 @@ class App(EnqueueAPI):
         self.periodics: dict[str, Periodic] = {}
         self.hooks = Hooks()
         self._dsn = dsns.check(dsn) if dsn is not None else None
+        # The DSN leads to a transaction-mode pooler (PgBouncer with pool_mode =
+        # transaction): no server-side prepared statements, no session state.
+        # Default: $CURRANT_TRANSACTION_POOLING (set by the worker's
+        # --transaction-pooling for its children, and handy for producers).
+        if transaction_pooling is None:
+            transaction_pooling = os.environ.get("CURRANT_TRANSACTION_POOLING", "") not in ("", "0")
+        self.transaction_pooling = transaction_pooling
         self._bind(schema or os.environ.get("CURRANT_SCHEMA") or DEFAULT_SCHEMA)
 
     def _bind(self, schema: str) -> None:
@@ -70,15 +78,20 @@ class App(EnqueueAPI):
         self.schema = schema
         self.sql = queries(schema)
         self.channel = f"currant_{schema}"
-        self._sync = SyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout)
-        self._async = AsyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout)
+        pooled = self.transaction_pooling
+        self._sync = SyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout, pooled)
+        self._async = AsyncDriver(lambda: self.dsn, schema, self.auto_migrate, self.connect_timeout, pooled)
 
-    def configure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
+    def configure(
+        self, *, dsn: str | None = None, schema: str | None = None, transaction_pooling: bool | None = None
+    ) -> None:
         """Point the app at another database or schema (the worker's ``--dsn`` and
         ``--schema`` do this). Meant for before first use: open pools are closed."""
         self._sync.close()
         if dsn is not None:
             self._dsn = dsns.check(dsn)
+        if transaction_pooling is not None:
+            self.transaction_pooling = transaction_pooling
         self._async.close_from_sync()
         self._bind(schema or self.schema)
 

@@ -17,6 +17,8 @@ from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
+    from .fleet import ListenSpec
+    from .worker import WorkerConfig
 
 T = TypeVar("T")
 PROG = "python -m currant.worker"
@@ -68,6 +70,17 @@ def build_parser(prog: str = PROG, with_app: bool = True) -> argparse.ArgumentPa
         "--dsn",
         help="PostgreSQL connection string (default: the app's, else $CURRANT_DSN, else the embedded"
         " server); prefer $CURRANT_DSN for one with a password: a command line is visible to every user",
+    )
+    add(
+        "--transaction-pooling",
+        action="store_true",
+        help="the DSN leads to a transaction-mode pooler such as PgBouncer (pool_mode = transaction): no session"
+        " state, no server-side prepared statements; LISTEN needs --listen-dsn (default: $CURRANT_TRANSACTION_POOLING)",
+    )
+    add(
+        "--listen-dsn",
+        help="a direct PostgreSQL connection string for LISTEN when --dsn leads to a transaction-mode pooler; without"
+        " one such a worker polls (default: $CURRANT_LISTEN_DSN)",
     )
     add("--schema", help="schema holding Currant's tables (default: the app's, $CURRANT_SCHEMA or 'currant')")
     add(
@@ -196,6 +209,23 @@ def served_queues(app: App) -> list[str]:
     return queues
 
 
+def host_listen_spec(app: App, config: WorkerConfig) -> ListenSpec | None:
+    """Where the supervisor LISTENs for its children: the DSN, unless it leads
+    to a transaction-mode pooler (then --listen-dsn, or nowhere: they poll)."""
+    from .fleet import ListenSpec
+
+    dsn = config.listen_dsn or (None if app.transaction_pooling else app.dsn)
+    if dsn is None:
+        logging.getLogger("currant.supervisor").info(
+            "poll-only: the DSN leads to a transaction-mode pooler, which cannot carry LISTEN, and no --listen-dsn"
+            " was given; the worker processes find new jobs by polling every %g s",
+            config.poll_interval,
+        )
+        return None
+    health = (app.sql["has_ready"], {"queues": config.queues})
+    return ListenSpec(dsn, app.channel, config.queues, health, config.round_trip_timeout)
+
+
 def event_loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The loop the worker runs on. psycopg's async mode needs a selector loop,
     and Windows' default (the Proactor loop) is not one."""
@@ -239,9 +269,9 @@ def main(
     label = prog if app is not None else args.app
     try:
         app = app if app is not None else load_app(args.app)
-        if args.dsn or args.schema:
+        if args.dsn or args.schema or args.transaction_pooling:
             # The command line wins over what the app module says.
-            app.configure(dsn=args.dsn, schema=args.schema)
+            app.configure(dsn=args.dsn, schema=args.schema, transaction_pooling=args.transaction_pooling or None)
         config = WorkerConfig(
             queues=args.queues or queues or served_queues(app),
             concurrency=args.concurrency,
@@ -255,6 +285,7 @@ def main(
             keep_succeeded=args.keep_succeeded,
             keep_failed=args.keep_failed,
             db_timeout=args.db_timeout,
+            listen_dsn=args.listen_dsn,
             label=label,
         )
         app.dsn  # noqa: B018 - a malformed $CURRANT_DSN is reported here, in one line
@@ -266,7 +297,8 @@ def main(
 
         logging.getLogger("currant.supervisor").info("supervising %d worker processes", args.processes)
         given = sys.argv[1:] if argv is None else list(argv)
-        return supervise(given, args.processes, args.burst, args.metrics_port, args.metrics_host)
+        listen = host_listen_spec(app, config)
+        return supervise(given, args.processes, args.burst, args.metrics_port, args.metrics_host, listen)
     metrics = None
     if args.metrics_port is not None:
         from .worker.metrics import WorkerMetrics, serve
@@ -285,8 +317,8 @@ def main(
     elapsed = time.monotonic() - started
     rate = worker.processed / elapsed if elapsed > 0 else 0.0
     print(
-        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s):"
-        f" {worker.state.tally.summary()}",
+        f"currant worker: {worker.processed} jobs processed in {elapsed:.2f} s ({rate:,.0f} jobs/s,"
+        f" {worker.state.claims} claims, {worker.state.empty_claims} empty): {worker.state.tally.summary()}",
         file=sys.stderr,
     )
     return code

@@ -41,6 +41,16 @@ def _libpq_timeout(seconds: float) -> int:
     return max(2, math.ceil(seconds))  # libpq takes whole seconds, and treats 1 as 2
 
 
+def _connect_kwargs(timeout: float, pooled: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": _libpq_timeout(timeout)}
+    if pooled:
+        # Behind a transaction-mode pooler a prepared statement lives on one
+        # server connection and the next transaction may run on another
+        # (PgBouncer before 1.21): psycopg must not prepare after 5 uses.
+        kwargs["prepare_threshold"] = None
+    return kwargs
+
+
 def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to PostgreSQL at {dsns.describe(dsn)}: {dsns.reason(exc)}")
 
@@ -62,8 +72,11 @@ def outcome_unknown(
 
 
 class SyncDriver:
-    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float) -> None:
+    def __init__(
+        self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float, pooled: bool = False
+    ) -> None:
         self._dsn = dsn
+        self._pooled = pooled
         self._schema = schema
         self._auto_migrate = auto_migrate
         self._timeout = connect_timeout
@@ -96,7 +109,7 @@ class SyncDriver:
         return pool
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"autocommit": True, "connect_timeout": _libpq_timeout(self._timeout)}
+        return _connect_kwargs(self._timeout, self._pooled)
 
     @contextmanager
     def direct(self) -> Iterator[psycopg.Connection[Any]]:
@@ -166,8 +179,11 @@ class SyncDriver:
 
 
 class AsyncDriver:
-    def __init__(self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float) -> None:
+    def __init__(
+        self, dsn: Callable[[], str], schema: str, auto_migrate: bool, connect_timeout: float, pooled: bool = False
+    ) -> None:
         self._dsn = dsn
+        self._pooled = pooled
         self._schema = schema
         self._auto_migrate = auto_migrate
         self._timeout = connect_timeout
@@ -204,7 +220,7 @@ class AsyncDriver:
             return self._pool
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"autocommit": True, "connect_timeout": _libpq_timeout(self._timeout)}
+        return _connect_kwargs(self._timeout, self._pooled)
 
     @asynccontextmanager
     async def direct(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

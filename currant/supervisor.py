@@ -8,6 +8,10 @@ dies while it is not stopping, with the one backoff policy per slot (reset
 once a child has run for a while). With ``--burst`` it exits when every child
 has exited 0.
 
+With LISTEN available, the supervisor holds the host's one LISTEN
+connection and wakes one child at a time (:mod:`currant.fleet`): each child
+then holds two connections (claims; completions and heartbeat).
+
 Children get the DSN through their environment, never their command line
 (which ``ps`` shows to every user of the host), and are marked as children so
 that no argument spelling can make one a supervisor in turn.
@@ -23,8 +27,12 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .backoff import Backoff
+
+if TYPE_CHECKING:
+    from .fleet import ListenSpec
 
 log = logging.getLogger("currant.supervisor")
 
@@ -34,33 +42,45 @@ CHILD_MARKER = "CURRANT_SUPERVISED_CHILD"
 RESTART_FIRST, RESTART_CAP = 0.5, 10.0
 # A child that ran this long before dying starts the backoff afresh.
 HEALTHY_AFTER = 30.0
+# Connection strings go to the children through these variables.
+_DSN_ENV = {"dsn": "CURRANT_DSN", "listen_dsn": "CURRANT_LISTEN_DSN"}
 # Options whose value the children get another way (or not at all).
-_STRIPPED = {"--processes": "processes", "--dsn": "dsn", "--metrics-port": "metrics", "--metrics-host": "metrics"}
+_STRIPPED = {
+    "--processes": "processes",
+    "--dsn": "dsn",
+    "--listen-dsn": "listen_dsn",
+    "--metrics-port": "metrics",
+    "--metrics-host": "metrics",
+}
 
 
-def child_command(argv: Sequence[str]) -> tuple[list[str], str | None]:
-    """The worker command for one child (no --processes, no --dsn) and the DSN given, if any."""
+def child_command(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The worker command for one child (no --processes, no --dsn) and the
+    connection strings given on the command line, as environment variables."""
     out: list[str] = []
-    dsn = None
+    env: dict[str, str] = {}
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
         if name in _STRIPPED:
             given = value if eq else next(args, None)
-            if _STRIPPED[name] == "dsn":
-                dsn = given
+            if _STRIPPED[name] in _DSN_ENV and given:
+                env[_DSN_ENV[_STRIPPED[name]]] = given
             continue
         out.append(arg)
-    return [sys.executable, "-m", "currant.worker", *out], dsn
+    return [sys.executable, "-m", "currant.worker", *out], env
 
 
 def supervise(
-    argv: Sequence[str], processes: int, burst: bool, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
+    argv: Sequence[str],
+    processes: int,
+    burst: bool,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",
+    listen: ListenSpec | None = None,
 ) -> int:
-    command, dsn = child_command(argv)
-    env = dict(os.environ)
-    if dsn:
-        env["CURRANT_DSN"] = dsn
+    command, dsns = child_command(argv)
+    env = {**os.environ, **dsns}
     port_dir = None
     if metrics_port is not None:
         from .worker.metrics_supervisor import PORT_FILE_ENV, serve_children
@@ -73,11 +93,29 @@ def supervise(
     restart_at: dict[int, float] = {}
     stopping = False
 
+    # The host's one LISTEN: children get their wake-ups from here and hold
+    # only their claim and completion connections.
+    host = None
+    if listen is not None:
+        from .fleet import HostListener
+        from .worker.wakeup import WAKEUP_FD_ENV
+
+        host = HostListener(listen)
+        host.start()
+
     def start(slot: int) -> None:
         child_env = {**env, CHILD_MARKER: f"{slot + 1} of {processes}"}
         if port_dir is not None:
             child_env[PORT_FILE_ENV] = str(port_dir / f"{slot}.port")
-        children[slot] = subprocess.Popen(command, env=child_env)
+        if host is None:
+            children[slot] = subprocess.Popen(command, env=child_env)
+        else:
+            theirs = host.attach(slot)
+            child_env[WAKEUP_FD_ENV] = str(theirs.fileno())
+            try:
+                children[slot] = subprocess.Popen(command, env=child_env, pass_fds=(theirs.fileno(),))
+            finally:
+                theirs.close()
         started_at[slot] = time.monotonic()
         log.info("started worker process %d (pid %d)", slot, children[slot].pid)
 

@@ -1,7 +1,8 @@
 -- What a worker sends: claims, completions, hand-backs, registration and its
 -- heartbeat. These run on the claim and completion connections under the
--- planner settings of currant.worker.links.WORK_CONNECTION_OPTIONS (but
--- maintain and registration, which run on the upkeep connection).
+-- planner settings of currant.worker.links.WORK_CONNECTION_OPTIONS (the
+-- heartbeat and registration too, on the claims connection: maintain() sets
+-- its own, migration 0008).
 --
 -- Statements by name: currant.sql loads every .sql file beside this one
 -- (not the migrations) into one dict. "{schema}" becomes the validated,
@@ -236,3 +237,17 @@ SET progress = p.report || jsonb_build_object('attempt', p.attempt, 'at', {schem
 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(reports)s::jsonb[]) AS p(id, attempt, report)
 WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = p.id
   AND j.attempts = p.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+
+-- name: begin_work
+-- Through a transaction-mode pooler (PgBouncer) the claim and completion
+-- connections cannot carry their planner settings as startup options (the
+-- pooler refuses them) nor as session SETs (the next transaction may run on
+-- another server connection). So each of their round trips opens a
+-- transaction with this one statement (sent as one simple query: one network
+-- round trip) and the link commits it after the round trip's statements. SET
+-- LOCAL ends with the transaction, so nothing leaks to the pooler's other
+-- clients. The same settings as WORK_CONNECTION_OPTIONS (a unit test
+-- keeps them equal), for the reasons given there (BENCHMARKS.md, "Planner
+-- traps").
+BEGIN; SET LOCAL enable_nestloop = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off

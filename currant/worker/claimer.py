@@ -59,12 +59,18 @@ class Claimer:
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
         self.metrics = metrics
         self.limited = limited
+        # Under a supervisor: told when a claim came back full (HostWakeups.pass_on),
+        # and whether a lane is free (HostWakeups.capacity), at every turn of the loop.
+        self.on_full_batch: Callable[[str], None] | None = None
+        self.on_capacity: Callable[[bool], None] | None = None
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
         """Claim until stopping (or, in burst mode, until nothing is left)."""
         state, config, lanes = self.state, self.config, self.lanes
         while True:
+            if self.on_capacity is not None:
+                self.on_capacity(self._free() > 0)
             if completer.done():
                 completer.result()  # the completer died: raise what killed it
                 raise RuntimeError("the completer stopped while the worker runs")
@@ -86,8 +92,12 @@ class Claimer:
                 for queue, rows in claimed:
                     self._dispatch(rows, queue)
                     count += len(rows)
+                state.claims += 1
+                state.empty_claims += not count
                 if self.metrics is not None and count:
                     self.metrics.claimed(count)
+                if normal and count >= limit and claimed and self.on_full_batch is not None:
+                    self.on_full_batch(claimed[-1][0])  # more may be waiting: another process may help
                 if normal and count < limit and seq == state.wake_seq:
                     state.claim_ready = False  # the queue is empty: wait for a notification or the poll
                 continue

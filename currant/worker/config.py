@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 
@@ -25,6 +26,10 @@ class WorkerConfig:
     # keepalives cannot see while a proxy on the path still answers them.
     # Default: dead_after (past it, the lease is lost anyway).
     db_timeout: float | None = None
+    # Where to LISTEN when the DSN leads to a transaction-mode pooler (which
+    # cannot carry LISTEN): a direct connection string. Without one such a
+    # worker polls (every poll_interval). Default: $CURRANT_LISTEN_DSN.
+    listen_dsn: str | None = None
     # How the app was named (``module:app``), for the start-up line.
     label: str = ""
 
@@ -37,6 +42,8 @@ class WorkerConfig:
             raise ValueError(f"poll interval must be positive, got {self.poll_interval}")
         if self.heartbeat <= 0 or self.dead_after <= self.heartbeat:
             raise ValueError(f"need 0 < heartbeat ({self.heartbeat}) < dead_after ({self.dead_after})")
+        if self.listen_dsn is None:
+            self.listen_dsn = os.environ.get("CURRANT_LISTEN_DSN") or None
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
         if self.db_timeout is None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import psycopg
 from croniter import croniter
 
 from ..plans import arun_plan
+from .links import Connection, Link
 
 if TYPE_CHECKING:
     from ..app import App
@@ -34,13 +33,15 @@ _FIRE_SLACK = 0.01
 
 
 class CronScheduler:
-    def __init__(self, app: App, connection: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]) -> None:
+    def __init__(self, app: App, link: Link) -> None:
         self.app = app
-        self.connection = connection
+        self.link = link  # shared with other round trips: each of ours goes through it whole
         self.last_tick: dict[str, datetime] = {}
 
     async def register(self) -> None:
-        conn = await self.connection()
+        await self.link.once(self._register)
+
+    async def _register(self, conn: Connection) -> None:
         for periodic in self.app.periodics.values():
             await conn.execute(
                 self.app.sql["periodic_register"], {"name": periodic.name, "schedule": periodic.schedule}
@@ -61,8 +62,10 @@ class CronScheduler:
     async def fire_due(self, clock_offset: float) -> int:
         """Enqueue every tick that is due and not yet taken; returns how many this worker took."""
         db_now = datetime.fromtimestamp(time.time() + clock_offset, timezone.utc)
+        return await self.link.once(lambda conn: self._fire(conn, db_now))
+
+    async def _fire(self, conn: Connection, db_now: datetime) -> int:
         taken = 0
-        conn = await self.connection()
         for name, periodic in self.app.periodics.items():
             due = croniter(periodic.schedule, db_now + timedelta(microseconds=1)).get_prev(datetime)
             last = self.last_tick.get(name)

@@ -12,6 +12,10 @@ PostgreSQL through trouble:
   fault), after the caller's ``on_error`` had a chance to change what it sends;
 * it logs changes of state (lost, back), not every attempt.
 
+A link runs one round trip at a time, so several parts of a worker can share
+one (the claims link also carries the heartbeat: two connections per
+worker process, see README "Running in production").
+
 Two links can be *siblings* (claims and completions): they usually die
 together, so when one fails the other is closed too if it is idle, and its
 next round trip starts on a fresh connection instead of waiting out a second
@@ -70,14 +74,29 @@ CONNECT_KWARGS: dict[str, Any] = {
 # So: no nested loops, no sequential or bitmap scans (the claim walks its
 # index in order and stops at LIMIT), and a fresh plan per execution
 # (cheap next to a 1,000-row claim; prepared statements still skip parsing).
-# Never on the maintenance connection: maintain() under these settings takes
-# 74 ms instead of 0.5 ms. And no JIT: a disabled plan node is costed at
-# 10^10, far past jit_above_cost, so a statement left with no index to use
-# (deregistering on an empty table) was JIT-compiled: 180-410 ms of LLVM for
-# a 0.1 ms statement, which was most of an empty --burst run's time.
+# maintain() wants the planner's ordinary choices (under these settings it
+# took 175 ms instead of 1 ms): it sets them back for itself (function-level
+# SET, migration 0008), since the heartbeat now rides the claims connection.
+# Through a transaction-mode pooler (PgBouncer) a connection is no session:
+# startup options are refused ("unsupported startup parameter") and a SET
+# would land on whichever server connection the pooler picked. There the same
+# settings travel with each round trip instead: the link opens a transaction
+# with the ``begin_work`` statement (worker.sql: BEGIN and SET LOCAL of these
+# four) and commits it after the round trip's statements.
+# And no JIT: a disabled plan node is costed at 10^10, far past
+# jit_above_cost, so a statement left with no index to use (deregistering on
+# an empty table) was JIT-compiled: 180-410 ms of LLVM for a 0.1 ms statement,
+# which was most of an empty --burst run's time.
 WORK_CONNECTION_OPTIONS = (
     "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
     " -c jit=off"
+)
+
+
+# Said when a server refuses the startup options: the usual cause.
+POOLER_HINT = (
+    " (a connection pooler such as PgBouncer refuses startup options: run the worker with --transaction-pooling,"
+    " see README 'Running in production')"
 )
 
 
@@ -106,11 +125,18 @@ class Link:
         give_up: Callable[[str, float], None],
         options: str = "",
         on_fresh: Callable[[Connection], Awaitable[None]] | None = None,
+        pooled: bool = False,
+        begin: str | None = None,
     ) -> None:
         self.role = role
         self.dsn = dsn
         self.timeout = timeout
-        self.options = options
+        # Through a transaction-mode pooler: no startup options, no server-side
+        # prepared statements (PgBouncer before 1.21 cannot follow them from
+        # one server connection to the next), and the settings per round trip.
+        self.pooled = pooled
+        self.options = "" if pooled else options
+        self.begin = begin if pooled and options else None
         self.on_fresh = on_fresh
         self.busy = False
         self.sibling: Link | None = None
@@ -121,6 +147,11 @@ class Link:
         self._connected_once = False
         self.reconnects = 0  # times the link came back after a loss (metrics)
         self._lock = asyncio.Lock()
+        # One round trip at a time: the claims link also carries the
+        # heartbeat, cron and progress reports (two connections per worker), and
+        # a transaction (cron's, or the pooled settings') must not take in
+        # another coroutine's statements.
+        self._turn = asyncio.Lock()
 
     # -- connecting --------------------------------------------------------------
 
@@ -138,6 +169,7 @@ class Link:
                     if not self._connected_once and dsns.is_permanent(exc):
                         raise DatabaseRefused(
                             f"cannot connect to PostgreSQL at {dsns.describe(self.dsn)}: {dsns.reason(exc)}"
+                            f"{POOLER_HINT if 'unsupported startup parameter' in str(exc) else ''}"
                         ) from None
                     self._give_up(f"connecting ({self.role})", self.down_for())
                     self.mark_down(exc)
@@ -151,6 +183,8 @@ class Link:
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs = dict(CONNECT_KWARGS)
+        if self.pooled:
+            kwargs["prepare_threshold"] = None  # also turns the statements' prepare=True off
         if self.options:
             # An explicit options parameter hides $PGOPTIONS from libpq: keep both.
             given = conninfo_to_dict(self.dsn).get("options") or os.environ.get("PGOPTIONS")
@@ -187,6 +221,22 @@ class Link:
 
     # -- round trips -------------------------------------------------------------
 
+    async def _call(self, conn: Connection, action: Callable[[Connection], Awaitable[T]]) -> T:
+        """``action(conn)``; through a pooler, inside a transaction that carries the settings."""
+        if self.begin is None:
+            return await action(conn)
+        # One round trip opens the transaction and sets the planner settings
+        # (SET LOCAL: gone at its end, whichever server connection it was).
+        await conn.execute(self.begin)
+        try:
+            result = await action(conn)
+        except psycopg.Error:
+            if not conn.closed and not conn.broken:
+                await conn.rollback()  # a server error: the connection stays, its transaction goes
+            raise
+        await conn.commit()
+        return result
+
     async def run(
         self,
         action: Callable[[Connection], Awaitable[T]],
@@ -196,12 +246,13 @@ class Link:
         backoff = Backoff()
         while True:
             try:
-                conn = await asyncio.wait_for(self._ready(), self.timeout)
-                self.busy = True
-                try:
-                    result = await asyncio.wait_for(action(conn), self.timeout)
-                finally:
-                    self.busy = False
+                async with self._turn:
+                    conn = await asyncio.wait_for(self._ready(), self.timeout)
+                    self.busy = True
+                    try:
+                        result = await asyncio.wait_for(self._call(conn, action), self.timeout)
+                    finally:
+                        self.busy = False
                 self.mark_up()
                 return result
             except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
@@ -223,12 +274,16 @@ class Link:
 
     async def once(self, action: Callable[[Connection], Awaitable[T]]) -> T:
         """``action(connection)`` tried once; LinkDown if the database could not be reached."""
-        try:
-            conn = await asyncio.wait_for(self._ready(), self.timeout)
-            return await asyncio.wait_for(action(conn), self.timeout)
-        except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
-            await self.drop(siblings=False)
-            raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
+        async with self._turn:
+            try:
+                conn = await asyncio.wait_for(self._ready(), self.timeout)
+                return await asyncio.wait_for(self._call(conn, action), self.timeout)
+            except (*CONNECTION_ERRORS, asyncio.TimeoutError) as exc:
+                # The idle sibling too, as in run(): the heartbeat shares the
+                # claims link, and its failure is as good a sign as a claim's
+                # that the completions connection is gone or half-open.
+                await self.drop()
+                raise LinkDown(str(exc).strip() or type(exc).__name__) from exc
 
     # -- closing -----------------------------------------------------------------
 

@@ -181,7 +181,11 @@ class WorkerMetrics:
             wait.add_metric([queue], buckets.cumulative(), buckets.total)
         yield duration
         yield wait
-        yield CounterMetricFamily("currant_claims", "Claim statements sent.", value=self.claims)
+        yield CounterMetricFamily("currant_claims", "Claim statements that found jobs.", value=self.claims)
+        # The thundering-herd gauge: claims that found nothing (woken for a
+        # job another process took, or the fallback poll of an idle worker).
+        empty = self.state.empty_claims if self.state is not None else 0
+        yield CounterMetricFamily("currant_empty_claims", "Claim statements that found nothing.", value=empty)
         batch = HistogramMetricFamily("currant_claim_batch_size", "Jobs per claim that found any.")
         batch.add_metric([], self.claim_sizes.cumulative(), self.claim_sizes.total)
         yield batch

@@ -3,8 +3,9 @@
 ``JobContext.progress()`` may be called in a tight loop: each call only
 replaces the job's latest report in memory (under a lock, from any thread).
 The loop writes the latest reports of all jobs in one statement at most once
-a second, on the upkeep connection; a report not written because the database
-was away is overwritten by the next one, which is all that matters.
+a second, on the claims connection (shared with the claimer and the
+heartbeat); a report not written because the database was away is
+overwritten by the next one, which is all that matters.
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ class WorkerState:
         self.clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
         # What happened, for the exit summary.
         self.processed = 0
+        self.claims = 0  # claim round trips, and those that found nothing (the thundering-herd measure)
+        self.empty_claims = 0
         self.tally = Tally()
 
     def jobs_ready(self) -> None:

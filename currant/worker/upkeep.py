@@ -13,8 +13,10 @@ be declared dead while it works. If the worker was declared dead anyway (it
 was cut off past ``dead_after``), its jobs were rescued: it drops what it
 prefetched and registers anew.
 
-It runs on a plain connection of its own, never under the claim
-connection's planner settings (see :data:`~currant.worker.links.WORK_CONNECTION_OPTIONS`).
+It shares the claims link (one round trip at a time): a worker process
+holds two connections. ``maintain()`` carries its own planner settings
+(migration 0008), so the work connection's (see
+:data:`~currant.worker.links.WORK_CONNECTION_OPTIONS`) do not reach it.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Upkeep:
         self.lanes = lanes
         self.link = link
         self.sql = app.sql
-        self.cron = CronScheduler(app, link.connection) if app.periodics else None
+        self.cron = CronScheduler(app, link) if app.periodics else None
         self._reregistering = False
 
     async def register(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -82,16 +83,92 @@ class Listener:
                 await backoff.wait()
 
     def _dispatch(self, payload: str) -> None:
-        kind, _, rest = payload.partition(":")
+        dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
+
+
+def dispatch(
+    payload: str,
+    on_ready: Callable[[str], None],
+    on_due: Callable[[str, float], None],
+    on_cancel: Callable[[int], None],
+) -> None:
+    """One notification's payload turned into its call."""
+    kind, _, rest = payload.partition(":")
+    try:
+        if kind == "r":
+            on_ready(rest)
+        elif kind == "d":
+            when, _, queue = rest.partition(":")
+            on_due(queue, float(when))
+        elif kind == "c":
+            on_cancel(int(rest))
+        else:
+            raise ValueError(kind)
+    except ValueError:
+        log.warning("listener: ignoring malformed notification %r", payload[:100])
+
+
+# The supervisor's word for "LISTEN is (back) up: claim once", which no
+# notification payload can be.
+CLAIM_ONCE = "*"
+# Where a supervised child finds its end of the supervisor's wake-up socket.
+WAKEUP_FD_ENV = "CURRANT_WAKEUP_FD"
+
+
+class HostWakeups:
+    """A supervised child's wake-ups (``--processes N``): the supervisor holds the
+    host's one LISTEN connection and hands each "jobs ready" to one child at a
+    time, over a socket per child (:mod:`currant.fleet`), so one NOTIFY does not
+    wake every idle process into an empty claim. A child whose claim came back
+    full says so (:meth:`pass_on`): more may be waiting, and the supervisor
+    wakes the next child. If the supervisor goes away the child keeps polling.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        on_ready: Callable[[str], None],
+        on_due: Callable[[str, float], None],
+        on_cancel: Callable[[int], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        self.fd = fd
+        self.on_ready = on_ready
+        self.on_due = on_due
+        self.on_cancel = on_cancel
+        self.on_connected = on_connected
+        self._writer: asyncio.StreamWriter | None = None
+        self._free = True  # what the supervisor last heard: a lane is free
+
+    async def run(self) -> None:
+        reader, self._writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
         try:
-            if kind == "r":
-                self.on_ready(rest)
-            elif kind == "d":
-                when, _, queue = rest.partition(":")
-                self.on_due(queue, float(when))
-            elif kind == "c":
-                self.on_cancel(int(rest))
-            else:
-                raise ValueError(kind)
-        except ValueError:
-            log.warning("listener: ignoring malformed notification %r", payload[:100])
+            async for line in reader:
+                payload = line.decode("utf-8", "replace").rstrip("\n")
+                if payload == CLAIM_ONCE:
+                    self.on_connected()
+                else:
+                    dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
+        except OSError as exc:  # the supervisor died: wake-ups are an optimisation, the poll goes on
+            log.debug("wake-up socket: %s", exc)
+        finally:
+            self._writer.close()
+            self._writer = None
+        log.warning("the supervisor's wake-ups ended; finding new jobs by polling")
+
+    def pass_on(self, queue: str) -> None:
+        """Our claim took a full batch from ``queue``: let the supervisor wake another child."""
+        self._send(f"r:{queue}")
+
+    def capacity(self, free: bool) -> None:
+        """Whether a lane is free, sent when it changes: the supervisor wakes a
+        child with a free lane first, so a job does not wait in the prefetch
+        queue of a process whose lanes are all busy while another idles."""
+        if free != self._free:
+            self._free = free
+            self._send(f"f:{int(free)}")
+
+    def _send(self, line: str) -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(f"{line}\n".encode())

@@ -40,7 +40,7 @@ from .progress import ProgressReports
 from .shutdown import shut_down
 from .state import WorkerState
 from .upkeep import Upkeep
-from .wakeup import Listener
+from .wakeup import WAKEUP_FD_ENV, HostWakeups, Listener
 
 if TYPE_CHECKING:
     from ..app import App
@@ -104,13 +104,35 @@ class Worker:
         self._install_signal_handlers(loop)
         dsn = await asyncio.to_thread(lambda: app.dsn)  # may start the embedded server
 
-        def link(role: str, options: str = "") -> Link:
-            return Link(role, dsn, timeout=config.round_trip_timeout, give_up=state.give_up, options=options)
+        pooled = app.transaction_pooling
+
+        def link(role: str, options: str = "", target: str = dsn) -> Link:
+            return Link(
+                role,
+                target,
+                timeout=config.round_trip_timeout,
+                give_up=state.give_up,
+                options=options,
+                pooled=pooled and target == dsn,
+                begin=app.sql["begin_work"],
+            )
 
         claims, completions = link("claims", WORK_CONNECTION_OPTIONS), link("completions", WORK_CONNECTION_OPTIONS)
         claims.sibling, completions.sibling = completions, claims
-        upkeep_link, listen_link = link("upkeep"), link("listen")
-        links = (claims, completions, upkeep_link, listen_link)
+        # The heartbeat, cron and progress reports share the claims link, one
+        # round trip at a time: two connections per worker process (maintain()
+        # carries its own planner settings, migration 0008). Not the
+        # completions link: a completion waits on any lock held on its rows
+        # (a user's long transaction), and a heartbeat queued behind it would
+        # lose the lease; a claim skips locked rows and never waits that way.
+        upkeep_link = claims
+        # Under a supervisor that LISTENs for the host, wake-ups come from it.
+        wakeup_fd = os.environ.get(WAKEUP_FD_ENV) if os.environ.get(CHILD_MARKER) else None
+        # LISTEN needs a session: through a transaction-mode pooler it goes to
+        # the direct --listen-dsn, and without one the worker polls.
+        listen_dsn = config.listen_dsn or (None if pooled else dsn)
+        listen_link = link("listen", target=listen_dsn) if listen_dsn and wakeup_fd is None else None
+        links = tuple(each for each in (claims, completions, listen_link) if each is not None)
 
         limited = LimitedClaims.of(app.tasks, app.sql)
 
@@ -130,16 +152,27 @@ class Worker:
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
         claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics, limited)
-        listener = Listener(
-            listen_link,
-            app.channel,
-            state.queue_ready,
-            state.queue_due,
-            upkeep.cancel,
-            state.jobs_ready,
-            health_check=(app.sql["has_ready"], {"queues": config.queues}),
-            on_health=state.polled,
-        )
+        listener: Listener | HostWakeups | None = None
+        if wakeup_fd is not None:
+            listener = HostWakeups(int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready)
+            claimer.on_full_batch, claimer.on_capacity = listener.pass_on, listener.capacity
+        elif listen_link is not None:
+            listener = Listener(
+                listen_link,
+                app.channel,
+                state.queue_ready,
+                state.queue_due,
+                upkeep.cancel,
+                state.jobs_ready,
+                health_check=(app.sql["has_ready"], {"queues": config.queues}),
+                on_health=state.polled,
+            )
+        else:
+            log.info(
+                "poll-only: the DSN leads to a transaction-mode pooler, which cannot carry LISTEN, and no"
+                " --listen-dsn was given; new jobs are found by polling every %g s",
+                config.poll_interval,
+            )
         background: list[asyncio.Task[Any]] = []
         code = 0
         try:
@@ -155,10 +188,11 @@ class Worker:
             await asyncio.gather(claims.connection(), completions.connection())
             lanes.start()
             background = [
-                asyncio.create_task(listener.run(), name="currant-listener"),
                 asyncio.create_task(upkeep.run(), name="currant-upkeep"),
                 asyncio.create_task(progress.run(), name="currant-progress"),
             ]
+            if listener is not None:
+                background.append(asyncio.create_task(listener.run(), name="currant-listener"))
             if any(task.timeout is not None and not task.is_async for task in app.tasks.values()):
                 background.append(asyncio.create_task(lanes.watch_deadlines(), name="currant-watchdog"))
             for task in background:
@@ -199,7 +233,14 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             for each in links:
                 await each.close()
-        log.info("worker %s stopped after %d jobs: %s", state.worker_id, state.processed, state.tally.summary())
+        log.info(
+            "worker %s stopped after %d jobs (%d claims, %d empty): %s",
+            state.worker_id,
+            state.processed,
+            state.claims,
+            state.empty_claims,
+            state.tally.summary(),
+        )
         return code
 
     def _started_line(self, dsn: str) -> str:
@@ -212,7 +253,8 @@ class Worker:
         process = os.environ.get(CHILD_MARKER)
         return (
             f"worker {self.state.worker_id} started (pid {os.getpid()}{f', process {process}' if process else ''})"
-            f" for {config.label or 'the app'} on {dsns.describe(dsn)}, schema {app.schema}:"
+            f" for {config.label or 'the app'} on {dsns.describe(dsn)}"
+            f"{' (transaction pooling)' if app.transaction_pooling else ''}, schema {app.schema}:"
             f" queues {', '.join(config.queues)}; concurrency {config.concurrency}; core {codec.core_name()};"
             f" tasks: {tasks or 'none'}"
         )

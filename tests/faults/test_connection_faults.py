@@ -257,11 +257,11 @@ def _half_open(
     worker = cluster_spawn(*timing, dsn=_via(proxy, pg_cluster.dsn), env={"CURRANT_TEST_LEDGER_DSN": pg_cluster.dsn})
     first = cluster_app.enqueue("record", ("before",))
     wait_for(lambda: cluster_app.get_job(first).state == "succeeded", timeout=20)  # type: ignore[union-attr]
-    # All four of the worker's sessions (claims, completions, heartbeat, LISTEN) are open through the proxy.
+    # All three of the worker's sessions (claims, completions with the heartbeat, LISTEN) are open through the proxy.
     wait_for(
-        lambda: sum(not pair.closed for pair in list(proxy.pairs)) >= 4,
+        lambda: sum(not pair.closed for pair in list(proxy.pairs)) >= 3,
         timeout=20,
-        message="the worker's four sessions open",
+        message="the worker's three sessions open",
     )
     proxy.blackhole()  # every session of the worker is now half-open; new ones work
     blackholed_at = time.monotonic()

@@ -362,6 +362,8 @@ def test_cli_errors_are_one_line(args: list[str], message: str, database_dsn: st
 WORKER_ARGUMENTS = {
     "MODULE:APP": None,
     "--dsn": None,
+    "--transaction-pooling": "$CURRANT_TRANSACTION_POOLING",
+    "--listen-dsn": "$CURRANT_LISTEN_DSN",
     "--schema": None,
     "--queues": None,
     "--concurrency": "4",
