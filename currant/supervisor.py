@@ -98,7 +98,7 @@ def supervise(
     host = None
     if listen is not None:
         from .fleet import HostListener
-        from .worker.wakeup import WAKEUP_FD_ENV
+        from .worker.wakeup import SUPERVISOR_PID_ENV, WAKEUP_FD_ENV
 
         host = HostListener(listen)
         host.start()
@@ -112,6 +112,7 @@ def supervise(
         else:
             theirs = host.attach(slot)
             child_env[WAKEUP_FD_ENV] = str(theirs.fileno())
+            child_env[SUPERVISOR_PID_ENV] = str(os.getpid())
             try:
                 children[slot] = subprocess.Popen(command, env=child_env, pass_fds=(theirs.fileno(),))
             finally:

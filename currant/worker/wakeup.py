@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +114,9 @@ def dispatch(
 CLAIM_ONCE = "*"
 # Where a supervised child finds its end of the supervisor's wake-up socket.
 WAKEUP_FD_ENV = "CURRANT_WAKEUP_FD"
+# Its supervisor's pid: a child started after the supervisor died has init as
+# its parent from the start, so its own first getppid() cannot tell.
+SUPERVISOR_PID_ENV = "CURRANT_SUPERVISOR_PID"
 
 
 class HostWakeups:
@@ -121,7 +125,11 @@ class HostWakeups:
     time, over a socket per child (:mod:`currant.fleet`), so one NOTIFY does not
     wake every idle process into an empty claim. A child whose claim came back
     full says so (:meth:`pass_on`): more may be waiting, and the supervisor
-    wakes the next child. If the supervisor goes away the child keeps polling.
+    wakes the next child. If the supervisor's wake-ups end while it lives (its
+    LISTEN refused) the child keeps polling; if the supervisor itself is gone
+    (killed: the child was handed to init) the child stops as on SIGTERM, so a
+    killed supervisor leaves no unmanaged workers behind (a restarted one
+    starts its own).
     """
 
     def __init__(
@@ -131,8 +139,11 @@ class HostWakeups:
         on_due: Callable[[str, float], None],
         on_cancel: Callable[[int], None],
         on_connected: Callable[[], None],
+        on_orphaned: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
+        self.on_orphaned = on_orphaned
+        self._parent = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
         self.on_ready = on_ready
         self.on_due = on_due
         self.on_cancel = on_cancel
@@ -154,7 +165,21 @@ class HostWakeups:
         finally:
             self._writer.close()
             self._writer = None
+        if await self._orphaned():
+            log.warning("the supervisor (pid %d) is gone: stopping as on SIGTERM", self._parent)
+            if self.on_orphaned is not None:
+                self.on_orphaned()
+            return
         log.warning("the supervisor's wake-ups ended; finding new jobs by polling")
+
+    async def _orphaned(self) -> bool:
+        """Whether our parent is gone. A dying process closes its sockets before
+        its children are handed to another parent: give that a moment."""
+        for _ in range(20):
+            if os.getppid() != self._parent:
+                return True
+            await asyncio.sleep(0.05)  # the kernel's reparenting, not a job's state
+        return False
 
     def pass_on(self, queue: str) -> None:
         """Our claim took a full batch from ``queue``: let the supervisor wake another child."""

@@ -154,7 +154,9 @@ class Worker:
         claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics, limited)
         listener: Listener | HostWakeups | None = None
         if wakeup_fd is not None:
-            listener = HostWakeups(int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready)
+            listener = HostWakeups(
+                int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready, self._orphaned
+            )
             claimer.on_full_batch, claimer.on_capacity = listener.pass_on, listener.capacity
         elif listen_link is not None:
             listener = Listener(
@@ -271,6 +273,11 @@ class Worker:
                 signal.signal(signum, lambda _sig, _frame: loop.call_soon_threadsafe(self.request_stop))
             except RuntimeError:  # pragma: no cover - not the main thread
                 pass
+
+    def _orphaned(self) -> None:
+        """The supervisor is gone (killed): stop as on a first SIGTERM, unless already stopping."""
+        if not self.state.stopping:
+            self.request_stop()
 
     def request_stop(self) -> None:
         """First call: graceful shutdown. Second call: exit at once (jobs left to rescue)."""
