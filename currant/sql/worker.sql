@@ -231,12 +231,19 @@ FROM {schema}.maintain(%(worker)s, %(queues)s, %(running)s, %(dead_after)s, %(ma
 -- The latest progress report of each running job, written at most once a
 -- second per worker (currant.worker.progress), stamped with the database
 -- clock. Fenced like a completion: a worker that lost its lease writes
--- nothing.
+-- nothing. It never waits for a row lock (SKIP LOCKED: a report for a row
+-- someone holds is dropped; the next one comes a second later): it shares
+-- the claims connection with the heartbeat, and a heartbeat queued behind a
+-- write waiting on a user's lock would lose the lease.
 UPDATE {schema}.jobs j
 SET progress = p.report || jsonb_build_object('attempt', p.attempt, 'at', {schema}.clock())
 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(reports)s::jsonb[]) AS p(id, attempt, report)
-WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = p.id
-  AND j.attempts = p.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+WHERE j.id IN (
+        SELECT l.id FROM {schema}.jobs l
+        WHERE l.id = ANY(%(ids)s::bigint[]) AND l.state = 'running' AND l.worker_id = %(worker)s
+        FOR UPDATE SKIP LOCKED
+    )
+  AND j.id = p.id AND j.attempts = p.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
 
 -- name: begin_work
 -- Through a transaction-mode pooler (PgBouncer) the claim and completion

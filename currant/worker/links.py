@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from .. import dsn as dsns
 from ..backoff import Backoff
@@ -225,16 +226,20 @@ class Link:
         """``action(conn)``; through a pooler, inside a transaction that carries the settings."""
         if self.begin is None:
             return await action(conn)
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            # A round trip interrupted mid-way (a timeout, a cancel) left its
+            # transaction open or aborted: end it, or every BEGIN after it fails.
+            await conn.rollback()
         # One round trip opens the transaction and sets the planner settings
         # (SET LOCAL: gone at its end, whichever server connection it was).
         await conn.execute(self.begin)
         try:
             result = await action(conn)
+            await conn.commit()
         except psycopg.Error:
             if not conn.closed and not conn.broken:
                 await conn.rollback()  # a server error: the connection stays, its transaction goes
             raise
-        await conn.commit()
         return result
 
     async def run(

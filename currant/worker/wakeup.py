@@ -152,6 +152,7 @@ class HostWakeups:
         self._free = True  # what the supervisor last heard: a lane is free
 
     async def run(self) -> None:
+        os.set_inheritable(self.fd, False)  # not to the jobs' own subprocesses: the socket must end with us
         reader, self._writer = await asyncio.open_connection(sock=socket.socket(fileno=self.fd))
         try:
             async for line in reader:

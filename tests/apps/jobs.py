@@ -89,6 +89,18 @@ def report_progress(total: int) -> None:
         time.sleep(0.05)  # polling the test's signal
 
 
+@app.task(name="progress_until_go")
+def progress_until_go(key: str) -> None:
+    """Reports progress every 50 ms until the test writes ``<key>:go``."""
+    job = currant.current_job()
+    assert job is not None
+    step = 0
+    while not _in_ledger(key + ":go"):
+        step += 1
+        job.progress(step)
+        time.sleep(0.05)  # the task's pace, polling the test's signal
+
+
 @app.task(name="add")
 def add(a: int, b: int) -> int:
     return a + b

@@ -1,4 +1,5 @@
-"""A supervisor killed outright leaves no workers behind (``--processes``)."""
+"""Nothing a worker waits on may starve its heartbeat, and a supervisor killed
+outright leaves no workers behind (``--processes``)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,36 @@ def test_children_of_a_killed_supervisor_finish_their_jobs_and_exit(
     job = app.get_job(job_id)
     assert job.state == "succeeded" and job.attempts == 1  # finished in the grace period, not cut off
     assert supervisor.log().count("the supervisor (pid") == 2
+
+
+def test_a_progress_report_on_a_locked_row_does_not_hold_the_heartbeat(
+    app: currant.App, spawn_worker: Any, db: Any, database_dsn: str
+) -> None:
+    """Progress reports share the claims connection with the heartbeat. A report
+    for a row a user holds locked must not wait for it: the heartbeat queued
+    behind it would stop, and past --dead-after the worker's jobs run again."""
+    import psycopg
+
+    worker = spawn_worker("--heartbeat", "0.2", "--dead-after", "2", "--db-timeout", "20")
+    job_id = app.enqueue("progress_until_go", ("locked",))
+    wait_for(lambda: (app.get_job(job_id).progress or {}).get("done", 0) >= 1, message="progress written")
+    with psycopg.connect(database_dsn) as holder:
+        holder.execute(f'SELECT 1 FROM "{app.schema}".jobs WHERE id = %s FOR UPDATE', (job_id,))
+        (locked_at,) = db.execute("SELECT now()").fetchone()
+        wait_for(
+            lambda: (
+                db.execute(
+                    f"SELECT count(*) FROM \"{app.schema}\".workers WHERE last_seen > %s + interval '2.5 seconds'",
+                    (locked_at,),
+                ).fetchone()[0]
+                == 1
+            ),
+            timeout=8,
+            message="a heartbeat 2.5 s after the row was locked",
+        )
+        holder.rollback()
+    db.execute(f'INSERT INTO "{app.schema}".ledger (key) VALUES (%s)', ("locked:go",))
+    wait_for(lambda: app.get_job(job_id).state == "succeeded", message="the job completed")
+    assert app.get_job(job_id).attempts == 1
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
