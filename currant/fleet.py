@@ -91,7 +91,14 @@ class HostListener:
             health_check=spec.health_check,
             on_health=lambda ready: self.wake_one(CLAIM_ONCE) if ready else None,
         )
-        await listener.run()
+        try:
+            await listener.run()
+        except Exception as exc:  # noqa: BLE001 - a refused DSN: say so, and keep serving the children
+            log.error("the host's LISTEN stopped (%s); the worker processes find new jobs by polling", exc)
+        # The loop lives on without LISTEN: the children keep their sockets,
+        # which tell them when this supervisor is gone, and restarted children
+        # still get one.
+        await asyncio.Event().wait()
 
     def attach(self, slot: int) -> socket.socket:
         """A new child in ``slot``: returns the end of its socket pair to hand it
@@ -99,7 +106,8 @@ class HostListener:
         ours, theirs = socket.socketpair()
         theirs.set_inheritable(True)
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._serve(slot, ours), self._loop)
+        served = asyncio.run_coroutine_threadsafe(self._serve(slot, ours), self._loop)
+        served.add_done_callback(_log_failure)
         return theirs
 
     async def _serve(self, slot: int, sock: socket.socket) -> None:
@@ -142,3 +150,9 @@ class HostListener:
         for writer in list(self._children.values()):
             if not writer.is_closing():
                 writer.write(f"{payload}\n".encode())
+
+
+def _log_failure(served: Any) -> None:
+    """A child's socket served no more: only an unexpected error is worth a line."""
+    if not served.cancelled() and served.exception() is not None:
+        log.error("serving a worker process's wake-ups failed: %r", served.exception())

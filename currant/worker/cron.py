@@ -62,9 +62,14 @@ class CronScheduler:
     async def fire_due(self, clock_offset: float) -> int:
         """Enqueue every tick that is due and not yet taken; returns how many this worker took."""
         db_now = datetime.fromtimestamp(time.time() + clock_offset, timezone.utc)
-        return await self.link.once(lambda conn: self._fire(conn, db_now))
+        seen: dict[str, datetime] = {}
+        taken = await self.link.once(lambda conn: self._fire(conn, db_now, seen))
+        # Only once the round trip has committed: through a pooler it is one
+        # transaction, and a tick noted before a rollback would never be retried.
+        self.last_tick.update(seen)
+        return taken
 
-    async def _fire(self, conn: Connection, db_now: datetime) -> int:
+    async def _fire(self, conn: Connection, db_now: datetime, seen: dict[str, datetime]) -> int:
         taken = 0
         for name, periodic in self.app.periodics.items():
             due = croniter(periodic.schedule, db_now + timedelta(microseconds=1)).get_prev(datetime)
@@ -78,5 +83,5 @@ class CronScheduler:
                     job_id = await arun_plan(conn, self.app.enqueue_plan(periodic.task, periodic.args, periodic.kwargs))
                     log.info("periodic %s: enqueued job %s for tick %s", name, job_id, due.isoformat())
                     taken += 1
-            self.last_tick[name] = due
+            seen[name] = due
         return taken
