@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -215,18 +217,22 @@ def _retry(app: App, job_id: int) -> dict[str, Any]:
 
 
 def _top(app: App, out: TextIO) -> int:
-    before, then = app.stats(), time.monotonic()
+    # Ctrl-C sets a flag instead of raising: a KeyboardInterrupt landing inside
+    # a query could leave the pool with a connection it then waits for at exit.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     try:
-        while True:
-            time.sleep(TOP_INTERVAL)
+        before, then = app.stats(), time.monotonic()
+        while not stop.wait(TOP_INTERVAL):
             stats, now = app.stats(), time.monotonic()
             screen = console.top_screen(
                 stats, app.workers(), console.rates_between(before, stats, now - then), datetime.now(timezone.utc)
             )
             print("\x1b[H\x1b[2J" + screen if out.isatty() else screen + "\n", file=out, flush=True)
             before, then = stats, now
-    except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _dashboard(app: App, args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ the test's tmp directory, its own port, ``pool_mode = transaction`` unless
 told otherwise, ``auth_type = trust`` (the test server trusts loopback too).
 Tests skip, saying why, only when the binary is absent; ``.ci/run`` installs
 it. PgBouncer refuses to run as root, so under root it is told to switch to
-an unprivileged user (``-u``) and its directory is made writable for that user.
+an unprivileged user (``-u``: the owner of the server's Unix socket directory
+when the server is reached through one, as the embedded server is) and its
+directory is made writable for that user.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ def _free_port() -> int:
         return port
 
 
-def _unprivileged_user() -> str | None:
+def _unprivileged_user(socket_dir: str | None = None) -> str | None:
+    if socket_dir:
+        # A Unix socket in a server's own data directory (the embedded server
+        # runs as its own user, with a 0700 PGDATA): only its owner reaches it.
+        owner = os.stat(socket_dir).st_uid
+        if owner != 0:
+            return pwd.getpwuid(owner).pw_name
     for name in ("postgres", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -72,7 +80,11 @@ class PgBouncer:
             f"logfile = {directory / 'pgbouncer.log'}\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # a PgBouncer that never answered is not left running
+            raise
 
     def dsn(self) -> str:
         return make_conninfo(**{**self.upstream, "host": "127.0.0.1", "port": str(self.port)})
@@ -80,7 +92,8 @@ class PgBouncer:
     def start(self) -> None:
         command = [str(BINARY)]
         if os.geteuid() == 0:
-            user = _unprivileged_user()
+            host = str(self.upstream.get("host") or "")
+            user = _unprivileged_user(host if host.startswith("/") else None)
             if user is None:
                 pytest.skip("PgBouncer refuses to run as root and no unprivileged user exists")
             os.chmod(self.directory, 0o777)

@@ -83,7 +83,7 @@ def test_workflows_survive_workers_killed_at_random(
     kills = 0
     deadline = time.monotonic() + 120
     while counts(db, schema_name).get("succeeded", 0) < len(key_of) and time.monotonic() < deadline:
-        time.sleep(rng.uniform(0.2, 0.6))  # the fault schedule's own pace, not a synchronisation
+        time.sleep(rng.uniform(0.1, 0.3))  # the fault schedule's own pace, not a synchronisation
         victim = workers.pop(rng.randrange(len(workers)))
         victim_id = worker_id_of(db, schema_name, victim.pid)
         victim.kill()
