@@ -204,6 +204,22 @@ def ledger(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, int, i
     return conn.execute(f'SELECT key, pid, attempt FROM "{schema}".ledger ORDER BY at').fetchall()
 
 
+def wait_heartbeat_past(conn: psycopg.Connection[Any], schema: str, since: Any, seconds: float) -> None:
+    """Wait (8 s at most) for the one registered worker's heartbeat ``seconds`` after ``since``
+    (database clock): proof that nothing it waited on held its heartbeat back meanwhile."""
+    wait_for(
+        lambda: (
+            conn.execute(
+                f'SELECT count(*) FROM "{schema}".workers WHERE last_seen > %s + make_interval(secs => %s)',
+                (since, seconds),
+            ).fetchone()[0]
+            == 1
+        ),
+        timeout=8,
+        message=f"a heartbeat {seconds} s later",
+    )
+
+
 def state_counts(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
     rows = conn.execute(f'SELECT state::text, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()
     return {state: count for state, count in rows}

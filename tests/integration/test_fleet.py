@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import currant
-from tests.conftest import state_counts, wait_for, wait_listening
+from tests.conftest import state_counts, wait_for, wait_heartbeat_past, wait_listening
 
 # No fallback poll and no heartbeat-poll inside a test's few seconds: every
 # claim counted is one a wake-up caused.
@@ -142,17 +142,7 @@ def test_the_heartbeat_does_not_wait_behind_a_blocked_completion(
         (locked_at,) = db.execute("SELECT now()").fetchone()
         # The job finishes and its completion waits for our lock; the
         # heartbeat must still be seen, more than --dead-after later.
-        wait_for(
-            lambda: (
-                db.execute(
-                    f"SELECT count(*) FROM \"{app.schema}\".workers WHERE last_seen > %s + interval '2.5 seconds'",
-                    (locked_at,),
-                ).fetchone()[0]
-                == 1
-            ),
-            timeout=8,
-            message="a heartbeat 2.5 s into the blocked completion",
-        )
+        wait_heartbeat_past(db, app.schema, locked_at, 2.5)
         assert app.get_job(job_id).state == "running"  # type: ignore[union-attr]
         holder.rollback()
     wait_for(lambda: app.get_job(job_id).state == "succeeded", message="the job completed")  # type: ignore[union-attr]

@@ -9,7 +9,7 @@ from typing import Any
 import psutil
 
 import currant
-from tests.conftest import ledger, wait_for
+from tests.conftest import ledger, wait_for, wait_heartbeat_past
 
 
 def test_children_of_a_killed_supervisor_finish_their_jobs_and_exit(
@@ -49,17 +49,7 @@ def test_a_progress_report_on_a_locked_row_does_not_hold_the_heartbeat(
     with psycopg.connect(database_dsn) as holder:
         holder.execute(f'SELECT 1 FROM "{app.schema}".jobs WHERE id = %s FOR UPDATE', (job_id,))
         (locked_at,) = db.execute("SELECT now()").fetchone()
-        wait_for(
-            lambda: (
-                db.execute(
-                    f"SELECT count(*) FROM \"{app.schema}\".workers WHERE last_seen > %s + interval '2.5 seconds'",
-                    (locked_at,),
-                ).fetchone()[0]
-                == 1
-            ),
-            timeout=8,
-            message="a heartbeat 2.5 s after the row was locked",
-        )
+        wait_heartbeat_past(db, app.schema, locked_at, 2.5)
         holder.rollback()
     db.execute(f'INSERT INTO "{app.schema}".ledger (key) VALUES (%s)', ("locked:go",))
     wait_for(lambda: app.get_job(job_id).state == "succeeded", message="the job completed")
