@@ -78,7 +78,10 @@ def test_workflows_survive_workers_killed_at_random(
 ) -> None:
     key_of, parents = _enqueue_workflows(app)
     rng = random.Random(15)
-    workers = [spawn_worker("--concurrency", "4", *FAST) for _ in range(3)]
+    # Kills come faster than jobs finish: a job may be rescued more than
+    # --max-rescues times and fail as poison, which is not what this tests.
+    options = ("--concurrency", "4", "--max-rescues", "100", *FAST)
+    workers = [spawn_worker(*options) for _ in range(3)]
     window: set[int] = set()  # jobs leased to a killed worker: they may run twice
     kills = 0
     deadline = time.monotonic() + 120
@@ -89,7 +92,7 @@ def test_workflows_survive_workers_killed_at_random(
         victim.kill()
         window |= running_of(db, schema_name, [victim_id])
         kills += 1
-        workers.append(spawn_worker("--concurrency", "4", *FAST))
+        workers.append(spawn_worker(*options))
     wait_for(
         lambda: counts(db, schema_name).get("succeeded", 0) == len(key_of),
         timeout=60,
