@@ -22,6 +22,11 @@ logged error where it is not.
 A hook that raises is logged and ignored: it never fails, loses or delays a
 job or an enqueue. With no hook registered Currant pays one branch per job
 and per enqueue.
+
+A hook may also have an ``idle()`` method: while it returns True, a worker
+skips the hook's job methods altogether (the tracing hook is idle while no
+OpenTelemetry SDK is configured). The worker asks at start and with every
+heartbeat, so a hook that wakes up is called within one heartbeat interval.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Hooks:
     """The hooks of one App, called in registration order."""
 
     def __init__(self) -> None:
+        self._hooks: list[Any] = []
         self._by_method: dict[str, list[Any]] = {name: [] for name in _METHODS}
         self.watches_jobs = False
         self.watches_enqueue = False
@@ -88,11 +94,23 @@ class Hooks:
         found = [name for name in _METHODS if callable(getattr(hook, name, None))]
         if not found:
             raise TypeError(f"{hook!r} has none of the hook methods: {', '.join(_METHODS)}")
+        self._hooks.append(hook)
         for name in found:
             self._by_method[name].append(getattr(hook, name))
         self.watches_jobs = any(self._by_method[name] for name in _METHODS[2:])
         self.watches_enqueue = bool(self._by_method["before_enqueue"] or self._by_method["after_enqueue"])
         return hook
+
+    def for_jobs(self) -> Hooks | None:
+        """What a worker runs around its jobs: these hooks less the idle ones,
+        or None when no job hook is left (then a job pays one branch)."""
+        awake = [hook for hook in self._hooks if not _idle(hook)]
+        if len(awake) == len(self._hooks):
+            return self if self.watches_jobs else None
+        view = Hooks()
+        for hook in awake:
+            view.add(hook)
+        return view if view.watches_jobs else None
 
     # -- sync callers ------------------------------------------------------------
 
@@ -137,6 +155,17 @@ class Hooks:
         if outcome.status == "failed" and self._by_method["on_failure"]:
             return methods + self._by_method["on_failure"]
         return methods
+
+
+def _idle(hook: Any) -> bool:
+    idle = getattr(hook, "idle", None)
+    if not callable(idle):
+        return False
+    try:
+        return bool(idle())
+    except Exception:
+        log.exception("hook %s failed; taken as not idle", _name(idle))
+        return False
 
 
 def _call(method: Any, *args: Any) -> None:

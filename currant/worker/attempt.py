@@ -5,7 +5,8 @@ becomes an :class:`~currant.worker.outcomes.Outcome` in the job's own context
 (the lane thread for a sync task, the task's coroutine for an async one), and
 the hooks around it see that outcome, with the fate the database will give it
 (the same rule as ``complete_outcomes``: a failed attempt is retried while
-attempts remain, unless cancellation was asked).
+attempts remain, unless cancellation was asked). With metrics on, the
+handler's time goes to the worker's timings as well.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import deque
 from typing import Any
 
 from .. import faults
@@ -23,9 +25,22 @@ from ..task import Task
 from . import outcomes
 from .outcomes import CANCELLED, FAILED, RETRY, Outcome
 
+# Where a worker with metrics on drops each attempt's handler time: a deque
+# the lanes append to and the metrics fold per completion batch
+# (currant.worker.metrics), so that a job pays an append, not a histogram.
+Timings = deque[tuple[JobContext, float]]
 
-def run_sync(task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None) -> Outcome | None:
-    started = time.perf_counter() if hooks is not None else 0.0
+
+def run_sync(
+    task: Task[Any, Any],
+    args: Any,
+    kwargs: Any,
+    context: JobContext,
+    hooks: Hooks | None,
+    timings: Timings | None = None,
+) -> Outcome | None:
+    timed = hooks is not None or timings is not None
+    started = time.perf_counter() if timed else 0.0
     if hooks is not None:
         hooks.before_job(context)
     value: Any = None
@@ -36,16 +51,26 @@ def run_sync(task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, 
     except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
         error = exc
     outcome = _outcome(task, context, value, error)
-    if hooks is not None:
-        hooks.after_job(context, job_outcome(task, context, outcome, time.perf_counter() - started, value, error))
+    if timed:
+        duration = time.perf_counter() - started
+        if timings is not None:
+            timings.append((context, duration))
+        if hooks is not None:
+            hooks.after_job(context, job_outcome(task, context, outcome, duration, value, error))
     return outcome
 
 
 async def run_async(
-    task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None
+    task: Task[Any, Any],
+    args: Any,
+    kwargs: Any,
+    context: JobContext,
+    hooks: Hooks | None,
+    timings: Timings | None = None,
 ) -> Outcome | None:
     _set_current(context)  # this coroutine's own context: the handler sees its job
-    started = time.perf_counter() if hooks is not None else 0.0
+    timed = hooks is not None or timings is not None
+    started = time.perf_counter() if timed else 0.0
     value: Any = None
     error: BaseException | None = None
     try:
@@ -65,9 +90,12 @@ async def run_async(
     except BaseException as exc:  # noqa: BLE001 - cancellation included: it is this attempt's outcome
         error = exc
     outcome = _outcome(task, context, value, error)
-    if hooks is not None:
+    if timed:
         duration = time.perf_counter() - started
-        await hooks.aafter_job(context, job_outcome(task, context, outcome, duration, value, error))
+        if timings is not None:
+            timings.append((context, duration))
+        if hooks is not None:
+            await hooks.aafter_job(context, job_outcome(task, context, outcome, duration, value, error))
     return outcome
 
 

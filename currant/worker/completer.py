@@ -99,6 +99,7 @@ class Completer:
         succeeded, rows = await self.link.run(flush, on_error=store_plainly)
         if self.metrics is not None:
             self.metrics.flushed(time.perf_counter() - started)
+            self.metrics.fold()
         state = self.state
         held = state.held
         for job_id, _attempt, _outcome in finished:

@@ -17,7 +17,9 @@ wake-up is already pending, so a busy worker crosses threads once per batch,
 not once per job; jobs handed to the loop cross the same way.
 
 Hooks (:mod:`currant.hooks`) run around each attempt in the job's own
-context: on the lane for a sync task, in the asyncio task for an async one.
+context: on the lane for a sync task, in the asyncio task for an async one;
+idle hooks are left out (:meth:`Lanes.refresh_hooks`). With ``timed`` (metrics
+on) each attempt's handler time is appended to ``timings``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..job import JobContext, _set_current
 from ..task import Task
 from . import attempt as attempt_of
 from . import outcomes
+from .attempt import Timings
 from .outcomes import CANCELLED, Finished, Outcome
 
 log = logging.getLogger("currant.worker")
@@ -71,9 +74,12 @@ class Lanes:
         hooks: Hooks | None = None,
         progress_sink: Callable[[JobContext, dict[str, Any]], None] | None = None,
         room: Callable[[], None] | None = None,
+        timed: bool = False,
     ) -> None:
         self.tasks = tasks
         self.hooks = hooks or Hooks()
+        self.job_hooks = self.hooks.for_jobs()  # what runs around each job: None for nothing
+        self.timings: Timings | None = deque() if timed else None
         self.progress_sink = progress_sink
         self.loop = loop
         self.concurrency = concurrency
@@ -170,6 +176,10 @@ class Lanes:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads if thread not in self._abandoned_threads)
 
+    def refresh_hooks(self) -> None:
+        """Ask the hooks again which of them are idle (at every heartbeat)."""
+        self.job_hooks = self.hooks.for_jobs()
+
     def request_wake(self) -> None:
         """Called by the loop before it drains outcomes: the next report wakes it again."""
         self._wake_pending = False
@@ -249,11 +259,10 @@ class Lanes:
         if task.timeout is not None:
             with self._deadline_lock:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
-        hooks = self.hooks if self.hooks.watches_jobs else None
         outcome: Outcome | None
         try:
             faults.point("before_handler")
-            outcome = attempt_of.run_sync(task, args, kwargs, context, hooks)
+            outcome = attempt_of.run_sync(task, args, kwargs, context, self.job_hooks, self.timings)
         except BaseException as exc:  # noqa: BLE001 - nothing an attempt does ends its lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))
         finally:
@@ -313,25 +322,22 @@ class Lanes:
 
     async def _attempt_async(self, ready: Attempt) -> Outcome | None:
         context = ready.context
-        hooks = self.hooks if self.hooks.watches_jobs else None
         outcome: Outcome | None
         try:
             faults.point("before_handler")
-            outcome = await self._run_async(ready.task, ready.args, ready.kwargs, context, hooks)
+            outcome = await self._run_async(ready.task, ready.args, ready.kwargs, context)
         except BaseException as exc:  # noqa: BLE001 - its outcome, whatever ended it
             outcome = outcomes.guarded(functools.partial(outcomes.failure, ready.task, context, exc))
         finally:
             self._ended(context)
         return outcome
 
-    async def _run_async(
-        self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext, hooks: Hooks | None
-    ) -> Outcome | None:
+    async def _run_async(self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Outcome | None:
         current = asyncio.current_task()
         assert current is not None
         self.async_runs[context.id] = current  # so that a cancel can reach it
         try:
-            return await attempt_of.run_async(task, args, kwargs, context, hooks)
+            return await attempt_of.run_async(task, args, kwargs, context, self.job_hooks, self.timings)
         finally:
             if self.async_runs.get(context.id) is current:
                 del self.async_runs[context.id]

@@ -125,6 +125,7 @@ class Upkeep:
     async def beat(self) -> dict[str, Any] | None:
         """One heartbeat; returns its row, or None if the database could not be reached."""
         state, config = self.state, self.config
+        self.lanes.refresh_hooks()  # a hook that was idle (tracing before its SDK was set) may be awake now
         params = {
             "worker": state.worker_id,
             "queues": config.queues,

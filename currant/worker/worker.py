@@ -144,9 +144,16 @@ class Worker:
 
         progress = ProgressReports(state, upkeep_link, app.sql, loop)
         metrics = self.metrics
-        if metrics is not None:
-            app.add_hook(metrics)  # the per-job observations ride on the hooks
-        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report, state.wake.set)
+        lanes = Lanes(
+            app.tasks,
+            loop,
+            config.concurrency,
+            job_finished,
+            app.hooks,
+            progress.report,
+            state.wake.set,
+            timed=metrics is not None,
+        )
         if metrics is not None:
             metrics.attach(state, lanes, links)
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)

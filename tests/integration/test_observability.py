@@ -155,9 +155,45 @@ def test_an_idle_tracer_costs_one_check_and_adds_nothing(app: currant.App) -> No
     hook.before_enqueue(event)
     assert event.headers == {} and event.state == {}
     job_id = untraced.enqueue()
+    assert app.hooks.for_jobs() is None  # a worker does not call it around jobs at all
     run_worker(app)
     assert app.get_job(job_id).result is False
     assert hook._jobs == {}
+
+
+def test_an_idle_hook_is_called_once_it_wakes(app: currant.App) -> None:
+    """A hook idle at start is skipped around jobs; awake, it is called from the next heartbeat on."""
+    import threading
+
+    class Sleepy:
+        def __init__(self) -> None:
+            self.awake = False
+            self.asked_awake = threading.Event()  # idle() was asked after waking: a heartbeat refreshed
+            self.seen: list[str] = []
+
+        def idle(self) -> bool:
+            if self.awake:
+                self.asked_awake.set()
+            return not self.awake
+
+        def after_job(self, job: currant.JobContext, outcome: currant.hooks.JobOutcome) -> None:
+            self.seen.append(job.task)
+
+    sleepy = app.add_hook(Sleepy())
+
+    @app.task(name="later")
+    def later() -> None:
+        pass
+
+    @app.task(name="first")
+    def first() -> None:
+        sleepy.awake = True
+        assert sleepy.asked_awake.wait(30), "no heartbeat asked the hooks again"
+        later.enqueue()
+
+    first.enqueue()
+    run_worker(app)
+    assert sleepy.seen == ["later"]
 
 
 def test_progress_is_stored_and_shown(app: currant.App, spawn_worker: Any, database_dsn: str) -> None:
