@@ -126,5 +126,5 @@ def current_job() -> JobContext | None:
     return _current.get()
 
 
-def _set_current(context: JobContext | None) -> None:
-    _current.set(context)
+# The ContextVar's own method: a lane calls it twice per job, without a Python frame.
+_set_current = _current.set

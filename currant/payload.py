@@ -277,7 +277,7 @@ def unpack_value(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Any:
 
 def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DEFAULT_MAX_SIZE) -> list[Decoded]:
     """Decode claimed rows of ``queue``: (id, attempt, task, payload, max_attempts,
-    waited, pass_results, input_ids, inputs).
+    waited, pass_results, input_ids, inputs), and any columns after those.
 
     A job that waited for parents and asked for their results gets them: the
     parent's result first among its arguments (``pass_results`` 'f'), or a
@@ -289,7 +289,9 @@ def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DE
     append = out.append
     unpackb = msgpack.unpackb
     reject_ext = _reject_ext
-    for job_id, attempt, task, payload, max_attempts, waited, pass_results, input_ids, inputs in rows:
+    for row in rows:
+        job_id, attempt, task, payload, max_attempts, waited = row[0], row[1], row[2], row[3], row[4], row[5]
+        pass_results = row[6]
         # The fast path: the common payload, [args, {}] or [args, {str: ...}],
         # without 0xff (so without a timestamp), decoded with the very limits
         # of _unpack. Anything else, or any doubt, goes the canonical way
@@ -322,7 +324,7 @@ def decode_claimed(rows: Iterable[Sequence[Any]], queue: str, max_size: int = DE
         try:
             args, kwargs, headers = unpack_envelope(payload, max_size)
             if pass_results is not None:
-                args, kwargs = _with_inputs(pass_results, args, kwargs, input_ids or [], inputs or [], max_size)
+                args, kwargs = _with_inputs(pass_results, args, kwargs, row[7] or [], row[8] or [], max_size)
         except PayloadError as exc:
             append((job_id, attempt, task, None, None, str(exc), None, queue, max_attempts, waited))
         else:

@@ -29,11 +29,15 @@
 -- taken in the same write. The update finds its rows by primary key through
 -- "id = ANY(ARRAY(...))": joined to the CTE instead, an analyzed table with a
 -- backlog makes the planner hash-join the whole table on every claim. The
--- update returns rows in id order, so the batch is sorted again for the
--- worker's local queue. Each row also says the job's own attempt limit (so
--- the worker knows a failed attempt's fate, for its hooks) and how long the
--- job waited past its run_at (the latency users feel, for metrics). Rescued
--- jobs (rescues > 0) are left to claim_suspect.
+-- update's rows come in no promised order: the worker sorts the batch by
+-- (priority DESC, id) itself (currant.worker.claimer), because a sort here
+-- (a CTE around the update and an ORDER BY) cost 3 % of the server's work
+-- per job (benchmarks/instructions.py drain). Each row also says the job's
+-- own attempt limit (so the worker knows a failed attempt's fate, for its
+-- hooks) and how long the job waited past its run_at (the latency users
+-- feel, for metrics; date_part is float arithmetic, extract() would be
+-- numeric at twice the cost). Rescued jobs (rescues > 0) are left to
+-- claim_suspect.
 -- The claimer's own registration is share-locked: a lease is only ever given
 -- to a registered worker. A sweep that declares this worker dead either
 -- deletes the row first (this claim then takes nothing) or waits for this claim
@@ -70,17 +74,13 @@ WITH owner AS (
         ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     ) AS low
     LIMIT %(limit)s
-), claimed AS (
-    UPDATE {schema}.jobs j
-    SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
-    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
-    RETURNING j.id, j.attempts, j.task, j.payload, j.priority, j.max_attempts, j.run_at,
-              j.pass_results, j.input_ids, j.inputs
 )
-SELECT id, attempts, task, payload, max_attempts,
-       extract(epoch FROM {schema}.clock() - run_at)::double precision AS waited,
-       pass_results, input_ids, inputs
-FROM claimed ORDER BY priority DESC, id
+UPDATE {schema}.jobs j
+SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
+WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
+          date_part('epoch', {schema}.clock() - j.run_at) AS waited,
+          j.pass_results, j.input_ids, j.inputs, j.priority
 
 -- name: claim_suspect
 -- One job that was running on a worker that died. The worker claims it only
@@ -103,7 +103,7 @@ UPDATE {schema}.jobs j
 SET state = 'running', attempts = j.attempts + 1, started_at = {schema}.clock(), worker_id = %(worker)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM next))
 RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
-          extract(epoch FROM {schema}.clock() - j.run_at)::double precision AS waited,
+          date_part('epoch', {schema}.clock() - j.run_at) AS waited,
           j.pass_results, j.input_ids, j.inputs
 
 -- name: complete_succeeded

@@ -30,6 +30,7 @@ from ..errors import Discard, Retry
 from ..hooks import Hooks, JobOutcome
 from ..job import JobContext
 from ..worker.arrays import id_arrays
+from ..worker.claimer import in_claim_order
 from ..worker.completer import completion_params
 from ..worker.lanes import Claimed
 from ..worker.limited import sort_out, split_held_back
@@ -174,7 +175,7 @@ def steps(
         for queue in queues:
             while True:
                 params = {"queue": queue, "limit": BATCH, "worker": worker}
-                rows = yield ("all_binary", sql["claim"], params)
+                rows = in_claim_order((yield ("all_binary", sql["claim"], params)))
                 # Jobs of limited tasks enqueued without a key (by name, from code that
                 # did not know the task) go to their limits, as on a worker.
                 rows, handed = sort_out(limited_tasks, rows, worker)

@@ -47,7 +47,8 @@ def run_sync(
     error: BaseException | None = None
     try:
         value = task.fn(*args, **kwargs)
-        faults.point("after_handler")
+        if faults.ARMED:
+            faults.point("after_handler")
     except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
         error = exc
     outcome = _outcome(task, context, value, error)

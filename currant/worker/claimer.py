@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,19 @@ from .metrics import WorkerMetrics
 from .state import WorkerState
 
 log = logging.getLogger("currant.worker")
+
+_ID = operator.itemgetter(0)
+_PRIORITY = operator.itemgetter(9)
+
+
+def in_claim_order(rows: list[Any]) -> list[Any]:
+    """The claim's rows as the local queue is to run them: highest priority
+    first, FIFO (by id) within a priority. The claim statement leaves the
+    order to us (see its comment); both sorts are stable and C-level, and
+    linear on the usual batch, already in id order and of one priority."""
+    rows.sort(key=_ID)
+    rows.sort(key=_PRIORITY, reverse=True)
+    return rows
 
 
 class Claimer:
@@ -160,7 +174,7 @@ class Claimer:
             if normal:
                 params = {"queue": queue, "limit": limit - count, "worker": worker_id}
                 cur = await conn.execute(self.sql["claim"], params, prepare=True, binary=True)
-                rows = await cur.fetchall()
+                rows = in_claim_order(await cur.fetchall())
                 if self.limited is not None and rows:
                     claimed_rows = len(rows)
                     rows = await self.limited.sort_out(conn, rows, worker_id)

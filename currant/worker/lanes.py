@@ -261,7 +261,8 @@ class Lanes:
                 self.deadlines[job_id] = (time.monotonic() + task.timeout, context, task, threading.current_thread())
         outcome: Outcome | None
         try:
-            faults.point("before_handler")
+            if faults.ARMED:
+                faults.point("before_handler")
             outcome = attempt_of.run_sync(task, args, kwargs, context, self.job_hooks, self.timings)
         except BaseException as exc:  # noqa: BLE001 - nothing an attempt does ends its lane
             outcome = outcomes.guarded(functools.partial(outcomes.failure, task, context, exc))

@@ -18,6 +18,7 @@ import pytest
 import currant
 from currant import codec, enqueue
 from currant.sql import migrations, queries
+from currant.worker.claimer import in_claim_order
 from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 
@@ -256,7 +257,7 @@ def test_upgrade_from_0001_keeps_queued_jobs_claimable_in_order(database_dsn: st
             registration = {"hostname": "test", "pid": 1, "queues": ["default"], "concurrency": 1}
             (worker,) = conn.execute(sql["register_worker"], registration).fetchone()  # type: ignore[misc]
             claimed = conn.execute(sql["claim"], {"worker": worker, "queue": "default", "limit": 10}).fetchall()
-        assert [row[0] for row in claimed] == [ids[4], *ids[1:4], ids[0]]
+        assert [row[0] for row in in_claim_order(claimed)] == [ids[4], *ids[1:4], ids[0]]
     finally:
         app.close()
 
