@@ -247,8 +247,8 @@ def _complete(
     fast, general = completion_params([(job_id, attempt, outcome)], worker)
     state = "lost"  # fenced: another worker owns the job now (only if something swept this one)
     if fast is not None:
-        counts = yield ("all", sql["complete_succeeded"], fast)
-        state = "succeeded" if counts else state
+        ((recorded, _which),) = yield ("all", sql["complete_succeeded"], fast)
+        state = "succeeded" if recorded else state
     if general is not None:
         rows = yield ("all", sql["complete_outcomes"], general)
         state = rows[0][1] if rows else state

@@ -209,7 +209,7 @@ class Claimer:
         held = self.state.held
         put = self.lanes.local.put
         for job in codec.decode_claimed(rows, queue):
-            held[job[0]] = job[1]
+            held[job[0]] = job
             put(job)
         faults.point("after_claim_commit")
 

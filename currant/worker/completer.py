@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 import psycopg
@@ -30,6 +31,8 @@ from .outcomes import Finished, Outcome, as_failure
 from .state import WorkerState
 
 log = logging.getLogger("currant.worker")
+
+_QUEUE_AND_TASK = operator.itemgetter(7, 2)  # of a claimed job (currant.worker.lanes.Claimed)
 
 
 class Completer:
@@ -102,13 +105,21 @@ class Completer:
             self.metrics.fold()
         state = self.state
         held = state.held
-        for job_id, _attempt, _outcome in finished:
-            held.pop(job_id, None)
+        plain = []  # the held jobs sent as plain successes
+        for job_id, _attempt, outcome in finished:
+            job = held.pop(job_id, None)
+            if outcome is None and job is not None:
+                plain.append(job)
         state.processed += len(finished)
         recorded = len(rows)
-        for queue, task, count in succeeded:
-            state.tally.add("succeeded", count, queue, task)
+        if succeeded:
+            count, only = succeeded[0]
             recorded += count
+            if only is not None:  # some were fenced: count those recorded
+                kept = set(only)
+                plain = [job for job in plain if job[0] in kept]
+            for (queue, task), n in Counter(map(_QUEUE_AND_TASK, plain)).items():
+                state.tally.add("succeeded", n, queue, task)
         state.tally.add("fenced", len(finished) - recorded)
         if rows:
             outcomes = {job_id: outcome for job_id, _attempt, outcome in finished if outcome is not None}
@@ -120,8 +131,8 @@ class Completer:
     async def _send(
         self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None
     ) -> tuple[list[Any], list[Any]]:
-        """Send the batch; returns the rows of both statements: plain successes
-        counted by (queue, task), and each other outcome recorded."""
+        """Send the batch; returns the rows of both statements: how many plain
+        successes were recorded (and which, if not all), and each other outcome recorded."""
         if fast and general and _PIPELINE_SYNC:
             # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:

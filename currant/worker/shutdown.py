@@ -45,7 +45,8 @@ async def shut_down(
     await completing
     if not finished:
         stuck: list[Finished] = []
-        for job_id, attempt in list(state.held.items()):
+        for job_id, job in list(state.held.items()):
+            attempt = job[1]
             context = lanes.active.get(job_id)
             task = tasks.get(context.task) if context is not None else None
             limit = task.max_attempts if task is not None else DEFAULT_MAX_ATTEMPTS

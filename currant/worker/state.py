@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Any
 
 from .links import GaveUp
 from .report import Tally
@@ -23,7 +24,8 @@ class WorkerState:
         self.burst = burst
         self.db_timeout = db_timeout
         self.worker_id = 0
-        self.held: dict[int, int] = {}  # job id -> attempt, for every job leased to us
+        # Every job leased to us: id -> the claimed job (currant.worker.lanes.Claimed).
+        self.held: dict[int, tuple[Any, ...]] = {}
         self.stopping = False
         self.stop_deadline = math.inf
         # The claimer's wake-up, and whether a claim may find something.
