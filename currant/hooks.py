@@ -11,6 +11,7 @@ A hook is any object with some of these methods; register it with
         def after_job(self, job: JobContext, outcome: JobOutcome) -> None: ...
         def on_retry(self, job: JobContext, outcome: JobOutcome) -> None: ...    # the attempt failed; it runs again
         def on_failure(self, job: JobContext, outcome: JobOutcome) -> None: ...  # the job failed for good
+        def after_batch(self, attempts: Sequence[tuple[JobContext, float]]) -> None: ...  # see below
 
 Enqueue hooks run in the caller's thread or coroutine. Job hooks run in the
 job's own context: on the lane thread for a sync task, inside the task's
@@ -22,6 +23,13 @@ logged error where it is not.
 A hook that raises is logged and ignored: it never fails, loses or delays a
 job or an enqueue. With no hook registered Currant pays one branch per job
 and per enqueue.
+
+``after_batch`` is the cheap way to watch every job: a worker calls it on
+its event loop after each batch of outcomes it records, with each attempt's
+context and handler time (seconds) since the last call. Its per-job cost is
+an append on the lane; the hook's own work is per batch, and it must be
+quick, since completions wait for it (the worker's metrics fill their
+histograms here).
 
 A hook may also have an ``idle()`` method: while it returns True, a worker
 skips the hook's job methods altogether (the tracing hook is idle while no
@@ -40,7 +48,9 @@ from .job import JobContext
 
 log = logging.getLogger("currant.hooks")
 
-_METHODS = ("before_enqueue", "after_enqueue", "before_job", "after_job", "on_retry", "on_failure")
+_METHODS = ("before_enqueue", "after_enqueue", "before_job", "after_job", "on_retry", "on_failure", "after_batch")
+# The methods a lane calls around each job.
+_PER_JOB = ("before_job", "after_job", "on_retry", "on_failure")
 
 
 @dataclass
@@ -85,9 +95,7 @@ class Hooks:
         self._by_method: dict[str, list[Any]] = {name: [] for name in _METHODS}
         self.watches_jobs = False
         self.watches_enqueue = False
-
-    def __bool__(self) -> bool:
-        return self.watches_jobs
+        self.watches_batches = False
 
     def add(self, hook: Any) -> Any:
         """Register a hook object; returns it."""
@@ -97,13 +105,14 @@ class Hooks:
         self._hooks.append(hook)
         for name in found:
             self._by_method[name].append(getattr(hook, name))
-        self.watches_jobs = any(self._by_method[name] for name in _METHODS[2:])
+        self.watches_jobs = any(self._by_method[name] for name in _PER_JOB)
+        self.watches_batches = bool(self._by_method["after_batch"])
         self.watches_enqueue = bool(self._by_method["before_enqueue"] or self._by_method["after_enqueue"])
         return hook
 
     def for_jobs(self) -> Hooks | None:
         """What a worker runs around its jobs: these hooks less the idle ones,
-        or None when no job hook is left (then a job pays one branch)."""
+        or None when no per-job hook is left (then a job pays one branch)."""
         awake = [hook for hook in self._hooks if not _idle(hook)]
         if len(awake) == len(self._hooks):
             return self if self.watches_jobs else None
@@ -111,6 +120,10 @@ class Hooks:
         for hook in awake:
             view.add(hook)
         return view if view.watches_jobs else None
+
+    async def aafter_batch(self, attempts: Sequence[tuple[JobContext, float]]) -> None:
+        for method in self._by_method["after_batch"]:
+            await _acall(method, attempts)
 
     # -- sync callers ------------------------------------------------------------
 

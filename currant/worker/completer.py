@@ -17,7 +17,7 @@ import logging
 import operator
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -32,6 +32,7 @@ from .state import WorkerState
 
 log = logging.getLogger("currant.worker")
 
+_Item = TypeVar("_Item")
 _QUEUE_AND_TASK = operator.itemgetter(7, 2)  # of a claimed job (currant.worker.lanes.Claimed)
 
 
@@ -102,7 +103,9 @@ class Completer:
         succeeded, rows = await self.link.run(flush, on_error=store_plainly)
         if self.metrics is not None:
             self.metrics.flushed(time.perf_counter() - started)
-            self.metrics.fold()
+        timings = self.lanes.timings
+        if timings:  # before the tally: a scrape that sees these jobs counted sees their times too
+            await self.lanes.hooks.aafter_batch(_take(timings, len(timings)))
         state = self.state
         held = state.held
         plain = []  # the held jobs sent as plain successes
@@ -186,9 +189,9 @@ def completion_params(finished: list[Finished], worker: int) -> tuple[dict[str, 
     return fast, general
 
 
-def _take(outcomes: deque[Finished], limit: int) -> list[Finished]:
-    popleft = outcomes.popleft
-    return [popleft() for _ in range(min(limit, len(outcomes)))]
+def _take(items: deque[_Item], limit: int) -> list[_Item]:
+    popleft = items.popleft
+    return [popleft() for _ in range(min(limit, len(items)))]
 
 
 def _earliest_retry(rows: list[Any]) -> float | None:

@@ -18,8 +18,9 @@ not once per job; jobs handed to the loop cross the same way.
 
 Hooks (:mod:`currant.hooks`) run around each attempt in the job's own
 context: on the lane for a sync task, in the asyncio task for an async one;
-idle hooks are left out (:meth:`Lanes.refresh_hooks`). With ``timed`` (metrics
-on) each attempt's handler time is appended to ``timings``.
+idle hooks are left out (:meth:`Lanes.refresh_hooks`). When a hook watches
+batches (``after_batch``: the worker's metrics do), each attempt's context and
+handler time are appended to ``timings`` for the completer to hand over.
 """
 
 from __future__ import annotations
@@ -74,12 +75,11 @@ class Lanes:
         hooks: Hooks | None = None,
         progress_sink: Callable[[JobContext, dict[str, Any]], None] | None = None,
         room: Callable[[], None] | None = None,
-        timed: bool = False,
     ) -> None:
         self.tasks = tasks
-        self.hooks = hooks or Hooks()
+        self.hooks = hooks if hooks is not None else Hooks()
         self.job_hooks = self.hooks.for_jobs()  # what runs around each job: None for nothing
-        self.timings: Timings | None = deque() if timed else None
+        self.timings: Timings | None = deque() if self.hooks.watches_batches else None
         self.progress_sink = progress_sink
         self.loop = loop
         self.concurrency = concurrency

@@ -144,16 +144,9 @@ class Worker:
 
         progress = ProgressReports(state, upkeep_link, app.sql, loop)
         metrics = self.metrics
-        lanes = Lanes(
-            app.tasks,
-            loop,
-            config.concurrency,
-            job_finished,
-            app.hooks,
-            progress.report,
-            state.wake.set,
-            timed=metrics is not None,
-        )
+        if metrics is not None:
+            app.add_hook(metrics)  # its histograms are filled per batch (after_batch)
+        lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report, state.wake.set)
         if metrics is not None:
             metrics.attach(state, lanes, links)
         completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)

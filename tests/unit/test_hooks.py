@@ -45,6 +45,16 @@ def test_idle_hooks_are_left_out_and_come_back_when_awake() -> None:
     assert hooks.for_jobs() is hooks
 
 
+def test_a_batch_hook_is_not_a_per_job_hook() -> None:
+    class Batches:
+        def after_batch(self, attempts: object) -> None:
+            pass
+
+    hooks = Hooks()
+    hooks.add(Batches())
+    assert hooks.watches_batches and not hooks.watches_jobs and hooks.for_jobs() is None
+
+
 def test_a_hook_whose_idle_raises_is_taken_as_awake(caplog: pytest.LogCaptureFixture) -> None:
     hooks = Hooks()
     hooks.add(Confused())
