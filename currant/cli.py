@@ -265,6 +265,7 @@ def main(
         parser.error("--processes is not available here: start the command several times instead")
     logs.configure(args.log_level, args.log_format)
     from .worker import Worker, WorkerConfig
+    from .worker.worker import settle_garbage_collector
 
     label = prog if app is not None else args.app
     try:
@@ -308,6 +309,7 @@ def main(
         port = serve(metrics, args.metrics_port, args.metrics_host)
         announce(port)
         logging.getLogger("currant.worker").info("serving metrics on %s:%d/metrics", args.metrics_host, port)
+    settle_garbage_collector()
     worker = Worker(app, config, metrics)
     started = time.monotonic()
     try:

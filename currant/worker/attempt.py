@@ -51,7 +51,8 @@ def run_sync(
             faults.point("after_handler")
     except BaseException as exc:  # noqa: BLE001 - a handler's exception never reaches the lane
         error = exc
-    outcome = _outcome(task, context, value, error)
+    # The common case (a handler that returned None) without a call.
+    outcome = None if error is None and value is None else _outcome(task, context, value, error)
     if timed:
         duration = time.perf_counter() - started
         if timings is not None:
