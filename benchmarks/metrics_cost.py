@@ -2,6 +2,7 @@
 
     python benchmarks/metrics_cost.py [--dsn DSN] [--jobs 1000000] [--scrapes 30]
                                       [--drain-jobs 200000] [--pairs 5] [--json FILE]
+                                      [--skip-scrape | --skip-drain]
 
 Without ``--dsn`` it uses ``$CURRANT_DSN``. Two schemas of that database are
 used and dropped at the end (``bench_dash_pages``, ``bench_metrics_drain``).
@@ -163,19 +164,20 @@ def main() -> int:
     parser.add_argument("--drain-jobs", type=int, default=200_000)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--skip-drain", action="store_true")
+    parser.add_argument("--skip-scrape", action="store_true", help="only (b), the drain pairs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not args.dsn:
         parser.error("give --dsn or set CURRANT_DSN")
     result: dict[str, Any] = {"machine": machine(args.dsn), "load_before": os.getloadavg()}
-    result["scrape"] = bench_scrape(args.dsn, args.jobs, args.scrapes)
-    scrape = result["scrape"]
-    print(
-        f"scrape of {args.jobs:,} jobs ({scrape['size']}): median {scrape['scrape']['median']:.2f} ms, "
-        f"p95 {scrape['scrape']['p95']:.2f} ms"
-    )
-    for name, t in scrape["statements"].items():
-        print(f"  {name}: median {t['median']:.2f} ms, p95 {t['p95']:.2f} ms")
+    if not args.skip_scrape:
+        result["scrape"] = scrape = bench_scrape(args.dsn, args.jobs, args.scrapes)
+        print(
+            f"scrape of {args.jobs:,} jobs ({scrape['size']}): median {scrape['scrape']['median']:.2f} ms, "
+            f"p95 {scrape['scrape']['p95']:.2f} ms"
+        )
+        for name, t in scrape["statements"].items():
+            print(f"  {name}: median {t['median']:.2f} ms, p95 {t['p95']:.2f} ms")
     if not args.skip_drain:
         result["drain"] = drain = bench_drain(args.dsn, args.drain_jobs, args.pairs)
         print(
