@@ -4,7 +4,8 @@ Most numbers are read when Prometheus scrapes, from what the worker keeps
 anyway: the tally of recorded outcomes, the lanes, the links. The histograms
 of handler time and wait are filled by a batch hook (``after_batch``, see
 :mod:`currant.hooks`): per job a lane only appends (job, handler time), and
-the buckets are counted per completion batch, on the event loop. As a
+the buckets are counted per completion batch, on the event loop, with a
+sort and a bisect per bound (C-level work, not a loop per job). As a
 per-job hook (``after_job`` on the lane) metrics cost 3.5 us per job against
 1.4 us without (a JobOutcome per job, the dispatch), and 14 us with a lock
 shared by the lanes (each lane handed the GIL to one that then waited for it).
@@ -19,9 +20,11 @@ HTTP server; with ``--processes N`` the supervisor sums its children's
 from __future__ import annotations
 
 import bisect
+import math
+import operator
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..job import JobContext
 
@@ -53,8 +56,27 @@ WAIT_BUCKETS = (
     900.0,
     3600.0,
 )
+_Key = TypeVar("_Key")
+
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+_JOB, _DURATION = operator.itemgetter(0), operator.itemgetter(1)
+_QUEUE_AND_TASK = operator.attrgetter("queue", "task")
+_QUEUE, _WAITED = operator.attrgetter("queue"), operator.attrgetter("waited")
+
+
+def _grouped(keys: list[_Key], values: list[float]) -> dict[_Key, list[float]]:
+    """The values by key (keys[i] is the key of values[i])."""
+    if not keys:
+        return {}
+    if len(set(keys)) == 1:
+        return {keys[0]: values}
+    groups: dict[_Key, list[float]] = {}
+    for key, value in zip(keys, values, strict=True):
+        groups.setdefault(key, []).append(value)
+    return groups
 
 
 class Buckets:
@@ -76,6 +98,18 @@ class Buckets:
     def add(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def add_many(self, values: list[float]) -> None:
+        """``add`` each of ``values`` (sorted in place), negatives counted as 0:
+        a sort and a bisect per bound, C-level work, not a bisect per value."""
+        values.sort()
+        counts, below = self.counts, 0
+        for i, bound in enumerate(self.bounds):
+            upto = bisect.bisect_right(values, bound)  # the values <= bound: bucket i's and those before
+            counts[i] += upto - below
+            below = upto
+        counts[-1] += len(values) - below
+        self.total += math.fsum(values[bisect.bisect_left(values, 0.0) :])
 
     def cumulative(self) -> list[tuple[str, float]]:
         running = 0
@@ -108,21 +142,21 @@ class WorkerMetrics:
     def after_batch(self, attempts: Sequence[tuple[JobContext, float]]) -> None:
         """A hook method (currant.hooks): the handler times and waits of a batch
         of attempts, on the loop, into the histograms."""
-        durations, waits = self._durations, self._waits
-        where = bisect.bisect_left
+        # Per job only C-level steps (map, sort, bisect): one batch is usually one task of one queue.
+        jobs = list(map(_JOB, attempts))
+        by_task = _grouped(list(map(_QUEUE_AND_TASK, jobs)), list(map(_DURATION, attempts)))
+        by_queue = _grouped(list(map(_QUEUE, jobs)), list(map(_WAITED, jobs)))
         with self._lock:
-            for job, duration in attempts:  # Buckets.add, inlined: this runs once per job
-                buckets = durations.get((job.queue, job.task))
+            for key, values in by_task.items():
+                buckets = self._durations.get(key)
                 if buckets is None:
-                    buckets = durations[job.queue, job.task] = Buckets(DURATION_BUCKETS)
-                buckets.counts[where(DURATION_BUCKETS, duration)] += 1
-                buckets.total += duration
-                wait = job.waited if job.waited > 0.0 else 0.0
-                buckets = waits.get(job.queue)
+                    buckets = self._durations[key] = Buckets(DURATION_BUCKETS)
+                buckets.add_many(values)
+            for queue, values in by_queue.items():
+                buckets = self._waits.get(queue)
                 if buckets is None:
-                    buckets = waits[job.queue] = Buckets(WAIT_BUCKETS)
-                buckets.counts[where(WAIT_BUCKETS, wait)] += 1
-                buckets.total += wait
+                    buckets = self._waits[queue] = Buckets(WAIT_BUCKETS)
+                buckets.add_many(values)
 
     @property
     def durations(self) -> dict[tuple[str, str], Buckets]:
