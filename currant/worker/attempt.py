@@ -5,8 +5,9 @@ becomes an :class:`~currant.worker.outcomes.Outcome` in the job's own context
 (the lane thread for a sync task, the task's coroutine for an async one), and
 the hooks around it see that outcome, with the fate the database will give it
 (the same rule as ``complete_outcomes``: a failed attempt is retried while
-attempts remain, unless cancellation was asked). With metrics on, the
-handler's time goes to the worker's timings as well.
+attempts remain, unless cancellation was asked). When a hook watches
+batches (``after_batch``: the worker's metrics), the handler's time is noted
+in the lanes' timings as well.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from ..task import Task
 from . import outcomes
 from .outcomes import CANCELLED, FAILED, RETRY, Outcome
 
-# Where a worker with metrics on drops each attempt's handler time: a deque
-# the lanes append to and the metrics fold per completion batch
-# (currant.worker.metrics), so that a job pays an append, not a histogram.
+# Each attempt's context and handler time, for the hooks that watch batches:
+# the lanes append, the completer hands them over once per completion batch
+# (Hooks.aafter_batch), so that a job pays an append, not a hook call.
 Timings = deque[tuple[JobContext, float]]
 
 
