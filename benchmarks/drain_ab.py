@@ -1,7 +1,7 @@
 """Interleaved A/B(/C...) of the no-op drain alone, across checkouts of Currant.
 
     python benchmarks/drain_ab.py --dsn DSN --tree before=/path/a --tree after=/path/b \\
-        [--rounds 7] [--jobs 200000] [--json results.json]
+        [--rounds 7] [--jobs 200000] [--json results.json] [--no-checkpoint]
 
 ``benchmarks/ab.py`` runs the whole of ``e2e.py`` per tree, floors included,
 and a drain there may meet the checkpoint of the previous run's writes. Here
@@ -34,7 +34,7 @@ ENQUEUE = "from benchmarks.bench_app import app, noop; app.migrate(); noop.enque
 RATE = re.compile(r"processed in [0-9.]+ s \(([0-9,]+) jobs/s")
 
 
-def run_tree(path: Path, dsn: str, jobs: int) -> dict[str, float]:
+def run_tree(path: Path, dsn: str, jobs: int, checkpoint: bool = True) -> dict[str, float]:
     dbname = f"bench_drain_ab_{os.getpid()}"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
@@ -43,8 +43,9 @@ def run_tree(path: Path, dsn: str, jobs: int) -> dict[str, float]:
     python = str(path / ".venv/bin/python")
     try:
         subprocess.run([python, "-c", ENQUEUE.format(n=jobs)], cwd=path, env=env, check=True)
-        with psycopg.connect(env["CURRANT_DSN"], autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
+        if checkpoint:
+            with psycopg.connect(env["CURRANT_DSN"], autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             [python, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst"],
@@ -72,13 +73,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--no-checkpoint", action="store_true", help="drain right after the enqueue, its writes not yet checkpointed"
+    )
     args = parser.parse_args()
     trees = [(label, Path(path).resolve()) for label, _, path in (t.partition("=") for t in args.tree)]
     runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
     for round_ in range(args.rounds):
         order = trees if round_ % 2 == 0 else trees[::-1]
         for label, path in order:
-            runs[label].append(run_tree(path, args.dsn, args.jobs))
+            runs[label].append(run_tree(path, args.dsn, args.jobs, checkpoint=not args.no_checkpoint))
             last = runs[label][-1]
             print(
                 f"round {round_ + 1}/{args.rounds} {label}: {last['jobs_per_s']:,.0f} jobs/s, "
