@@ -55,9 +55,7 @@ def run_sync(
     # The common case (a handler that returned None) without a call.
     outcome = None if error is None and value is None else _outcome(task, context, value, error)
     if timed:
-        duration = time.perf_counter() - started
-        if timings is not None:
-            timings.append((context, duration))
+        duration = _took(started, context, timings)
         if hooks is not None:
             hooks.after_job(context, job_outcome(task, context, outcome, duration, value, error))
     return outcome
@@ -94,12 +92,18 @@ async def run_async(
         error = exc
     outcome = _outcome(task, context, value, error)
     if timed:
-        duration = time.perf_counter() - started
-        if timings is not None:
-            timings.append((context, duration))
+        duration = _took(started, context, timings)
         if hooks is not None:
             await hooks.aafter_job(context, job_outcome(task, context, outcome, duration, value, error))
     return outcome
+
+
+def _took(started: float, context: JobContext, timings: Timings | None) -> float:
+    """The handler's time since ``started``, noted in ``timings`` for the batch hooks."""
+    duration = time.perf_counter() - started
+    if timings is not None:
+        timings.append((context, duration))
+    return duration
 
 
 def _outcome(task: Task[Any, Any], context: JobContext, value: Any, error: BaseException | None) -> Outcome | None:

@@ -17,10 +17,8 @@ wake-up is already pending, so a busy worker crosses threads once per batch,
 not once per job; jobs handed to the loop cross the same way.
 
 Hooks (:mod:`currant.hooks`) run around each attempt in the job's own
-context: on the lane for a sync task, in the asyncio task for an async one;
-idle hooks are left out (:meth:`Lanes.refresh_hooks`). When a hook watches
-batches (``after_batch``: the worker's metrics do), each attempt's context and
-handler time are appended to ``timings`` for the completer to hand over.
+context (the lane, or the async job's task), idle ones left out; for batch
+hooks each attempt's handler time goes to ``timings``, which the completer hands over.
 """
 
 from __future__ import annotations
@@ -239,17 +237,8 @@ class Lanes:
         return self._run_sync(task, args, kwargs, context)
 
     def _unrunnable(self, job_id: int, name: str, task: Task[Any, Any] | None, payload_error: Any) -> Outcome | None:
-        if task is None and name not in self._unknown:
-            self._unknown.add(name)
-            log.warning(
-                "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
-                " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
-                " producer, and the same task names?",
-                job_id,
-                name,
-                ", ".join(sorted(self.tasks)) or "no tasks",
-                outcomes.UNKNOWN_TASK_RETRY_DELAY,
-            )
+        if task is None:
+            outcomes.warn_unknown_task(job_id, name, self.tasks, self._unknown)
         return outcomes.unrunnable(name, task, payload_error)
 
     def _run_sync(self, task: Task[Any, Any], args: Any, kwargs: Any, context: JobContext) -> Outcome | None | object:

@@ -11,8 +11,9 @@ good with a reason, rather than the lane dying.
 from __future__ import annotations
 
 import asyncio
+import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any, NamedTuple
 
@@ -20,6 +21,8 @@ from ..codec import encode_result
 from ..errors import Discard, JobCancelled, Retry
 from ..job import JobContext
 from ..task import Task
+
+log = logging.getLogger("currant.worker")
 
 # Outcome kinds, as complete_outcomes reads them.
 SUCCEEDED = "s"
@@ -146,6 +149,22 @@ def unrunnable(name: str, task: Task[Any, Any] | None, payload_error: str | None
             task=name,
         )
     return None
+
+
+def warn_unknown_task(job_id: int, name: str, known: Iterable[str], warned: set[str]) -> None:
+    """Log once per task name (``warned`` remembers) that a job's task is not registered here."""
+    if name in warned:
+        return
+    warned.add(name)
+    log.warning(
+        "job %s is for task %r, which this worker does not know (it knows: %s); such jobs are"
+        " retried in %.0f s, for a worker that knows the task; is it running the same code as the"
+        " producer, and the same task names?",
+        job_id,
+        name,
+        ", ".join(sorted(known)) or "no tasks",
+        UNKNOWN_TASK_RETRY_DELAY,
+    )
 
 
 def lane_error(name: str, exc: BaseException) -> Outcome:

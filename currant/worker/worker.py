@@ -58,7 +58,7 @@ def settle_garbage_collector() -> None:
 
     Per job a worker allocates a few short-lived containers (rows, tuples, a
     JobContext), and Python's collector ran its youngest generation every 700
-    of them: 15 % of a no-op drain's worker CPU (py-spy, BENCHMARKS.md).
+    of them: 16 % of a no-op drain's busy worker samples (py-spy, BENCHMARKS.md).
     What start-up made (modules, the app) lives as long as the process:
     frozen, it is never traversed again, and the young generation is
     collected every 50,000 allocations. A job's garbage is still freed by
