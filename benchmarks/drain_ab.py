@@ -24,6 +24,8 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,11 @@ ENQUEUE = "from benchmarks.bench_app import app, noop; app.migrate(); noop.enque
 RATE = re.compile(r"processed in [0-9.]+ s \(([0-9,]+) jobs/s")
 
 
-def run_tree(path: Path, dsn: str, jobs: int, checkpoint: bool = True) -> dict[str, float]:
+def run_tree(
+    path: Path, dsn: str, jobs: int, checkpoint: bool = True, worker_args: Sequence[str] = ()
+) -> dict[str, float]:
+    """One drain by that tree's worker (``worker_args`` added to its command line):
+    its own jobs/s, jobs/s from spawn to exit, and CPU per job."""
     dbname = f"bench_drain_ab_{os.getpid()}"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
@@ -47,14 +53,16 @@ def run_tree(path: Path, dsn: str, jobs: int, checkpoint: bool = True) -> dict[s
             with psycopg.connect(env["CURRANT_DSN"], autocommit=True) as conn:
                 conn.execute("CHECKPOINT")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spawned = time.perf_counter()
         done = subprocess.run(
-            [python, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst"],
+            [python, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst", *worker_args],
             cwd=path,
             env=env,
             capture_output=True,
             text=True,
             timeout=3600,
         )
+        wall = time.perf_counter() - spawned
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         with psycopg.connect(dsn, autocommit=True) as admin:
@@ -63,7 +71,11 @@ def run_tree(path: Path, dsn: str, jobs: int, checkpoint: bool = True) -> dict[s
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{path}: the worker exited {done.returncode}:\n{done.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"jobs_per_s": float(found.group(1).replace(",", "")), "cpu_us_per_job": cpu / jobs * 1e6}
+    return {
+        "jobs_per_s": float(found.group(1).replace(",", "")),
+        "with_start_up_jobs_per_s": jobs / wall,
+        "cpu_us_per_job": cpu / jobs * 1e6,
+    }
 
 
 def main() -> int:

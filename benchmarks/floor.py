@@ -51,7 +51,7 @@ CREATE TABLE {schema}.t (
 CREATE INDEX t_ready ON {schema}.t (queue, id) WHERE state = 0;
 """
 
-_CLAIM = """
+CLAIM = """
 WITH c AS (
     SELECT id FROM {schema}.t WHERE state = 0 AND queue = 'default'
     ORDER BY id LIMIT {batch} FOR UPDATE SKIP LOCKED
@@ -61,23 +61,27 @@ FROM c WHERE {schema}.t.id = c.id
 RETURNING {schema}.t.id, {schema}.t.payload
 """
 
-_DELETE = "DELETE FROM {schema}.t WHERE id = ANY(%s)"
+DELETE = "DELETE FROM {schema}.t WHERE id = ANY(%s)"
 
 
-def _q(template: str, schema: str) -> sql.Composed:
+def statement(template: str, schema: str) -> sql.Composed:
     # Only identifiers and a constant are templated; values are bound.
     return sql.SQL(template).format(schema=sql.Identifier(schema), batch=sql.Literal(BATCH))
 
 
 def create_floor_table(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
     """(Re)create the floor's schema and its one table, ``<schema>.t``."""
-    conn.execute(_q(_DDL, schema))
+    conn.execute(statement(_DDL, schema))
 
 
-def run_floor(dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False) -> dict[str, Any]:
+def run_floor(
+    dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False, checkpoint: bool = False
+) -> dict[str, Any]:
     """Insert ``n`` rows by binary COPY, then drain them; returns timings and rates.
 
     ``guarded``: the drain connection runs with :data:`PLANNER_GUARDS`.
+    ``checkpoint``: a CHECKPOINT between the two, as ``drain_floor.py`` gives
+    the worker's drain.
     """
     with psycopg.connect(dsn, autocommit=True, **({"options": PLANNER_GUARDS} if guarded else {})) as conn:
         create_floor_table(conn, schema)
@@ -87,7 +91,9 @@ def run_floor(dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False) -> 
         # so psycopg does not guess per value.
         started = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
-            copy_stmt = _q("COPY {schema}.t (queue, task, payload, state, attempts) FROM STDIN (FORMAT BINARY)", schema)
+            copy_stmt = statement(
+                "COPY {schema}.t (queue, task, payload, state, attempts) FROM STDIN (FORMAT BINARY)", schema
+            )
             with cur.copy(copy_stmt) as copy:
                 copy.set_types(["text", "text", "bytea", "int2", "int4"])
                 for row in rows:
@@ -100,10 +106,13 @@ def run_floor(dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False) -> 
         # nested loop on the primary key, halving the drain rate. Currant's
         # claim has the same shape, so see BENCHMARKS.md for the effect there.
 
+        if checkpoint:
+            conn.execute("CHECKPOINT")
+
         # Drain: claim a batch, delete it; autocommit so each is its own
         # transaction, prepared so the plan is built once.
-        claim = _q(_CLAIM, schema)
-        delete = _q(_DELETE, schema)
+        claim = statement(CLAIM, schema)
+        delete = statement(DELETE, schema)
         drained = 0
         started = time.perf_counter()
         with conn.cursor() as cur:
@@ -116,8 +125,8 @@ def run_floor(dsn: str, n: int, schema: str = SCHEMA, guarded: bool = False) -> 
                 drained += len(batch)
         drain_s = time.perf_counter() - started
 
-        left = conn.execute(_q("SELECT count(*) FROM {schema}.t", schema)).fetchone()
-        conn.execute(_q("DROP SCHEMA {schema} CASCADE", schema))
+        left = conn.execute(statement("SELECT count(*) FROM {schema}.t", schema)).fetchone()
+        conn.execute(statement("DROP SCHEMA {schema} CASCADE", schema))
     ok = drained == n and left is not None and left[0] == 0
     return {
         "jobs": n,

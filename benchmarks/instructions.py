@@ -48,7 +48,10 @@ from psycopg import sql as pgsql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.floor import CLAIM as FLOOR_CLAIM
+from benchmarks.floor import DELETE as FLOOR_DELETE
 from benchmarks.floor import NOOP_PAYLOAD, PLANNER_GUARDS, create_floor_table
+from benchmarks.floor import statement as floor_sql
 from benchmarks.profile_db import (
     FLOOR_COLUMNS,
     FLOOR_SCHEMA,
@@ -207,7 +210,16 @@ def profile_drain(cluster: Cluster) -> None:
             f"INSERT INTO {SCHEMA}.workers (hostname, pid, queues) VALUES ('bench', 1, '{{default}}') RETURNING id"
         ).fetchone()  # type: ignore[misc]
         ids = [row[0] for row in conn.execute(f"SELECT id FROM {SCHEMA}.jobs ORDER BY id")]
+        create_floor_table(conn, FLOOR_SCHEMA)
+        conn.execute(
+            f"INSERT INTO {FLOOR_SCHEMA}.t (queue, task, payload) SELECT 'default', 'bench.noop', %s"
+            " FROM generate_series(1, %s)",
+            (NOOP_PAYLOAD, CLAIMS * CLAIM_BATCH),
+        )
         conn.execute(f"VACUUM ANALYZE {SCHEMA}.jobs")
+        # Not analyzed, as floor.py leaves it (its comment: statistics turn
+        # the floor's claim into a hash join over the whole table).
+        conn.execute(f"VACUUM {FLOOR_SCHEMA}.t")
         conn.execute("CHECKPOINT")
 
         def literal(template: str, **values: Any) -> str:
@@ -218,25 +230,45 @@ def profile_drain(cluster: Cluster) -> None:
                 pgsql.SQL(text).format(**{name: pgsql.Literal(value) for name, value in values.items()}).as_string(conn)
             )
 
-        claims, completions = [], []
-        for k in range(CLAIMS):
-            batch = ids[k * CLAIM_BATCH : (k + 1) * CLAIM_BATCH]
-            claims.append(literal(sql["claim"], worker=worker, queue="default", limit=CLAIM_BATCH))
-            completions.append(literal(sql["complete_succeeded"], worker=worker, ids=batch, attempts=[1] * len(batch)))
+        batches = [ids[k * CLAIM_BATCH : (k + 1) * CLAIM_BATCH] for k in range(CLAIMS)]
+        claims = [literal(sql["claim"], worker=worker, queue="default", limit=CLAIM_BATCH)] * CLAIMS
+        completions = {
+            name: [literal(sql[name], worker=worker, ids=batch, attempts=[1] * len(batch)) for batch in batches]
+            for name in ("complete_succeeded", "complete_succeeded_discarding")
+        }
+        floor_claim = one_line(floor_sql(FLOOR_CLAIM, FLOOR_SCHEMA).as_string(conn))
+        floor_deletes = [
+            one_line(
+                floor_sql(FLOOR_DELETE, FLOOR_SCHEMA)
+                .as_string(conn)
+                .replace("%s", pgsql.Literal(batch).as_string(conn))
+            )
+            for batch in batches
+        ]
     guards = "".join(f"SET {setting}\n" for setting in PLANNER_GUARDS.replace("-c ", "").split())
     collect = ["PortalRun", "pg_plan_queries"]
     cluster.snapshot()
-    claim = cluster.count(guards + "".join(c + "\n" for c in claims), collect)
-    # From the same data, the claims again, each followed by its completion:
-    # the difference is the completions.
-    cluster.restore()
-    both = cluster.count(
-        guards + "".join(c + "\n" + d + "\n" for c, d in zip(claims, completions, strict=True)), collect
-    )
     jobs = CLAIMS * CLAIM_BATCH
+
+    def per_job(statements: list[str], settings: str = guards) -> int:
+        # Every case starts from the same data: a measured script changes it.
+        cluster.restore()
+        return cluster.count(settings + "".join(statement + "\n" for statement in statements), collect) // jobs
+
+    claim = per_job(claims)
     print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind)")
-    print(f"{'claim':<42} {claim // jobs:>8,}")
-    print(f"{'complete_succeeded':<42} {(both - claim) // jobs:>8,}")
+    print(f"{'claim':<42} {claim:>8,}")
+    # The claims again, each followed by its completion: the difference is the completions.
+    for name, statements in completions.items():
+        both = per_job([line for pair in zip(claims, statements, strict=True) for line in pair])
+        print(f"{name:<42} {both - claim:>8,}")
+    # The floor as floor.py runs it by default: no planner settings.
+    floor_claims = per_job([floor_claim] * CLAIMS, settings="")
+    floor_both = per_job(
+        [line for pair in zip([floor_claim] * CLAIMS, floor_deletes, strict=True) for line in pair], settings=""
+    )
+    print(f"{'floor: claim':<42} {floor_claims:>8,}")
+    print(f"{'floor: delete':<42} {floor_both - floor_claims:>8,}")
 
 
 def main() -> None:

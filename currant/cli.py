@@ -39,6 +39,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _retention(text: str) -> float:
+    """Seconds, 0 included: keeping no finished jobs is a choice (the cheapest)."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _positive_float says what is wrong
+    return _positive_float(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -134,10 +144,10 @@ def build_parser(prog: str = PROG, with_app: bool = True) -> argparse.ArgumentPa
     )
     add(
         "--keep-succeeded",
-        type=_positive_float,
+        type=_retention,
         default=24 * 3600.0,
         metavar="SECONDS",
-        help="retention of succeeded jobs (default: 86400)",
+        help="retention of succeeded jobs (default: 86400); 0 deletes a job that returns None as it completes",
     )
     add(
         "--keep-failed",

@@ -131,6 +131,40 @@ WITH done AS (
 SELECT n, CASE WHEN n < cardinality(%(ids)b::bigint[]) THEN ARRAY(SELECT id FROM done) END
 FROM recorded
 
+-- name: complete_succeeded_discarding
+-- complete_succeeded for a worker that keeps no succeeded jobs
+-- (keep_succeeded = 0): the rows are deleted instead of updated. A delete
+-- writes no new row version and no index entries, where the update writes
+-- both (state is in partial-index predicates, so it is never HOT): about half
+-- the server's work of a completion. Same fence, same answer. A job that
+-- others depend on, or a group member, is updated as before: its dependents
+-- are released by the trigger on that update and its group counts it. That
+-- second update runs only when the delete took fewer rows than it was given
+-- (an InitPlan gates it): in the common case no such job is in the batch.
+WITH gone AS (
+    DELETE FROM {schema}.jobs j
+    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND j.dependents IS NOT TRUE AND j.group_id IS NULL
+    RETURNING j.id
+), kept AS (
+    UPDATE {schema}.jobs j
+    SET state = 'succeeded', finished_at = {schema}.clock()
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE (SELECT count(*) FROM gone) < cardinality(%(ids)b::bigint[])
+      AND j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND (j.dependents OR j.group_id IS NOT NULL)
+    RETURNING j.id
+), done AS (
+    SELECT id FROM gone UNION ALL SELECT id FROM kept
+), recorded AS (
+    SELECT count(*) AS n FROM done
+)
+SELECT n, CASE WHEN n < cardinality(%(ids)b::bigint[]) THEN ARRAY(SELECT id FROM done) END
+FROM recorded
+
 -- name: complete_outcomes
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
 -- 'r' failed and may retry after delay seconds (database clock), 'f' failed

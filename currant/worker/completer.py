@@ -45,8 +45,11 @@ class Completer:
         sql: dict[str, str],
         max_flush: int,
         metrics: WorkerMetrics | None = None,
+        discard_succeeded: bool = False,
     ) -> None:
         self.metrics = metrics
+        # keep_succeeded = 0: plain successes are deleted, not marked (worker.sql).
+        self._plain_success = sql["complete_succeeded_discarding" if discard_succeeded else "complete_succeeded"]
         self.state = state
         self.lanes = lanes
         self.link = link
@@ -139,14 +142,14 @@ class Completer:
         if fast and general and _PIPELINE_SYNC:
             # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
-                fast_cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+                fast_cur = await conn.execute(self._plain_success, fast, prepare=True)
                 _sync_point(pipeline)
                 general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
             return await fast_cur.fetchall(), await general_cur.fetchall()
         succeeded: list[Any] = []
         rows: list[Any] = []
         if fast:
-            cur = await conn.execute(self.sql["complete_succeeded"], fast, prepare=True)
+            cur = await conn.execute(self._plain_success, fast, prepare=True)
             succeeded = await cur.fetchall()
         if general:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)

@@ -166,7 +166,9 @@ class Worker:
         lanes = Lanes(app.tasks, loop, config.concurrency, job_finished, app.hooks, progress.report, state.wake.set)
         if metrics is not None:
             metrics.attach(state, lanes, links)
-        completer = Completer(state, lanes, completions, app.sql, config.max_flush, metrics)
+        completer = Completer(
+            state, lanes, completions, app.sql, config.max_flush, metrics, discard_succeeded=config.keep_succeeded == 0
+        )
         upkeep = Upkeep(app, state, config, lanes, upkeep_link)
         claimer = Claimer(state, config, lanes, claims, app.sql, app.channel, upkeep.nothing_left, metrics, limited)
         listener: Listener | HostWakeups | None = None
