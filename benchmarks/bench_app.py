@@ -45,6 +45,12 @@ def capped() -> None:
     """A no-op under a concurrency limit it never reaches."""
 
 
+@app.task(name="bench.blob_echo")
+def blob_echo(data: bytes) -> bytes:
+    """10 KB in, the same 10 KB back as the result (benchmarks/payloads.py)."""
+    return data
+
+
 # Canonical arguments, so every run and every script enqueues the same bytes.
 SMALL_ARG = "x" * 100
 BLOB_ARG = b"\x00" * 10_240
