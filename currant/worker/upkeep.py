@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 from .. import faults
 from ..backoff import Backoff
 from .config import WorkerConfig
-from .cron import CronScheduler
 from .lanes import Lanes
 from .links import Connection, GaveUp, Link, LinkDown
 from .state import WorkerState
 
 if TYPE_CHECKING:
     from ..app import App
+    from .cron import CronScheduler
 
 log = logging.getLogger("currant.worker")
 
@@ -54,7 +54,11 @@ class Upkeep:
         self.lanes = lanes
         self.link = link
         self.sql = app.sql
-        self.cron = CronScheduler(app, link) if app.periodics else None
+        self.cron: CronScheduler | None = None
+        if app.periodics:
+            from .cron import CronScheduler  # croniter only for apps with schedules: start-up time
+
+            self.cron = CronScheduler(app, link)
         self._reregistering = False
 
     async def register(self) -> None:
