@@ -102,10 +102,7 @@ class Claimer:
                 claim = functools.partial(self._claim, limit=limit, normal=normal, limited=normal or limited_ready)
                 claimed = await self.link.run(claim)
                 state.last_poll = time.monotonic()
-                count = 0
-                for queue, rows in claimed:
-                    self._dispatch(rows, queue)
-                    count += len(rows)
+                count = sum(len(rows) for _queue, rows in claimed)
                 state.claims += 1
                 state.empty_claims += not count
                 if self.metrics is not None and count:
@@ -160,7 +157,13 @@ class Claimer:
     async def _claim(
         self, conn: Connection, limit: int, normal: bool = True, limited: bool = False
     ) -> list[tuple[str, list[Any]]]:
-        """Up to ``limit`` jobs, queue by queue in order: [(queue, rows), ...]."""
+        """Up to ``limit`` jobs, queue by queue in order: [(queue, rows), ...].
+
+        Each batch goes to the lanes as soon as it is claimed: a job waits for
+        no later statement of the round (with limited tasks declared, every
+        round also runs claim_limited: a second round trip of idle pickup).
+        Dispatched jobs are held, so a retried round neither loses nor
+        releases them."""
         claimed: list[tuple[str, list[Any]]] = []
         count = 0
         worker_id = self.state.worker_id
@@ -180,12 +183,17 @@ class Claimer:
                     rows = await self.limited.sort_out(conn, rows, worker_id)
                     if len(rows) < claimed_rows:
                         self.state.jobs_ready()  # the batch was not the queue's last: claim again
-            free = min(limit - count, self._free() - count - len(rows))
-            if limits is not None and free > 0:
-                rows += await limits.claim(conn, queue, worker_id, free)
             if rows:
+                self._dispatch(rows, queue)
                 claimed.append((queue, rows))
                 count += len(rows)
+            free = min(limit - count, self._free())  # dispatched jobs are held already
+            if limits is not None and free > 0:
+                rows = await limits.claim(conn, queue, worker_id, free)
+                if rows:
+                    self._dispatch(rows, queue)
+                    claimed.append((queue, rows))
+                    count += len(rows)
         if limits is not None:
             limits.end_round()
         return claimed

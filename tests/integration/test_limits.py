@@ -205,3 +205,27 @@ def test_bad_declarations_are_refused(app: currant.App) -> None:
         app.task(name="t1", max_running="3")(send)
     limit = make_limit("t", inspect.signature(send), "10/s", 2, lambda customer: customer.upper())
     assert limit is not None and limit.key_for(("acme",), None) == "ACME" and limit.burst == 1.0
+
+
+def test_a_plain_job_does_not_wait_for_the_limited_claim_of_its_round(
+    limited_app: currant.App, db: psycopg.Connection[Any], database_dsn: str, spawn_worker: Any
+) -> None:
+    """With limited tasks declared, each claim round also runs claim_limited;
+    the plain jobs the round's first claim took run without waiting for it
+    (here it waits on a bucket row a transaction holds)."""
+    app, schema = limited_app, limited_app.schema
+    capped = app.enqueue("limited.slow")
+    (key,) = db.execute(f'SELECT limit_key FROM "{schema}".jobs WHERE id = %s', (capped,)).fetchone()  # type: ignore[misc]
+    plain = app.enqueue("limited.free")
+    with psycopg.connect(database_dsn) as holder:  # a transaction, open until the block ends
+        holder.execute(
+            f'INSERT INTO "{schema}".limit_buckets (task, key, tokens, refilled_at) VALUES (%s, %s, 1, now())',
+            ("limited.slow", key),
+        )
+        worker = spawn_worker(app=APP)
+        state = f'SELECT state::text FROM "{schema}".jobs WHERE id = %s'
+        wait_for(lambda: db.execute(state, (plain,)).fetchone() == ("succeeded",), timeout=20, message="the plain job")
+        assert db.execute(state, (capped,)).fetchone() == ("queued",)  # its claim still waits on the bucket
+        holder.rollback()
+    wait_for(lambda: db.execute(state, (capped,)).fetchone() == ("succeeded",), timeout=20, message="the capped job")
+    assert "ERROR" not in worker.log()
