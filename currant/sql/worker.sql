@@ -299,4 +299,4 @@ WHERE j.id IN (
 -- keeps them equal), for the reasons given there (BENCHMARKS.md, "Planner
 -- traps").
 BEGIN; SET LOCAL enable_nestloop = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
-SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off
+SET LOCAL plan_cache_mode = auto; SET LOCAL jit = off

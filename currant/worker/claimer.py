@@ -102,6 +102,9 @@ class Claimer:
                 claim = functools.partial(self._claim, limit=limit, normal=normal, limited=normal or limited_ready)
                 claimed = await self.link.run(claim)
                 state.last_poll = time.monotonic()
+                if not self._dispatches_at_once:
+                    for queue, rows in claimed:
+                        self._dispatch(rows, queue)
                 count = sum(len(rows) for _queue, rows in claimed)
                 state.claims += 1
                 state.empty_claims += not count
@@ -147,6 +150,11 @@ class Claimer:
             if time.monotonic() >= poll_at:
                 state.claim_ready = True  # the fallback poll
 
+    @property
+    def _dispatches_at_once(self) -> bool:
+        """Each claim statement commits on its own (no pooler transaction around the round)."""
+        return self.link.begin is None
+
     def _free(self) -> int:
         """Lanes with nothing to do: what a limited claim may take."""
         return self.config.concurrency - len(self.state.held)
@@ -159,14 +167,17 @@ class Claimer:
     ) -> list[tuple[str, list[Any]]]:
         """Up to ``limit`` jobs, queue by queue in order: [(queue, rows), ...].
 
-        Each batch goes to the lanes as soon as it is claimed: a job waits for
-        no later statement of the round (with limited tasks declared, every
-        round also runs claim_limited: a second round trip of idle pickup).
-        Dispatched jobs are held, so a retried round neither loses nor
-        releases them."""
+        Where each statement commits on its own, each batch goes to the lanes
+        as soon as it is claimed: a job waits for no later statement of the
+        round (with limited tasks declared, every round also runs
+        claim_limited: a second round trip of idle pickup). Dispatched jobs
+        are held, so a retried round neither loses nor releases them. Through
+        a pooler the round is one transaction: nothing runs before it commits
+        (the caller dispatches), or a job could run on a claim rolled back."""
         claimed: list[tuple[str, list[Any]]] = []
         count = 0
         worker_id = self.state.worker_id
+        at_once = self._dispatches_at_once
         limits = self.limited if limited else None
         if limits is not None:
             limits.start_round()
@@ -184,14 +195,16 @@ class Claimer:
                     if len(rows) < claimed_rows:
                         self.state.jobs_ready()  # the batch was not the queue's last: claim again
             if rows:
-                self._dispatch(rows, queue)
+                if at_once:
+                    self._dispatch(rows, queue)
                 claimed.append((queue, rows))
                 count += len(rows)
-            free = min(limit - count, self._free())  # dispatched jobs are held already
+            free = min(limit - count, self._free() - (0 if at_once else count))  # dispatched jobs are held
             if limits is not None and free > 0:
                 rows = await limits.claim(conn, queue, worker_id, free)
                 if rows:
-                    self._dispatch(rows, queue)
+                    if at_once:
+                        self._dispatch(rows, queue)
                     claimed.append((queue, rows))
                     count += len(rows)
         if limits is not None:

@@ -73,8 +73,12 @@ CONNECT_KWARGS: dict[str, Any] = {
 # * with no statistics at all (a big enqueue into a new table) the claim
 #   bitmap-scanned and sorted the whole backlog (130 ms instead of 2 ms).
 # So: no nested loops, no sequential or bitmap scans (the claim walks its
-# index in order and stops at LIMIT), and a fresh plan per execution
-# (cheap next to a 1,000-row claim; prepared statements still skip parsing).
+# index in order and stops at LIMIT). With those gone a cached generic plan
+# can only walk indexes, so plans are cached again (plan_cache_mode=auto; a
+# worker idle on an empty table and then handed 200,000 jobs drains them as
+# fast as with a fresh plan per claim): planning the claim took 0.8-1 ms,
+# nothing next to a 1,000-row claim but a quarter of an idle pickup
+# (benchmarks/pickup.py, BENCHMARKS.md).
 # maintain() wants the planner's ordinary choices (under these settings it
 # took 175 ms instead of 1 ms): it sets them back for itself (function-level
 # SET, migration 0008), since the heartbeat now rides the claims connection.
@@ -89,8 +93,7 @@ CONNECT_KWARGS: dict[str, Any] = {
 # an empty table) was JIT-compiled: 180-410 ms of LLVM for a 0.1 ms statement,
 # which was most of an empty --burst run's time.
 WORK_CONNECTION_OPTIONS = (
-    "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=force_custom_plan"
-    " -c jit=off"
+    "-c enable_nestloop=off -c enable_seqscan=off -c enable_bitmapscan=off -c plan_cache_mode=auto -c jit=off"
 )
 
 

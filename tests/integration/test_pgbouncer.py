@@ -168,7 +168,7 @@ def test_work_settings_travel_with_each_transaction_and_stay_there(app: currant.
             await link.close()
 
     try:
-        assert asyncio.run(through_link()) == ("off", "force_custom_plan")
+        assert asyncio.run(through_link()) == ("off", "auto")
         with psycopg.connect(bouncer.dsn(), autocommit=True) as conn:
             assert conn.execute(query).fetchone() == ("on", "auto")
     finally:
