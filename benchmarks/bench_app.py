@@ -51,15 +51,6 @@ def blob_echo(data: bytes) -> bytes:
     return data
 
 
-@app.task(name="bench.stamp")
-def stamp(sent: float) -> None:
-    """Pickup latency (benchmarks/pickup.py): the caller's clock at enqueue and
-    this handler's first line, appended to $BENCH_STAMPS."""
-    now = time.time()
-    with open(os.environ["BENCH_STAMPS"], "a") as out:
-        out.write(f"{sent!r} {now!r}\n")
-
-
 # Canonical arguments, so every run and every script enqueues the same bytes.
 SMALL_ARG = "x" * 100
 BLOB_ARG = b"\x00" * 10_240

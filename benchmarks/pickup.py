@@ -6,7 +6,7 @@ Latency: from ``time.time()`` just before the enqueue call to ``time.time()``
 on the handler's first line (same host, same clock). Per round, in
 alternating order, each in a fresh database:
 
-* Currant: one serving ``python -m currant.worker benchmarks.bench_app:app``
+* Currant: one serving ``python -m currant.worker benchmarks.bench_pickup_app:app``
   (default options), warmed by one job and left idle; then ``stamp.enqueue``
   of single jobs at ``--rate`` per second on a fixed schedule.
 * The floor: psycopg alone. The producer inserts a row and NOTIFYs in one
@@ -99,7 +99,7 @@ def currant_round(dsn: str, jobs: int, rate: float, stamps: Path) -> list[float]
         app.enqueue("bench.stamp", (now,))
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "currant.worker", "benchmarks.bench_app:app"],
+        [sys.executable, "-m", "currant.worker", "benchmarks.bench_pickup_app:app"],
         cwd=CHECKOUT,
         env=env,
         stderr=subprocess.DEVNULL,
