@@ -3,8 +3,9 @@
 Run: ``CURRANT_TEST_DSN=postgresql://... python -m pytest benchmarks/test_bench_roundtrip.py
 -p no:cacheprovider --benchmark-only``.
 
-One round = ``claim`` (limit 1000) then ``complete_succeeded`` for every
-claimed id, each its own autocommit transaction and prepared, exactly as
+One round = ``claim`` (limit 1000) then ``complete_succeeded`` (or, as a
+worker with ``--keep-succeeded 0`` sends it, ``complete_succeeded_discarding``)
+for every claimed id, each its own autocommit transaction and prepared, exactly as
 ``currant.worker.completer`` sends them without the pipeline. Enqueueing the 1,000
 jobs is the round's untimed setup, so the backlog stays constant. Table states:
 
@@ -54,9 +55,10 @@ def _prepare_table(app: currant.App, state: str) -> None:
 
 
 @pytest.mark.benchmark
+@pytest.mark.parametrize("completion", ["complete_succeeded", "complete_succeeded_discarding"])
 @pytest.mark.parametrize("table_state", ["fresh", "history100k", "backlog100k"])
 def test_claim_complete_roundtrip(
-    benchmark: Any, bench_dsn: str, fresh_schema: Callable[[str], str], table_state: str
+    benchmark: Any, bench_dsn: str, fresh_schema: Callable[[str], str], table_state: str, completion: str
 ) -> None:
     schema = fresh_schema("bench_rt" if table_state == "fresh" else f"bench_rt_{table_state}")
     benchmark.group = "claim+complete x1000"
@@ -83,7 +85,7 @@ def test_claim_complete_roundtrip(
                 rows = conn.execute(q["claim"], claim_params, prepare=True).fetchall()
                 fast, general = completion_params([(job_id, attempt, None) for job_id, attempt, *_rest in rows], worker)
                 assert fast is not None and general is None
-                done = conn.execute(q["complete_succeeded"], fast, prepare=True).fetchall()[0][0]
+                done = conn.execute(q[completion], fast, prepare=True).fetchall()[0][0]
                 return len(rows), done
 
             result = benchmark.pedantic(roundtrip, setup=setup, rounds=30, warmup_rounds=3, iterations=1)
