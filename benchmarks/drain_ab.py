@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.scratch_db import drop_database, fresh_database
 
 ENQUEUE = "from benchmarks.bench_app import app, noop; app.migrate(); noop.enqueue_many([()] * {n}); app.close()"
 RATE = re.compile(r"processed in [0-9.]+ s \(([0-9,]+) jobs/s")
@@ -42,10 +44,7 @@ def run_tree(
     """One drain by that tree's worker (``worker_args`` added to its command line):
     its own jobs/s, jobs/s from spawn to exit, and CPU per job."""
     dbname = f"bench_drain_ab_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    env = {**os.environ, "CURRANT_DSN": conninfo.make_conninfo(dsn, dbname=dbname), "CURRANT_SCHEMA": "currant"}
+    env = {**os.environ, "CURRANT_DSN": fresh_database(dsn, dbname), "CURRANT_SCHEMA": "currant"}
     python = str(path / ".venv/bin/python")
     try:
         subprocess.run([python, "-c", ENQUEUE.format(n=jobs)], cwd=path, env=env, check=True)
@@ -65,8 +64,7 @@ def run_tree(
         wall = time.perf_counter() - spawned
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database(dsn, dbname)
     found = RATE.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{path}: the worker exited {done.returncode}:\n{done.stderr[-3000:]}")

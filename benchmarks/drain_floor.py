@@ -28,12 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import conninfo, sql
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.drain_ab import run_tree
 from benchmarks.floor import run_floor
+from benchmarks.scratch_db import drop_database, fresh_database
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 VARIANTS: dict[str, tuple[str, ...]] = {"default": (), "keep0": ("--keep-succeeded", "0")}
@@ -41,14 +39,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {"default": (), "keep0": ("--keep-succeed
 
 def floor_round(dsn: str, jobs: int) -> dict[str, float]:
     dbname = "bench_drain_floor"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     try:
-        result = run_floor(conninfo.make_conninfo(dsn, dbname=dbname), jobs, guarded=True, checkpoint=True)
+        result = run_floor(fresh_database(dsn, dbname), jobs, guarded=True, checkpoint=True)
     finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database(dsn, dbname)
     if not result["ok"]:
         raise SystemExit(f"the floor drained {result['drained']} of {jobs}")
     rate = float(result["drain_jobs_per_s"])

@@ -26,21 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import currant
 from benchmarks.floor import create_floor_table
+from benchmarks.scratch_db import fresh_database
 from currant import codec
 
 ARG = "x" * 32
-
-
-def fresh_database(dsn: str, name: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return conninfo.make_conninfo(dsn, dbname=name)
 
 
 def currant_round(dsn: str, jobs: int) -> float:

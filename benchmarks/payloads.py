@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.floor import BATCH, CLAIM, create_floor_table, statement
+from benchmarks.scratch_db import fresh_database
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 BLOB = 10_240
@@ -55,13 +55,6 @@ blob_echo.enqueue_many(items)
 print(time.perf_counter() - started)
 app.close()
 """
-
-
-def fresh_database(dsn: str, name: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return conninfo.make_conninfo(dsn, dbname=name)
 
 
 def currant_round(dsn: str, jobs: int, blob: bytes) -> dict[str, float]:

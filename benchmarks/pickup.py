@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import currant
+from benchmarks.scratch_db import fresh_database
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 LISTENER = """
@@ -56,13 +57,6 @@ for _ in conn.notifies():
     if rows:
         work.execute("DELETE FROM t WHERE id = ANY(%s)", ([r[0] for r in rows],), prepare=True)
 """
-
-
-def fresh_database(dsn: str, name: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return conninfo.make_conninfo(dsn, dbname=name)
 
 
 def wait_lines(path: Path, n: int, timeout: float) -> None:

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.scratch_db import fresh_database
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 WORKER = [sys.executable, "-m", "currant.worker", "benchmarks.bench_app:app", "--burst"]
@@ -44,11 +46,7 @@ def spawn_to_exit(argv: list[str], env: dict[str, str]) -> float:
 
 
 def one_round(dsn: str) -> dict[str, float]:
-    name = "bench_startup"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    target = conninfo.make_conninfo(dsn, dbname=name)
+    target = fresh_database(dsn, "bench_startup")
     env = {**os.environ, "CURRANT_DSN": target, "CURRANT_SCHEMA": "currant"}
     subprocess.run([sys.executable, "-c", PREPARE.format(enqueue="")], cwd=CHECKOUT, env=env, check=True)
     result = {
