@@ -76,6 +76,26 @@ def run_tree(
     }
 
 
+def compare(runs: dict[str, list[dict[str, float]]], metrics: Sequence[str]) -> dict[str, Any]:
+    """Per metric, each label's median and its ratio to the first label's: of
+    the medians, and the median of the per-round ratios. Printed, and returned."""
+    first = next(iter(runs))
+    compared: dict[str, Any] = {}
+    for metric in metrics:
+        medians = {label: statistics.median(r[metric] for r in rs) for label, rs in runs.items()}
+        rounds = {
+            label: statistics.median(a[metric] / b[metric] for a, b in zip(rs, runs[first], strict=True))
+            for label, rs in runs.items()
+        }
+        compared[metric] = {"median": medians, "median_of_round_ratios": rounds}
+        for label in medians:
+            print(
+                f"{metric:<26} {label:<10} {medians[label]:>12,.2f}  "
+                f"{medians[label] / medians[first]:.3f}x (rounds {rounds[label]:.3f}x)"
+            )
+    return compared
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--dsn", required=True)
@@ -99,20 +119,7 @@ def main() -> int:
                 f"{last['cpu_us_per_job']:.2f} us CPU/job",
                 file=sys.stderr,
             )
-    first = trees[0][0]
-    report: dict[str, Any] = {"command": " ".join(sys.argv), "runs": runs, "metrics": {}}
-    for metric in ("jobs_per_s", "cpu_us_per_job"):
-        medians = {label: statistics.median(r[metric] for r in rs) for label, rs in runs.items()}
-        rounds = {
-            label: statistics.median(a[metric] / b[metric] for a, b in zip(rs, runs[first], strict=True))
-            for label, rs in runs.items()
-        }
-        report["metrics"][metric] = {"median": medians, "median_of_round_ratios": rounds}
-        for label in medians:
-            print(
-                f"{metric:<16} {label:<10} {medians[label]:>12,.2f}  "
-                f"{medians[label] / medians[first]:.3f}x (rounds {rounds[label]:.3f}x)"
-            )
+    report = {"command": " ".join(sys.argv), "runs": runs, "metrics": compare(runs, ("jobs_per_s", "cpu_us_per_job"))}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

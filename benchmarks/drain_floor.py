@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.drain_ab import run_tree
+from benchmarks.drain_ab import compare, run_tree
 from benchmarks.floor import run_floor
 from benchmarks.scratch_db import drop_database, fresh_database
 
@@ -70,20 +68,12 @@ def main() -> int:
                 f"{result['with_start_up_jobs_per_s']:,.0f} with start-up",
                 file=sys.stderr,
             )
-    report: dict[str, Any] = {"command": " ".join(sys.argv), "runs": runs, "metrics": {}}
-    for metric in ("jobs_per_s", "with_start_up_jobs_per_s"):
-        medians = {label: statistics.median(r[metric] for r in rs) for label, rs in runs.items()}
-        floor = statistics.median(r["jobs_per_s"] for r in runs["floor"])
-        rounds = {
-            label: statistics.median(a[metric] / b["jobs_per_s"] for a, b in zip(rs, runs["floor"], strict=True))
-            for label, rs in runs.items()
-        }
-        report["metrics"][metric] = {"median": medians, "median_of_round_ratios": rounds}
-        for label in labels:
-            print(
-                f"{metric:<26} {label:<8} {medians[label]:>10,.0f}  "
-                f"{medians[label] / floor:.3f}x the floor (rounds {rounds[label]:.3f}x)"
-            )
+    # The floor has no start-up: its one rate stands for both.
+    report = {
+        "command": " ".join(sys.argv),
+        "runs": runs,
+        "metrics": compare(runs, ("jobs_per_s", "with_start_up_jobs_per_s")),
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
