@@ -34,6 +34,7 @@ import currant
 from currant.sql import queries
 from currant.worker.arrays import register_array_dumpers
 from currant.worker.completer import completion_params
+from currant.worker.links import WORK_CONNECTION_OPTIONS
 
 BATCH = 1000
 
@@ -67,8 +68,9 @@ def test_claim_complete_roundtrip(
     try:
         app.migrate()
         _prepare_table(app, table_state)
-        with psycopg.connect(bench_dsn, autocommit=True) as conn:
-            # The worker's connection setup: binary array dumpers for the id arrays.
+        with psycopg.connect(bench_dsn, autocommit=True, options=WORK_CONNECTION_OPTIONS) as conn:
+            # The worker's connection setup: its planner settings, and binary
+            # array dumpers for the id arrays.
             register_array_dumpers(conn)
             row = conn.execute(
                 q["register_worker"],
