@@ -42,11 +42,12 @@ def _positive_float(text: str) -> float:
 def _retention(text: str) -> float:
     """Seconds, 0 included: keeping no finished jobs is a choice (the cheapest)."""
     try:
-        if float(text) == 0:
-            return 0.0
+        value = float(text)
     except ValueError:
-        pass  # _positive_float says what is wrong
-    return _positive_float(text)
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number of seconds, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -136,4 +136,5 @@ def test_the_cli_takes_zero_and_refuses_a_negative_retention() -> None:
     assert parse("0").returncode == 0
     refused = parse("-1")
     assert refused.returncode == 2
-    assert "--keep-succeeded: expected a positive number of seconds, got '-1'" in refused.stderr
+    assert "--keep-succeeded: expected 0 or a positive number of seconds, got '-1'" in refused.stderr
+    assert "--keep-succeeded: expected a number of seconds, got 'a day'" in parse("a day").stderr
