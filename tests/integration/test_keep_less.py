@@ -26,7 +26,7 @@ def _activity(db: psycopg.Connection[Any], schema: str) -> dict[tuple[str, str],
 
 
 def test_every_job_runs_once_and_is_counted_and_no_success_is_kept(
-    app: currant.App, db: psycopg.Connection[Any]
+    app: currant.App, db: psycopg.Connection[Any], database_dsn: str
 ) -> None:
     ran: list[Any] = []
 
@@ -55,7 +55,7 @@ def test_every_job_runs_once_and_is_counted_and_no_success_is_kept(
         seen: list[int] = []
 
         def after_batch(self, attempts: object) -> None:
-            with psycopg.connect(db.info.dsn, autocommit=True) as conn:
+            with psycopg.connect(database_dsn, autocommit=True) as conn:
                 (kept,) = conn.execute(
                     f"SELECT count(*) FROM \"{app.schema}\".jobs WHERE task = 'nothing' AND state = 'succeeded'"
                 ).fetchone()  # type: ignore[misc]
