@@ -29,25 +29,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str, zero_allowed: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if not (value >= 0 if zero_allowed else value > 0):  # `not`: NaN fails both
+        wanted = "0 or a positive number" if zero_allowed else "a positive number"
+        raise argparse.ArgumentTypeError(f"expected {wanted} of seconds, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _seconds(text)
 
 
 def _retention(text: str) -> float:
     """Seconds, 0 included: keeping no finished jobs is a choice (the cheapest)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive number of seconds, got {text!r}")
-    return value
+    return _seconds(text, zero_allowed=True)
 
 
 def _positive_int(text: str) -> int:

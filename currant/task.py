@@ -204,7 +204,7 @@ class Periodic:
     """A cron schedule attached to a task (see ``App.periodic``)."""
 
     def __init__(self, name: str, schedule: str, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        from croniter import croniter  # here: a fifth of the package's own import time, for apps with no schedule
+        from croniter import croniter  # here, not at import: ~20 ms of every start-up, for apps with no schedule
 
         if not croniter.is_valid(schedule):
             raise ValueError(f"periodic {name!r}: invalid cron expression {schedule!r}")

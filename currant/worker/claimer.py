@@ -102,7 +102,7 @@ class Claimer:
                 claim = functools.partial(self._claim, limit=limit, normal=normal, limited=normal or limited_ready)
                 claimed = await self.link.run(claim)
                 state.last_poll = time.monotonic()
-                if not self._dispatches_at_once:
+                if self.link.round_is_one_transaction:
                     for queue, rows in claimed:
                         self._dispatch(rows, queue)
                 count = sum(len(rows) for _queue, rows in claimed)
@@ -150,11 +150,6 @@ class Claimer:
             if time.monotonic() >= poll_at:
                 state.claim_ready = True  # the fallback poll
 
-    @property
-    def _dispatches_at_once(self) -> bool:
-        """Each claim statement commits on its own (no pooler transaction around the round)."""
-        return self.link.begin is None
-
     def _free(self) -> int:
         """Lanes with nothing to do: what a limited claim may take."""
         return self.config.concurrency - len(self.state.held)
@@ -177,7 +172,7 @@ class Claimer:
         claimed: list[tuple[str, list[Any]]] = []
         count = 0
         worker_id = self.state.worker_id
-        at_once = self._dispatches_at_once
+        at_once = not self.link.round_is_one_transaction  # each claim commits by itself
         limits = self.limited if limited else None
         if limits is not None:
             limits.start_round()

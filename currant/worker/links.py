@@ -223,6 +223,13 @@ class Link:
         self._suspect = False
         return conn
 
+    @property
+    def round_is_one_transaction(self) -> bool:
+        """Through a pooler each round trip runs in a transaction of its own
+        (``begin``), committed after its last statement; else every statement
+        commits by itself."""
+        return self.begin is not None
+
     # -- round trips -------------------------------------------------------------
 
     async def _call(self, conn: Connection, action: Callable[[Connection], Awaitable[T]]) -> T:
