@@ -494,6 +494,9 @@ def test_pinned_xmin_horizon_queue_keeps_working(
         pinned = _claim_probe(cluster_db, cluster_app)
     finally:
         holder.close()
+    # close() only sends Terminate: the backend, and the snapshot it pins, may outlive it for a moment.
+    holders = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'currant-test-xmin'"
+    wait_for(lambda: cluster_db.execute(holders).fetchone()[0] == 0, message="the snapshot holder's backend to exit")
     released_vacuum = _vacuum(cluster_db, schema)
     released = _claim_probe(cluster_db, cluster_app)
     print(
