@@ -15,11 +15,18 @@ worker finds it):
   to exit.
 
 Medians and the spread over the rounds.
+
+Bytecode first: an installed worker has its ``.pyc`` files (pip compiles them
+at install), so this script compiles the checkout's (``compileall``) before
+the first round. Without them (a checkout run with ``PYTHONDONTWRITEBYTECODE``
+set, as on the machine of BENCHMARKS.md) every start compiles Currant's
+modules again: 60-100 ms more.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -72,6 +79,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    for package in ("currant", "benchmarks"):
+        compileall.compile_dir(CHECKOUT / package, quiet=1)
     runs = [one_round(args.dsn) for _ in range(args.rounds)]
     report: dict[str, Any] = {"command": " ".join(sys.argv), "runs": runs, "median": {}}
     for metric in ("first_claim_s", "empty_exit_s", "imports_s", "interpreter_s"):

@@ -30,7 +30,7 @@ from .arrays import id_arrays
 from .config import WorkerConfig
 from .lanes import Claimed, Lanes
 from .limited import LimitedClaims
-from .links import Connection, Link
+from .links import Connection, Link, within
 from .metrics import WorkerMetrics
 from .state import WorkerState
 
@@ -145,7 +145,7 @@ class Claimer:
         state.wake.clear()
         self.lanes.request_wake()  # the next finished job wakes us: the local queue shrank
         try:
-            await asyncio.wait_for(state.wake.wait(), timeout)
+            await within(timeout, state.wake.wait())
         except asyncio.TimeoutError:
             if time.monotonic() >= poll_at:
                 state.claim_ready = True  # the fallback poll

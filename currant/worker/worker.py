@@ -63,8 +63,9 @@ def settle_garbage_collector() -> None:
     frozen, it is never traversed again, and the young generation is
     collected every 50,000 allocations. A job's garbage is still freed by
     reference counting at once; only reference cycles wait a little longer.
+    No full collection first: it took 7-12 ms of start-up to find a few dozen
+    unreachable objects (``benchmarks/startup.py``), frozen with the rest.
     """
-    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)
 
@@ -199,14 +200,19 @@ class Worker:
         try:
             # A database that is down at start-up is waited for, like one that
             # goes down later: a serving worker never exits on a database fault.
+            await upkeep_link.connection()
+            # Connected before the first claim, not at the first completion: a
+            # worker that could claim but not complete (the server out of
+            # connections by then) would sit on its jobs until rescued. Opened
+            # while the schema is checked, once the database answered (a
+            # database that is not there is reported once, by the first link).
+            opening = asyncio.create_task(completions.connection(), name="currant-connect-completions")
+            background.append(opening)  # cancelled with the rest if start-up fails
             await upkeep_link.run(self._check_schema)
             await upkeep.register()
             if limited is not None:
                 await upkeep_link.run(lambda conn: limited.declare(conn, app.tasks))
-            # Connected before the first claim, not at the first completion: a
-            # worker that could claim but not complete (the server out of
-            # connections by then) would sit on its jobs until rescued.
-            await asyncio.gather(claims.connection(), completions.connection())
+            await opening
             lanes.start()
             background = [
                 asyncio.create_task(upkeep.run(), name="currant-upkeep"),
