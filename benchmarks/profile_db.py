@@ -97,6 +97,7 @@ JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
         JOBS_COLUMNS,
     ),
     "  enqueued_at sent, not clock()": ([], JOBS_COLUMNS_WITH_ENQUEUED_AT),
+    "  ids by nextval (not sent)": ([], JOBS_COLUMNS.replace("(id, ", "(")),
 }
 
 

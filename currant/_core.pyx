@@ -324,36 +324,41 @@ cdef const char* _text(object value, str field, Py_ssize_t* n) except NULL:
 
 cdef void _write_row(bytearray out, object row) except *:
     cdef tuple t = row if type(row) is tuple else tuple(row)
-    if len(t) != 9:
-        raise ValueError(f"expected 9 fields, got {len(t)}")
+    cdef Py_ssize_t fields = len(t)
+    if fields != 8 and fields != 9:
+        raise ValueError(f"expected 8 or 9 fields, got {fields}")
+    cdef Py_ssize_t f = fields - 8  # where queue is: after the id, if the row has one
     cdef Py_ssize_t qn, tn, pn, sn, un = -1
     cdef const char* up = NULL
     # Validate every field (column order, like the twin) before touching `out`.
-    cdef long long id_ = _int(t[0], "id", INT64_MIN, INT64_MAX, "int8")
-    cdef const char* qp = _text(t[1], "queue", &qn)
-    cdef const char* tp = _text(t[2], "task", &tn)
-    payload = t[3]
+    cdef long long id_ = _int(t[0], "id", INT64_MIN, INT64_MAX, "int8") if f else 0
+    cdef const char* qp = _text(t[f], "queue", &qn)
+    cdef const char* tp = _text(t[f + 1], "task", &tn)
+    payload = t[f + 2]
     if type(payload) is not bytes:
         payload = _bytes_field("payload", payload)  # copies a buffer; TypeError otherwise
     pn = PyBytes_GET_SIZE(payload)
     if pn > INT4_MAX:
         _check_len("payload", pn)
-    cdef long long priority = _int(t[4], "priority", INT2_MIN, INT2_MAX, "int2")
+    cdef long long priority = _int(t[f + 3], "priority", INT2_MIN, INT2_MAX, "int2")
     # max_attempts NULL: the worker's task setting decides.
-    cdef bint no_max = t[5] is None
-    cdef long long max_attempts = 0 if no_max else _int(t[5], "max_attempts", INT4_MIN, INT4_MAX, "int4")
-    cdef long long run_at = _int(t[6], "run_at", INT64_MIN, INT64_MAX, "int8")
-    cdef const char* sp = _text(t[7], "state", &sn)
-    if t[8] is not None:
-        up = _text(t[8], "unique_key", &un)
+    cdef bint no_max = t[f + 4] is None
+    cdef long long max_attempts = 0 if no_max else _int(t[f + 4], "max_attempts", INT4_MIN, INT4_MAX, "int4")
+    cdef long long run_at = _int(t[f + 5], "run_at", INT64_MIN, INT64_MAX, "int8")
+    cdef const char* sp = _text(t[f + 6], "state", &sn)
+    if t[f + 7] is not None:
+        up = _text(t[f + 7], "unique_key", &un)
 
-    # field count + 9 length words + fixed-width values + variable data
-    cdef Py_ssize_t size = 2 + 9 * 4 + 8 + qn + tn + pn + 2 + (0 if no_max else 4) + 8 + sn + (un if un > 0 else 0)
+    # field count + a length word per field + fixed-width values + variable data
+    cdef Py_ssize_t size = (
+        2 + fields * 4 + 8 * f + qn + tn + pn + 2 + (0 if no_max else 4) + 8 + sn + (un if un > 0 else 0)
+    )
     cdef Py_ssize_t old = PyByteArray_GET_SIZE(out)
     PyByteArray_Resize(out, old + size)  # amortised growth, like bytearray +=
     cdef unsigned char* w = <unsigned char*>PyByteArray_AS_STRING(out) + old
-    w = _be16(w, 9)
-    w = _be64(_be32(w, 8), <uint64_t>id_)
+    w = _be16(w, <uint16_t>fields)
+    if f:
+        w = _be64(_be32(w, 8), <uint64_t>id_)
     w = _field(w, qp, qn)
     w = _field(w, tp, tn)
     w = _field(w, PyBytes_AS_STRING(payload), pn)

@@ -61,7 +61,7 @@ INT4_OID = 23
 # --------------------------------------------------------------------------
 
 _NULL_FIELD = b"\xff\xff\xff\xff"  # int32 length -1
-_ROW_HEAD = struct.pack("!h", 9)  # field count
+_ROW_HEADS = {8: struct.pack("!h", 8), 9: struct.pack("!h", 9)}  # field count: without or with the id
 _LEN = struct.Struct("!i")
 _INT8_FIELD = struct.Struct("!iq")
 _INT4_FIELD = struct.Struct("!ii")
@@ -95,6 +95,13 @@ def _text_field(field: str, value: Any) -> bytes:
     return _LEN.pack(len(raw)) + raw
 
 
+# A job's COPY row, without or with its id first (write_job_rows).
+JobRow = (
+    tuple[str, str, BytesLike, int, int | None, int, str, str | None]
+    | tuple[int, str, str, BytesLike, int, int | None, int, str, str | None]
+)
+
+
 def _bytes_field(field: str, value: Any) -> bytes:
     try:
         return memoryview(value).tobytes()
@@ -105,10 +112,14 @@ def _bytes_field(field: str, value: Any) -> bytes:
 def _encode_row(row: Any) -> bytes:
     if type(row) is not tuple:
         row = tuple(row)
-    if len(row) != 9:
-        raise ValueError(f"expected 9 fields, got {len(row)}")
-    id_, queue, task, payload, priority, max_attempts, run_at, state, unique_key = row
-    parts = [_ROW_HEAD, _INT8_FIELD.pack(8, _check_int("id", id_, INT8_MIN, INT8_MAX, "int8"))]
+    if len(row) == 9:
+        parts = [_ROW_HEADS[9], _INT8_FIELD.pack(8, _check_int("id", row[0], INT8_MIN, INT8_MAX, "int8"))]
+        row = row[1:]
+    elif len(row) == 8:
+        parts = [_ROW_HEADS[8]]
+    else:
+        raise ValueError(f"expected 8 or 9 fields, got {len(row)}")
+    queue, task, payload, priority, max_attempts, run_at, state, unique_key = row
     parts.append(_text_field("queue", queue))
     parts.append(_text_field("task", task))
     if type(payload) is not bytes:
@@ -129,13 +140,16 @@ def _encode_row(row: Any) -> bytes:
 
 def write_job_rows(
     out: bytearray,
-    rows: Iterable[tuple[int, str, str, BytesLike, int, int | None, int, str, str | None]],
+    rows: Iterable[JobRow],
 ) -> int:
     """Append binary COPY tuples (no header/trailer) for the job columns.
 
-    Columns: ``(id int8, queue text, task text, payload bytea, priority int2,
+    Columns: ``([id int8,] queue text, task text, payload bytea, priority int2,
     max_attempts int4 NULL, run_at timestamptz, state text-label, unique_key text NULL)``;
-    ``run_at`` is already int64 microseconds since 2000-01-01 UTC.
+    a row of 8 fields has no id (the table's identity default draws it), a
+    row of 9 starts with it; one stream holds rows of one kind (the COPY's
+    column list says which). ``run_at`` is already int64 microseconds since
+    2000-01-01 UTC.
 
     On any error, ``out`` is restored to its length on entry and the
     exception is re-raised with its message prefixed by ``"row {index}: "``.

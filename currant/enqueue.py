@@ -270,10 +270,12 @@ def _enqueue_many_steps(
     if uses_keys:
         yield ("rowcount", sql["create_stage"], None)
         yield ("rowcount", sql["clear_stage"], None)
-    copy_statement = sql["copy_stage"] if uses_keys else sql["copy_jobs"]
     for start in range(0, len(payloads), ENQUEUE_BATCH):
         batch = payloads[start : start + ENQUEUE_BATCH]
-        db_now, ids = yield ("one_binary", sql["reserve_ids"], {"n": len(batch)})
+        if uses_keys:  # staged rows need their ids up front
+            db_now, ids = yield ("one_binary", sql["reserve_ids"], {"n": len(batch)})
+        else:  # the COPY draws them
+            db_now, before = yield ("one", sql["bulk_start"], None)
         now_us = codec.pg_micros(db_now)
         # Items with their own options, as whole rows by position in the batch;
         # the plain rows are made while the COPY streams (_copy_chunks).
@@ -298,7 +300,6 @@ def _enqueue_many_steps(
                 state = "queued"
                 any_ready = True
             overrides[index - start] = (
-                ids[index - start],
                 queue,
                 task,
                 p.payload,
@@ -309,7 +310,15 @@ def _enqueue_many_steps(
                 p.unique_key,
             )
         plain = (queue, task, priority, max_attempts, now_us, "waiting" if waiting else "queued")
-        yield ("copy", copy_statement, _copy_chunks(ids, batch, plain, overrides))
+        if uses_keys:
+            yield ("copy", sql["copy_stage"], _copy_chunks(batch, plain, overrides, ids))
+        else:
+            yield ("copy", sql["copy_jobs"], _copy_chunks(batch, plain, overrides))
+            last, ids = yield ("one_binary", sql["bulk_ids"], {"before": before, "n": len(batch)})
+            if ids is None:  # nothing else drew from the sequence meanwhile
+                ids = range(before + 1, last + 1)
+            elif len(ids) != len(batch):  # pragma: no cover - a broken invariant, not a state
+                raise RuntimeError(f"bulk enqueue: {len(batch)} rows went in, {len(ids)} ids came back")
         all_ids.extend(ids)
     if uses_keys:
         all_ids = yield from _insert_staged(sql, [special.get(i) for i in range(len(payloads))], all_ids)
@@ -350,27 +359,33 @@ def _insert_staged(sql: Mapping[str, str], prepared: list[_Prepared | None], res
 
 
 def _copy_chunks(
-    ids: list[int], payloads: list[bytes], plain: tuple[Any, ...], overrides: dict[int, tuple[Any, ...]]
+    payloads: list[bytes],
+    plain: tuple[Any, ...],
+    overrides: dict[int, tuple[Any, ...]],
+    ids: list[int] | None = None,
 ) -> Iterator[bytes]:
     """The binary COPY stream: header, rows, trailer, in chunks of ~COPY_CHUNK_BYTES.
 
     Rows are made and encoded a step at a time while the COPY runs, so the
     server inserts one chunk while the next is being built. ``plain`` is
     (queue, task, priority, max_attempts, run_at, state) of every row not in
-    ``overrides`` (whole rows by position)."""
+    ``overrides`` (whole rows without an id, by position). With ``ids``
+    (the stage's), each row starts with its id."""
     queue, task, priority, max_attempts, run_at, state = plain
     out = bytearray(codec.COPY_HEADER)
     step = 2_000
-    for start in range(0, len(ids), step):
-        rows = [
-            (job_id, queue, task, payload, priority, max_attempts, run_at, state, None)
-            for job_id, payload in zip(ids[start : start + step], payloads[start : start + step], strict=True)
+    for start in range(0, len(payloads), step):
+        rows: list[tuple[Any, ...]] = [
+            (queue, task, payload, priority, max_attempts, run_at, state, None)
+            for payload in payloads[start : start + step]
         ]
         if overrides:
             for offset in range(len(rows)):
                 row = overrides.get(start + offset)
                 if row is not None:
                     rows[offset] = row
+        if ids is not None:
+            rows = [(job_id, *row) for job_id, row in zip(ids[start : start + step], rows, strict=True)]
         codec.write_job_rows(out, rows)
         if len(out) >= COPY_CHUNK_BYTES:
             yield bytes(out)

@@ -41,21 +41,48 @@ WHERE %(unique_key)s::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ins)
   AND j.unique_key = %(unique_key)s::text
   AND j.state IN ('queued', 'scheduled', 'running', 'retrying')
 
+-- name: bulk_start
+-- A bulk batch's ids are drawn by its COPY itself: the rows leave the id out
+-- and the column's identity default takes one nextval per row, in stream
+-- order. Drawing them up front instead ("nextval() FROM generate_series",
+-- below) cost 4,092 server instructions per id against about 2,000 for the
+-- default, and a round trip in which the server alone works (BENCHMARKS.md,
+-- issue 16). This draws one value first: the batch's ids all come after it.
+-- It also reads the database clock once: clock() is the transaction's
+-- start, the same instant for every row.
+SELECT {schema}.clock() AS db_now, nextval('{schema}.jobs_id_seq') AS before
+
+-- name: copy_jobs
+-- The binary COPY stream is built by the core (write_job_rows, rows without
+-- an id); the column order here must match it.
+COPY {schema}.jobs (queue, task, payload, priority, max_attempts, run_at, state, unique_key)
+FROM STDIN (FORMAT BINARY)
+
+-- name: bulk_ids
+-- The ids the batch's COPY drew. currval() is this session's last nextval:
+-- the batch's last row. When nothing else drew from the sequence meanwhile
+-- the batch holds every value in (before, last], and the caller makes the
+-- list itself (nothing comes back). Otherwise (a concurrent enqueue took
+-- values in between) they are read back: the rows in that range that one
+-- COPY, in one (sub)transaction, wrote: those with the last row's xmin.
+SELECT last.id AS last,
+       CASE WHEN last.id - %(before)s::bigint <> %(n)s::bigint THEN
+           ARRAY(SELECT j.id FROM {schema}.jobs j
+                 WHERE j.id > %(before)s::bigint AND j.id <= last.id
+                   AND j.xmin = (SELECT mine.xmin FROM {schema}.jobs mine WHERE mine.id = last.id)
+                 ORDER BY j.id)
+       END AS ids
+FROM (SELECT currval('{schema}.jobs_id_seq') AS id) AS last
+
 -- name: reserve_ids
--- Bulk enqueue writes ids itself (COPY cannot return them), so it reserves
--- them from the identity sequence first, and reads the database clock once:
--- clock() is the transaction's start, the same instant for every row. The
--- sequence is named, not looked up: pg_get_serial_sequence() per row made
--- this statement eight times slower.
+-- Bulk enqueue with unique keys stages its rows (create_stage, below) and
+-- needs their ids before they go into jobs, so it reserves them from the
+-- identity sequence first, and reads the database clock once. The sequence
+-- is named, not looked up: pg_get_serial_sequence() per row made this
+-- statement eight times slower.
 SELECT {schema}.clock() AS db_now,
        ARRAY(SELECT nextval('{schema}.jobs_id_seq')
              FROM generate_series(1, %(n)s)) AS ids
-
--- name: copy_jobs
--- The binary COPY stream is built by the core (write_job_rows); the column
--- order here must match it.
-COPY {schema}.jobs (id, queue, task, payload, priority, max_attempts, run_at, state, unique_key)
-FROM STDIN (FORMAT BINARY)
 
 -- name: create_stage
 -- Bulk enqueue with unique keys cannot COPY straight into jobs (one duplicate

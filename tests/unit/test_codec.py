@@ -185,6 +185,36 @@ def test_write_job_rows_format(core: types.ModuleType) -> None:
     assert out == ref
 
 
+def test_write_job_rows_without_ids(core: types.ModuleType) -> None:
+    """Rows of 8 fields leave the id out (the table's identity default draws
+    it): the same bytes as with it, less the id field, and a count of 8."""
+    rows = [job(1), job(2, max_attempts=None, unique_key="k", payload=b"")]
+    with_ids, without = bytearray(), bytearray()
+    core.write_job_rows(with_ids, rows)
+    assert core.write_job_rows(without, [row[1:] for row in rows]) == 2
+    expected = b"".join(struct.pack("!h", 8) + row_bytes[2 + 12 :] for row_bytes in _split_rows(with_ids))
+    assert without == expected
+    ref = bytearray()
+    PY.write_job_rows(ref, [row[1:] for row in rows])
+    assert without == ref
+    with pytest.raises(OverflowError, match="^row 0: priority value 32768 is out of int2 range"):
+        core.write_job_rows(bytearray(), [job(1, priority=32768)[1:]])
+
+
+def _split_rows(buf: bytes | bytearray) -> list[bytes]:
+    """Each COPY row's bytes, from its field count to its last field."""
+    rows, pos = [], 0
+    while pos < len(buf):
+        start = pos
+        (nfields,) = struct.unpack_from("!h", buf, pos)
+        pos += 2
+        for _ in range(nfields):
+            (length,) = struct.unpack_from("!i", buf, pos)
+            pos += 4 + max(length, 0)
+        rows.append(bytes(buf[start:pos]))
+    return rows
+
+
 def test_write_job_rows_accepts_iterables_and_buffers(core: types.ModuleType) -> None:
     out = bytearray()
     n = core.write_job_rows(
@@ -235,7 +265,9 @@ def test_write_job_rows_bad_row_restores_out(
     assert str(info.value) == str(ref_info.value)
 
 
-@pytest.mark.parametrize("row", [(1, 2), job(1) + (None,), 5], ids=["short", "long", "not-a-row"])
+@pytest.mark.parametrize(
+    "row", [(1, 2), job(1)[2:], job(1) + (None,), 5], ids=["short", "one-short-of-idless", "long", "not-a-row"]
+)
 def test_write_job_rows_bad_shape(core: types.ModuleType, row: Any) -> None:
     out = bytearray(b"x")
     with pytest.raises((ValueError, TypeError), match="^row 1: "):

@@ -72,7 +72,7 @@ def _read_rows(buf: bytes | bytearray) -> list[tuple[Any, ...]]:
     rows, pos = [], 0
     while pos < len(buf):
         (nfields,) = struct.unpack_from("!h", buf, pos)
-        assert nfields == 9
+        assert nfields in (8, 9)
         pos += 2
         fields: list[bytes | None] = []
         for _ in range(nfields):
@@ -83,12 +83,17 @@ def _read_rows(buf: bytes | bytearray) -> list[tuple[Any, ...]]:
             else:
                 fields.append(bytes(buf[pos : pos + length]))
                 pos += length
-        i8, q, t, p, i2, i4, ts, s, u = fields
-        assert i8 is not None and i2 is not None and i4 is not None and ts is not None
+        job_id: tuple[int, ...] = ()
+        if nfields == 9:
+            i8 = fields.pop(0)
+            assert i8 is not None
+            job_id = (struct.unpack("!q", i8)[0],)
+        q, t, p, i2, i4, ts, s, u = fields
+        assert i2 is not None and i4 is not None and ts is not None
         assert q is not None and t is not None and p is not None and s is not None
         rows.append(
             (
-                struct.unpack("!q", i8)[0],
+                *job_id,
                 q.decode(),
                 t.decode(),
                 p,
@@ -237,6 +242,14 @@ def test_write_job_rows_identical_and_parses(
     PY.write_job_rows(ref, rows)
     assert out == ref
     assert _read_rows(out[len(prefix) :]) == rows
+    # The same rows without their ids (bulk enqueue: the table draws them).
+    idless = [row[1:] for row in rows]
+    out = bytearray(prefix)
+    assert core.write_job_rows(out, idless) == len(rows)
+    ref = bytearray(prefix)
+    PY.write_job_rows(ref, idless)
+    assert out == ref
+    assert _read_rows(out[len(prefix) :]) == idless
 
 
 @SETTINGS
@@ -245,13 +258,16 @@ def test_write_job_rows_identical_and_parses(
     field=st.integers(0, 8),
     bad=st.sampled_from([None, "x\x00y", "\udc80", 2**63, -(2**63) - 1, 40000, 2**31, 1.5, b"b", object()]),
     where=st.integers(0, 10),
+    with_ids=st.booleans(),
 )
 def test_bad_rows_identical_errors_and_restore(
-    core: types.ModuleType, rows: list[tuple[Any, ...]], field: int, bad: Any, where: int
+    core: types.ModuleType, rows: list[tuple[Any, ...]], field: int, bad: Any, where: int, with_ids: bool
 ) -> None:
+    if not with_ids:
+        rows = [row[1:] for row in rows]
     i = where % len(rows)
     row = list(rows[i])
-    row[field] = bad
+    row[field % len(row)] = bad
     rows = rows[:i] + [tuple(row)] + rows[i + 1 :]
     out = bytearray(b"abc")
     got = _outcome(core.write_job_rows, out, rows)
