@@ -13,6 +13,10 @@ alternating order, each in a fresh database:
   transaction; a listener process, LISTENing on its own connection, claims
   with ``FOR UPDATE SKIP LOCKED`` (marking the rows running) on every
   wake-up, stamps each row, and deletes them.
+* The same floor on asyncio (``--async-floor``): the listener written with
+  psycopg's AsyncConnection, as Currant's worker is. What it loses to the
+  floor is what an event loop costs on this path, before anything of
+  Currant's own.
 
 Reported: p50 / p90 / p99 / max in ms, medians over the rounds, and the
 ratio to the floor's.
@@ -21,6 +25,7 @@ ratio to the floor's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -56,6 +61,26 @@ for _ in conn.notifies():
     out.flush()
     if rows:
         work.execute("DELETE FROM t WHERE id = ANY(%s)", ([r[0] for r in rows],), prepare=True)
+"""
+
+LISTENER_ASYNC = """
+import asyncio, sys, time, psycopg
+async def main():
+    conn = await psycopg.AsyncConnection.connect(sys.argv[1], autocommit=True)
+    work = await psycopg.AsyncConnection.connect(sys.argv[1], autocommit=True)
+    await conn.execute("LISTEN bench_pickup")
+    out = open(sys.argv[2], "a")
+    claim = ("UPDATE t SET state = 1 WHERE id IN (SELECT id FROM t WHERE state = 0 ORDER BY id LIMIT 100"
+             " FOR UPDATE SKIP LOCKED) RETURNING id, sent")
+    print("ready", flush=True)
+    async for _ in conn.notifies():
+        rows = await (await work.execute(claim, prepare=True)).fetchall()
+        for _id, sent in rows:
+            out.write(f"{sent!r} {time.time()!r}\\n")
+        out.flush()
+        if rows:
+            await work.execute("DELETE FROM t WHERE id = ANY(%s)", ([r[0] for r in rows],), prepare=True)
+asyncio.run(main())
 """
 
 
@@ -111,7 +136,7 @@ def currant_round(dsn: str, jobs: int, rate: float, stamps: Path) -> list[float]
     return latencies(stamps, 1)
 
 
-def floor_round(dsn: str, jobs: int, rate: float, stamps: Path) -> list[float]:
+def floor_round(dsn: str, jobs: int, rate: float, stamps: Path, listener_code: str = LISTENER) -> list[float]:
     target = fresh_database(dsn, "bench_pickup_floor")
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute(
@@ -119,7 +144,7 @@ def floor_round(dsn: str, jobs: int, rate: float, stamps: Path) -> list[float]:
         )
         conn.execute("CREATE INDEX t_ready ON t (id) WHERE state = 0")
     listener = subprocess.Popen(
-        [sys.executable, "-c", LISTENER, target, str(stamps)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", listener_code, target, str(stamps)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
@@ -155,14 +180,18 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--async-floor", action="store_true", help="also the floor's listener on asyncio")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"floor": [], "currant": []}
+    kinds: dict[str, Callable[[str, int, float, Path], list[float]]] = {"floor": floor_round, "currant": currant_round}
+    if args.async_floor:
+        runs["floor_async"] = []
+        kinds["floor_async"] = functools.partial(floor_round, listener_code=LISTENER_ASYNC)
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
-            for label in ("floor", "currant") if round_ % 2 == 0 else ("currant", "floor"):
+            for label in list(kinds) if round_ % 2 == 0 else reversed(list(kinds)):
                 stamps = Path(scratch) / f"{label}-{round_}.txt"
-                run = floor_round if label == "floor" else currant_round
-                result = summary(run(args.dsn, args.jobs, args.rate, stamps))
+                result = summary(kinds[label](args.dsn, args.jobs, args.rate, stamps))
                 runs[label].append(result)
                 print(
                     f"round {round_ + 1}/{args.rounds} {label}: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms",
@@ -170,10 +199,14 @@ def main() -> int:
                 )
     report: dict[str, Any] = {"command": " ".join(sys.argv), "runs": runs, "median": {}}
     for metric in ("p50", "p90", "p99", "max"):
-        floor = statistics.median(r[metric] for r in runs["floor"])
-        mine = statistics.median(r[metric] for r in runs["currant"])
-        report["median"][metric] = {"floor": floor, "currant": mine}
-        print(f"{metric:<4} floor {floor:7.2f} ms  currant {mine:7.2f} ms  {mine / floor:.2f}x the floor")
+        medians = {label: statistics.median(r[metric] for r in results) for label, results in runs.items()}
+        report["median"][metric] = medians
+        floor, mine = medians["floor"], medians["currant"]
+        line = f"{metric:<4} floor {floor:7.2f} ms  currant {mine:7.2f} ms  {mine / floor:.2f}x the floor"
+        if "floor_async" in medians:
+            on_loop = medians["floor_async"]
+            line += f"  (floor on asyncio {on_loop:7.2f} ms, {on_loop / floor:.2f}x; currant {mine / on_loop:.2f}x it)"
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
