@@ -20,9 +20,15 @@ then per id of the id reservation (``reserve_ids``).
 
 ``drain``: instructions per job of 50 claims of 1,000 jobs and their 50
 completions (planning included; the work connection's planner settings).
+Each statement is sent as literal SQL, so it is planned every time with its
+1,000-element arrays as constants; ``--generic`` runs them as the worker
+does once its prepared statements settle (after five runs PostgreSQL picks
+a generic plan: ``pg_prepared_statements`` showed 7 generic, 5 custom after
+12 completions), through ``PREPARE`` and ``EXECUTE`` under
+``plan_cache_mode=force_generic_plan``, the floor's statements too.
 
     python benchmarks/instructions.py copy [--jobs 20000]
-    python benchmarks/instructions.py drain
+    python benchmarks/instructions.py drain [--generic]
 
 Needs valgrind and PostgreSQL's server binaries (``--bindir``; default: the
 directory of ``postgres`` on PATH or the newest ``/usr/lib/postgresql/*/bin``).
@@ -197,7 +203,15 @@ def profile_copy(cluster: Cluster, n: int) -> None:
     print(f"{'reserve_ids, per id':<42} {per_id:>8,}")
 
 
-def profile_drain(cluster: Cluster) -> None:
+def prepared(name: str, template: str, params: list[tuple[str, str]]) -> str:
+    """``PREPARE name(types) AS template``, its ``%(param)s`` made positional."""
+    text = template
+    for position, (param, _type) in enumerate(params, 1):
+        text = text.replace(f"%({param})s", f"${position}").replace(f"%({param})b", f"${position}")
+    return one_line(f"PREPARE {name}({', '.join(kind for _, kind in params)}) AS {text}")
+
+
+def profile_drain(cluster: Cluster, generic: bool = False) -> None:
     sql = queries(SCHEMA)
     with cluster.server() as conn:
         fresh_jobs_table(conn)
@@ -231,21 +245,43 @@ def profile_drain(cluster: Cluster) -> None:
             )
 
         batches = [ids[k * CLAIM_BATCH : (k + 1) * CLAIM_BATCH] for k in range(CLAIMS)]
-        claims = [literal(sql["claim"], worker=worker, queue="default", limit=CLAIM_BATCH)] * CLAIMS
-        completions = {
-            name: [literal(sql[name], worker=worker, ids=batch, attempts=[1] * len(batch)) for batch in batches]
-            for name in ("complete_succeeded", "complete_succeeded_discarding")
-        }
+        names = ("complete_succeeded", "complete_succeeded_discarding")
         floor_claim = one_line(floor_sql(FLOOR_CLAIM, FLOOR_SCHEMA).as_string(conn))
-        floor_deletes = [
-            one_line(
-                floor_sql(FLOOR_DELETE, FLOOR_SCHEMA)
-                .as_string(conn)
-                .replace("%s", pgsql.Literal(batch).as_string(conn))
-            )
-            for batch in batches
-        ]
+        floor_delete = floor_sql(FLOOR_DELETE, FLOOR_SCHEMA).as_string(conn)
+
+        def array(values: list[int]) -> str:
+            return pgsql.Literal(values).as_string(conn)
+
+        if not generic:
+            claims = [literal(sql["claim"], worker=worker, queue="default", limit=CLAIM_BATCH)] * CLAIMS
+            completions = {
+                name: [literal(sql[name], worker=worker, ids=batch, attempts=[1] * len(batch)) for batch in batches]
+                for name in names
+            }
+            floor_claims = [floor_claim] * CLAIMS
+            floor_deletes = [one_line(floor_delete.replace("%s", array(batch))) for batch in batches]
+        else:
+            # The PREPARE lines run once, before the claims: their cost is
+            # spread over the 50,000 jobs, as a worker's over its lifetime.
+            claims = [
+                prepared("claim", sql["claim"], [("queue", "text"), ("limit", "integer"), ("worker", "bigint")]),
+                *[f"EXECUTE claim('default', {CLAIM_BATCH}, {worker})"] * CLAIMS,
+            ]
+            completions = {
+                name: [
+                    prepared("done", sql[name], [("ids", "bigint[]"), ("attempts", "integer[]"), ("worker", "bigint")]),
+                    *[f"EXECUTE done({array(batch)}, {array([1] * len(batch))}, {worker})" for batch in batches],
+                ]
+                for name in names
+            }
+            floor_claims = [f"PREPARE floor_claim AS {floor_claim}", *["EXECUTE floor_claim"] * CLAIMS]
+            floor_deletes = [
+                one_line(f"PREPARE floor_delete(bigint[]) AS {floor_delete.replace('%s', '$1')}"),
+                *[f"EXECUTE floor_delete({array(batch)})" for batch in batches],
+            ]
     guards = "".join(f"SET {setting}\n" for setting in PLANNER_GUARDS.replace("-c ", "").split())
+    if generic:
+        guards = guards.replace("force_custom_plan", "force_generic_plan")
     collect = ["PortalRun", "pg_plan_queries"]
     cluster.snapshot()
     jobs = CLAIMS * CLAIM_BATCH
@@ -255,20 +291,24 @@ def profile_drain(cluster: Cluster) -> None:
         cluster.restore()
         return cluster.count(settings + "".join(statement + "\n" for statement in statements), collect) // jobs
 
+    def interleaved(first: list[str], second: list[str]) -> list[str]:
+        # Each claim followed by its completion (PREPARE lines, if any, first).
+        return [line for pair in zip(first, second, strict=True) for line in pair]
+
     claim = per_job(claims)
-    print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind)")
+    plans = "generic plans (PREPARE, EXECUTE)" if generic else "literal SQL, planned every time"
+    print(f"server instructions per job, {CLAIMS} claims of {CLAIM_BATCH:,} and their completions (callgrind, {plans})")
     print(f"{'claim':<42} {claim:>8,}")
     # The claims again, each followed by its completion: the difference is the completions.
     for name, statements in completions.items():
-        both = per_job([line for pair in zip(claims, statements, strict=True) for line in pair])
+        both = per_job(interleaved(claims, statements))
         print(f"{name:<42} {both - claim:>8,}")
-    # The floor as floor.py runs it by default: no planner settings.
-    floor_claims = per_job([floor_claim] * CLAIMS, settings="")
-    floor_both = per_job(
-        [line for pair in zip([floor_claim] * CLAIMS, floor_deletes, strict=True) for line in pair], settings=""
-    )
-    print(f"{'floor: claim':<42} {floor_claims:>8,}")
-    print(f"{'floor: delete':<42} {floor_both - floor_claims:>8,}")
+    # The floor as floor.py runs it by default: no planner settings (but the plan mode).
+    floor_settings = "SET plan_cache_mode = force_generic_plan\n" if generic else ""
+    floor_claim_cost = per_job(floor_claims, settings=floor_settings)
+    floor_both = per_job(interleaved(floor_claims, floor_deletes), settings=floor_settings)
+    print(f"{'floor: claim':<42} {floor_claim_cost:>8,}")
+    print(f"{'floor: delete':<42} {floor_both - floor_claim_cost:>8,}")
 
 
 def main() -> None:
@@ -276,6 +316,7 @@ def main() -> None:
     parser.add_argument("profile", choices=["copy", "drain"])
     parser.add_argument("--jobs", type=int, default=20_000, help="copy: rows per COPY (default 20,000)")
     parser.add_argument("--bindir", default=None, help="PostgreSQL's server binaries")
+    parser.add_argument("--generic", action="store_true", help="drain: prepared statements, generic plans")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found (apt-get install valgrind)")
@@ -287,7 +328,7 @@ def main() -> None:
         if args.profile == "copy":
             profile_copy(cluster, args.jobs)
         else:
-            profile_drain(cluster)
+            profile_drain(cluster, args.generic)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
