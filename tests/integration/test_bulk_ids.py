@@ -3,6 +3,7 @@ and read back when another enqueue drew from the same sequence meanwhile."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
@@ -53,3 +54,59 @@ def test_ids_are_read_back_when_another_enqueue_drew_in_between(
     assert not set(ids) & set(others)
     assert _args_by_id(db, app.schema, ids) == [(job_id, (i,)) for i, job_id in enumerate(ids)]
     assert _args_by_id(db, app.schema, others) == [(job_id, ("other",)) for job_id in others]
+
+
+def test_concurrent_bulk_and_single_enqueues_each_get_their_own_ids(
+    app: currant.App, database_dsn: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real concurrency, not a staged interleaving: bulk enqueues while single
+    enqueues draw from the same sequence mid-COPY. Every id a call returns is
+    the row of the item it was returned for, and no id is returned twice."""
+    monkeypatch.setattr(enqueue, "ENQUEUE_BATCH", 300)
+    producers = [currant.App(database_dsn, schema=app.schema) for _ in range(4)]
+    stop = threading.Event()
+    singles: list[tuple[int, tuple[Any, ...]]] = []
+    bulks: list[tuple[list[int], list[tuple[Any, ...]]]] = []
+
+    def single(producer: currant.App, name: str) -> None:
+        n = 0
+        while not stop.is_set():
+            args = (name, n)
+            singles.append((producer.enqueue("echo", args), args))
+            n += 1
+
+    def bulk(producer: currant.App, name: str) -> None:
+        for round_ in range(4):
+            items = [(name, round_, i) for i in range(1_500)]
+            bulks.append((producer.enqueue_many("echo", items), items))
+
+    try:
+        threads = [threading.Thread(target=single, args=(producers[k], f"single-{k}")) for k in (0, 1)]
+        bulkers = [threading.Thread(target=bulk, args=(producers[k], f"bulk-{k}")) for k in (2, 3)]
+        for thread in threads + bulkers:
+            thread.start()
+        for thread in bulkers:
+            thread.join(120)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        stop.set()
+        for producer in producers:
+            producer.close()
+    returned = [job_id for ids, _items in bulks for job_id in ids] + [job_id for job_id, _args in singles]
+    assert len(returned) == len(set(returned))
+    stored = dict(_args_by_id(db, app.schema, returned))
+    for ids, items in bulks:
+        assert [stored[job_id] for job_id in ids] == items
+    assert all(stored[job_id] == args for job_id, args in singles)
+    # The read-back path ran: within some batch the ids are not consecutive
+    # (a single enqueue drew a value between the batch's start and its end).
+    batch = enqueue.ENQUEUE_BATCH
+    interleaved = [
+        ids[start : start + batch]
+        for ids, _ in bulks
+        for start in range(0, len(ids), batch)
+        if ids[min(start + batch, len(ids)) - 1] - ids[start] >= batch
+    ]
+    assert singles and interleaved, len(singles)
