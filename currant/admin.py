@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 
 import psycopg
 
-from . import console, embedded
+from . import archive, console, embedded
 from .app import App
 from .control import LIVE_STATES, PURGEABLE_STATES
 from .drivers import DEFAULT_CONNECT_TIMEOUT
@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument(
         "--yes", action="store_true", help=f"needed to delete jobs still to run ({', '.join(LIVE_STATES)})"
+    )
+    arch = command("archive", "the partitioned archive of succeeded jobs: enable, disable or status (docs/scaling.md)")
+    arch.add_argument("action", choices=["enable", "disable", "status"])
+    arch.add_argument(
+        "--partition",
+        type=_positive_int,
+        default=3600,
+        metavar="SECONDS",
+        help="enable: the time each partition covers, at least 60 (default: 3600); keep it below the workers'"
+        " --keep-succeeded, which a partition outlives by up to this much",
     )
     command("workers", "the live workers: host, pid, queues, running jobs, last heartbeat")
     command("queues", "each queue: jobs per state, and whether it is paused")
@@ -196,6 +206,8 @@ def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
     elif name == "limits":
         rows = app.limits()
         emit(rows, console.table(rows, ["task", "per_second", "burst", "max_running", "queued", "running", "keys"]))
+    elif name == "archive":
+        return _archive(app, args, emit)
     elif name == "workers":
         workers = app.workers()
         emit(
@@ -204,6 +216,37 @@ def _command(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
                 workers, ["id", "hostname", "pid", "queues", "concurrency", "running", "started_at", "last_seen"]
             ),
         )
+    return 0
+
+
+def _archive(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
+    if args.action == "enable":
+        if args.partition < archive.MIN_PARTITION_SECONDS:
+            return _fail(f"--partition must be at least {archive.MIN_PARTITION_SECONDS} seconds, got {args.partition}")
+        app.migrate()  # the archive's tables come with migration 0009
+        created = app.run_plan(archive.enable(app.sql, args.partition), write=True)
+        emit(
+            {"enabled": True, "partition_seconds": args.partition, "created": created},
+            f"archive on: partitions of {args.partition} s ({created} created now); running workers start moving"
+            f" succeeded jobs there within {archive.ROTATE_EVERY_BEATS} heartbeats (a minute by default)",
+        )
+    elif args.action == "disable":
+        was_on = app.run_plan(archive.disable(app.sql), write=True)
+        emit(
+            {"enabled": False, "changed": was_on},
+            "archive off: workers keep succeeded jobs in place again within"
+            f" {archive.ROTATE_EVERY_BEATS} heartbeats; what the archive holds ages out"
+            if was_on
+            else "the archive was not on",
+        )
+    else:
+        info = app.run_plan(archive.status(app.sql))
+        head = f"archive {'on' if info['enabled'] else 'off'}" + (
+            f", partitions of {info['partition_seconds']} s since {info['enabled_at']:%Y-%m-%d %H:%M:%S}"
+            if info["enabled"]
+            else ""
+        )
+        emit(info, head + "\n" + console.table(info["partitions"], ["partition", "bounds", "rows_estimate", "bytes"]))
     return 0
 
 

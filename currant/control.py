@@ -87,7 +87,8 @@ def purge(sql: Mapping[str, str], state: str, queue: str | None, older_than: flo
 
 
 def _purge(statement: str, params: dict[str, Any]) -> Plan:
-    return int((yield ("rowcount", statement, params)))
+    row = yield ("one", statement, params)
+    return int(row[0])
 
 
 def job_from_row(row: Sequence[Any] | None) -> Job | None:

@@ -8,10 +8,12 @@
 -- it is shaped the way it is.
 
 -- name: get_job
+-- Live or archived (jobs_all, 0009_archive): a primary-key probe of jobs and
+-- one of archive_id_idx per archive partition.
 SELECT id, task, queue, state::text, attempts, max_attempts, priority, result, errors,
        enqueued_at, started_at, finished_at, run_at, cancel_requested, unique_key,
        rescues, worker_id, {schema}.clock() AS db_now, payload, progress
-FROM {schema}.jobs WHERE id = %(id)s
+FROM {schema}.jobs_all WHERE id = %(id)s
 
 -- name: cancel
 -- Waiting, queued, scheduled or retrying jobs are cancelled on the spot (a
@@ -53,19 +55,21 @@ WITH upd AS (
 SELECT upd.id, (SELECT count(*) FROM woken) FROM upd
 
 -- name: stats
--- Counts per queue and state, and the age of the oldest job ready to run.
+-- Counts per queue and state, and the age of the oldest job ready to run;
+-- archived jobs (jobs_all) count as the succeeded jobs they are.
 SELECT queue, state::text, count(*) AS jobs,
        extract(epoch FROM {schema}.clock() - min(run_at) FILTER (WHERE state = 'queued')) AS oldest_queued_age
-FROM {schema}.jobs
+FROM {schema}.jobs_all
 GROUP BY queue, state
 ORDER BY queue, state
 
 -- name: list_jobs
 -- The newest jobs in one state, optionally of one queue and task. Newest
--- first by primary key: LIMIT stops the walk early.
+-- first by primary key: LIMIT stops the walk early (over jobs_all, a merge of
+-- the id indexes of jobs and of each archive partition).
 SELECT id, task, queue, state::text, attempts, max_attempts, enqueued_at, run_at, finished_at,
        errors -> -1 ->> 'error' AS last_error
-FROM {schema}.jobs
+FROM {schema}.jobs_all
 WHERE state = %(state)s::{schema}.job_state
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(task)s::text IS NULL OR task = %(task)s)
@@ -74,9 +78,21 @@ LIMIT %(limit)s
 
 -- name: purge
 -- Admin purge: delete finished (or, explicitly, queued) jobs of a state,
--- optionally of one queue, optionally only older than a number of seconds.
-DELETE FROM {schema}.jobs
-WHERE state = %(state)s::{schema}.job_state
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-  AND (%(older_than)s::double precision IS NULL
-       OR coalesce(finished_at, enqueued_at) < {schema}.clock() - make_interval(secs => %(older_than)s))
+-- optionally of one queue, optionally only older than a number of seconds;
+-- succeeded ones from the archive too (0009_archive). Returns the count.
+WITH archived AS (
+    DELETE FROM {schema}.archive
+    WHERE %(state)s::text = 'succeeded'
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(older_than)s::double precision IS NULL
+           OR finished_at < {schema}.clock() - make_interval(secs => %(older_than)s))
+    RETURNING 1
+), live AS (
+    DELETE FROM {schema}.jobs
+    WHERE state = %(state)s::{schema}.job_state
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(older_than)s::double precision IS NULL
+           OR coalesce(finished_at, enqueued_at) < {schema}.clock() - make_interval(secs => %(older_than)s))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM archived) + (SELECT count(*) FROM live)

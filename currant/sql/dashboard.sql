@@ -127,9 +127,10 @@ SELECT (SELECT last_value FROM {schema}.jobs_id_seq),
 -- every enqueue), so they look only at the newest %(window)s jobs that pass
 -- the indexed filters: "candidates" is bounded, and the page says which ids it
 -- searched (scanned, lowest) so the next page can go on from there.
+-- Archived jobs are listed as the succeeded jobs they are (jobs_all).
 WITH candidates AS (
     SELECT id, task, queue, state, attempts, max_attempts, enqueued_at, run_at, started_at, finished_at, errors
-    FROM {schema}.jobs
+    FROM {schema}.jobs_all
     WHERE (%(state)s::text IS NULL OR state = %(state)s::{schema}.job_state)
       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
       AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)

@@ -165,6 +165,45 @@ WITH gone AS (
 SELECT n, CASE WHEN n < cardinality(%(ids)b::bigint[]) THEN ARRAY(SELECT id FROM done) END
 FROM recorded
 
+-- name: complete_succeeded_archiving
+-- complete_succeeded for a worker whose schema has the archive enabled
+-- (0009_archive): the rows move from jobs to archive, a delete and an insert
+-- in one statement, so retention can drop archive's partitions instead of
+-- deleting rows. Same fence, same answer, and the same exception as the
+-- discarding form: a job others depend on, or a group member, is updated in
+-- place (its dependents are released by the trigger on that update). The
+-- data-modifying CTE "archived" runs to completion though nothing reads it.
+-- Its column list is archive's (jobs') in order, state and finished_at set.
+WITH gone AS (
+    DELETE FROM {schema}.jobs j
+    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND j.dependents IS NOT TRUE AND j.group_id IS NULL
+    RETURNING j.*
+), archived AS (
+    INSERT INTO {schema}.archive
+    SELECT id, queue, task, payload, priority, 'succeeded', attempts, max_attempts, rescues, run_at, enqueued_at,
+           started_at, {schema}.clock(), worker_id, unique_key, cancel_requested, result, errors, progress,
+           parents_left, dependents, on_parent_failure, pass_results, input_ids, inputs, group_id, limit_key
+    FROM gone
+), kept AS (
+    UPDATE {schema}.jobs j
+    SET state = 'succeeded', finished_at = {schema}.clock()
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    WHERE (SELECT count(*) FROM gone) < cardinality(%(ids)b::bigint[])
+      AND j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
+      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND (j.dependents OR j.group_id IS NOT NULL)
+    RETURNING j.id
+), done AS (
+    SELECT id FROM gone UNION ALL SELECT id FROM kept
+), recorded AS (
+    SELECT count(*) AS n FROM done
+)
+SELECT n, CASE WHEN n < cardinality(%(ids)b::bigint[]) THEN ARRAY(SELECT id FROM done) END
+FROM recorded
+
 -- name: complete_outcomes
 -- Every other outcome, batched, same fence. kind: 's' succeeded with a result,
 -- 'r' failed and may retry after delay seconds (database clock), 'f' failed

@@ -48,8 +48,7 @@ class Completer:
         discard_succeeded: bool = False,
     ) -> None:
         self.metrics = metrics
-        # keep_succeeded = 0: plain successes are deleted, not marked (worker.sql).
-        self._plain_success = sql["complete_succeeded_discarding" if discard_succeeded else "complete_succeeded"]
+        self._discard_succeeded = discard_succeeded
         self.state = state
         self.lanes = lanes
         self.link = link
@@ -133,6 +132,17 @@ class Completer:
             retry_due = _earliest_retry(rows)
             if retry_due is not None:
                 state.due_at(retry_due)
+
+    @property
+    def _plain_success(self) -> str:
+        """How plain successes are recorded (worker.sql): deleted when the worker
+        keeps none (keep_succeeded = 0), moved to the archive when the schema
+        has it on (currant.archive), else marked succeeded in place."""
+        if self._discard_succeeded:
+            return self.sql["complete_succeeded_discarding"]
+        if self.state.archiving:
+            return self.sql["complete_succeeded_archiving"]
+        return self.sql["complete_succeeded"]
 
     async def _send(
         self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None

@@ -39,6 +39,7 @@ class WorkerState:
         self.next_due: float | None = None
         self.due_changed = asyncio.Event()
         self.clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
+        self.archiving = False  # the schema's archive is on: plain successes move there (currant.archive)
         # What happened, for the exit summary.
         self.processed = 0
         self.claims = 0  # claim round trips, and those that found nothing (the thundering-herd measure)

@@ -28,8 +28,11 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import faults
+import psycopg
+
+from .. import archive, faults
 from ..backoff import Backoff
+from ..plans import arun_plan
 from .config import WorkerConfig
 from .lanes import Lanes
 from .links import Connection, GaveUp, Link, LinkDown
@@ -60,6 +63,9 @@ class Upkeep:
 
             self.cron = CronScheduler(app, link)
         self._reregistering = False
+        self._next_rotation = 0.0  # monotonic time of the next archive rotation: the first heartbeat's
+        self._rotation_period = config.heartbeat * archive.ROTATE_EVERY_BEATS
+        self._rotation_failed = False
 
     async def register(self) -> None:
         async def insert(conn: Connection) -> int:
@@ -103,6 +109,8 @@ class Upkeep:
             last_beat = time.monotonic()
             try:
                 await self.beat()
+                if last_beat >= self._next_rotation:
+                    await self.rotate_archive()
                 if cron is not None:
                     if not cron_ready:
                         await asyncio.wait_for(cron.register(), self.link.timeout)
@@ -181,6 +189,43 @@ class Upkeep:
             state.last_poll = time.monotonic()  # as good as a poll: nothing is ready
         state.wake.set()  # let the claimer re-plan its next poll
         return row
+
+    async def rotate_archive(self) -> None:
+        """The archive's partitions (:mod:`currant.archive`), and whether it is on.
+
+        A refusal (a role that may not create tables, say) is logged once and
+        tried again every round: it must not slow the heartbeat down.
+        """
+        self._next_rotation = time.monotonic() + self._rotation_period
+        keep = self.config.keep_succeeded
+
+        async def rotate(conn: Connection) -> tuple[bool, int, int, int]:
+            result: tuple[bool, int, int, int] = await arun_plan(conn, archive.rotate(self.sql, keep))
+            return result
+
+        try:
+            enabled, created, dropped, purged = await self.link.once(rotate)
+        except LinkDown as exc:
+            log.warning("archive rotation skipped (%s); next round in %g s", exc, self._rotation_period)
+            return
+        except psycopg.Error as exc:
+            if not self._rotation_failed:
+                log.warning("archive rotation failed (%s); trying again every %g s", exc, self._rotation_period)
+            self._rotation_failed = True
+            return
+        self._rotation_failed = False
+        if enabled != self.state.archiving:
+            log.info(
+                "the archive is %s: plain successes %s", *(("on", "move there") if enabled else ("off", "stay in jobs"))
+            )
+        self.state.archiving = enabled
+        if created or dropped or purged:
+            log.info(
+                "archive: %d partitions created, %d dropped past retention, %d rows pruned from its default partition",
+                created,
+                dropped,
+                purged,
+            )
 
     def cancel(self, job_id: int) -> None:
         """Cancellation asked for a job; ours to act on if we hold it."""

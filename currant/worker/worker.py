@@ -289,6 +289,11 @@ class Worker:
     async def _check_schema(self, conn: Connection) -> None:
         async with conn.transaction():
             await arun_plan(conn, ensure_schema(self.app.schema))
+            # Whether plain successes go to the archive from the first one on;
+            # the rotation (upkeep) keeps this current afterwards.
+            cur = await conn.execute(self.app.sql["archive_enabled"])
+            row = await cur.fetchone()
+            self.state.archiving = bool(row and row[0])
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
