@@ -1,7 +1,7 @@
-"""Retention under churn, the default layout (issue 17, part 4: the baseline half).
+"""Retention under churn, the default layout or the partitioned archive (issue 17, part 4).
 
-    PYTHONPATH=. python benchmarks/churn.py --dsn DSN [--rate 5000] [--backlog 1000000] [--minutes 30]
-        [--keep-succeeded 60] [--json PATH]
+    PYTHONPATH=. python benchmarks/churn.py --dsn DSN [--layout default|archive] [--partition 60]
+        [--rate 5000] [--backlog 1000000] [--minutes 30] [--keep-succeeded 60] [--json PATH]
 
 A fresh database; ``--backlog`` jobs sit queued in a queue no worker serves
 (a big backlog the table and its indexes carry all along); one worker serves
@@ -11,8 +11,14 @@ producer enqueues ``--rate`` jobs a second into ``default`` (``enqueue_many``
 of rate/10 every 100 ms, on a fixed schedule). Every 30 s: the jobs table's
 size (heap, indexes, TOAST), live and dead tuples, autovacuum runs so far,
 finished jobs kept, and the wait (``started_at - enqueued_at``, database
-clock) p50/p99 of the jobs started in that window. The partitioned layout
-to compare it with is not built (docs/scaling.md).
+clock) p50/p99 of the jobs started in that window.
+
+``--layout archive`` turns the archive on (``currant.archive.enable`` with
+``--partition`` seconds) before the worker starts: succeeded jobs move to the
+archive's partitions, which the worker drops past retention. Its samples add
+the archive's size, partitions and dead tuples. To compare the layouts in
+the same run, start one process of each at once (BENCHMARKS.md has the
+command): each has its own database, producer and worker.
 
 When the server runs with ``autovacuum = off`` (the benchmark machine does;
 it is a server-wide setting this script does not change), a thread stands in
@@ -38,6 +44,7 @@ import psycopg
 
 import currant
 from benchmarks.e2e import fresh_target, machine_info, worker_env
+from currant import archive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,22 +91,34 @@ WHERE c.oid = %s::regclass
 """
 
 
+ARCHIVE_SAMPLE = """
+SELECT count(*), coalesce(sum(pg_total_relation_size(i.inhrelid)), 0), coalesce(sum(s.n_dead_tup), 0)
+FROM pg_inherits i LEFT JOIN pg_stat_user_tables s ON s.relid = i.inhrelid
+WHERE i.inhparent = %s::regclass
+"""
+
+
 def sample(conn: psycopg.Connection[Any], schema: str, since: Any) -> dict[str, Any]:
     row = conn.execute(SAMPLE, (f'"{schema}".jobs',)).fetchone()
     assert row is not None
     heap, indexes, toast, live, dead, vacuums, analyzes = row
+    # jobs_all: live and archived jobs (the default layout's archive is empty).
     waits = conn.execute(
         f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY w), percentile_cont(0.99) WITHIN GROUP (ORDER BY w),"
         f" count(*) FROM (SELECT extract(epoch FROM started_at - enqueued_at) * 1000 AS w"
-        f' FROM "{schema}".jobs WHERE queue = %s AND started_at >= %s) AS s',
+        f' FROM "{schema}".jobs_all WHERE queue = %s AND started_at >= %s) AS s',
         ("default", since),
     ).fetchone()
-    kept = conn.execute(f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'succeeded'").fetchone()
+    kept = conn.execute(f"SELECT count(*) FROM \"{schema}\".jobs_all WHERE state = 'succeeded'").fetchone()
+    partitions = conn.execute(ARCHIVE_SAMPLE, (f'"{schema}".archive',)).fetchone()
     queued = conn.execute(
         f"SELECT count(*) FROM \"{schema}\".jobs WHERE state = 'queued' AND queue = 'default'"
     ).fetchone()
-    assert waits is not None and kept is not None and queued is not None
+    assert waits is not None and kept is not None and queued is not None and partitions is not None
     return {
+        "archive_partitions": partitions[0],
+        "archive_mb": partitions[1] / 2**20,
+        "archive_dead": partitions[2],
         "heap_mb": heap / 2**20,
         "indexes_mb": indexes / 2**20,
         "toast_mb": toast / 2**20,
@@ -118,6 +137,8 @@ def sample(conn: psycopg.Connection[Any], schema: str, since: Any) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=os.environ.get("CURRANT_DSN"), required=not os.environ.get("CURRANT_DSN"))
+    parser.add_argument("--layout", choices=["default", "archive"], default="default")
+    parser.add_argument("--partition", type=int, default=60, help="archive: seconds per partition (default: 60)")
     parser.add_argument("--rate", type=int, default=5000, help="jobs/s offered (default: 5000)")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="jobs queued all along (default: 1000000)")
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the churn (default: 30)")
@@ -131,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     with fresh_target(args.dsn, 0) as (dsn, schema), psycopg.connect(dsn, autocommit=True) as conn:
         app = currant.App(dsn, schema=schema)
         app.migrate()
+        if args.layout == "archive":
+            app.run_plan(archive.enable(app.sql, args.partition), write=True)
         log(f"enqueueing the backlog of {args.backlog:,}")
         for start in range(0, args.backlog, 100_000):
             app.enqueue_many("bench.noop", [()] * min(100_000, args.backlog - start), queue="backlog")
