@@ -24,7 +24,7 @@ from typing import Any
 from .plans import Plan
 
 # Partitions created ahead of the one holding "now": a worker that rotates
-# every ROTATE_EVERY seconds keeps this many steps in hand.
+# every minute (see below) keeps this many steps in hand.
 AHEAD = 3
 # How often a worker rotates (and learns whether the archive is on), in
 # heartbeats: every minute at the default --heartbeat of 5 s.
