@@ -1,7 +1,7 @@
 """Interleaved A/B(/C...) of the no-op drain alone, across checkouts of Currant.
 
     python benchmarks/drain_ab.py --dsn DSN --tree before=/path/a --tree after=/path/b \\
-        [--rounds 7] [--jobs 200000] [--json results.json] [--no-checkpoint]
+        [--rounds 7] [--jobs 200000] [--json results.json] [--no-checkpoint] [--archive LABEL]
 
 ``benchmarks/ab.py`` runs the whole of ``e2e.py`` per tree, floors included,
 and a drain there may meet the checkpoint of the previous run's writes. Here
@@ -11,7 +11,9 @@ currant.worker benchmarks.bench_app:app --burst`` of that tree drains them.
 Reported per tree: the worker's own jobs/s (its exit line: first claim to
 exit), and its CPU (user + system) per job, start-up included. Trees go
 round-robin, the order alternating per round; medians, ratios of medians to
-the first tree, and medians of the per-round ratios.
+the first tree, and medians of the per-round ratios. ``--archive LABEL`` turns
+the partitioned archive (``currant.archive``) on for that label's runs, so
+``--tree default=. --tree archive=. --archive archive`` compares the layouts.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.scratch_db import drop_database, fresh_database
 
 ENQUEUE = "from benchmarks.bench_app import app, noop; app.migrate(); noop.enqueue_many([()] * {n}); app.close()"
+ARCHIVE_ON = (
+    "from benchmarks.bench_app import app; from currant import archive; app.run_plan(archive.enable(app.sql, 3600))"
+)
 RATE = re.compile(r"processed in [0-9.]+ s \(([0-9,]+) jobs/s")
 
 
 def run_tree(
-    path: Path, dsn: str, jobs: int, checkpoint: bool = True, worker_args: Sequence[str] = ()
+    path: Path, dsn: str, jobs: int, checkpoint: bool = True, worker_args: Sequence[str] = (), archive: bool = False
 ) -> dict[str, float]:
     """One drain by that tree's worker (``worker_args`` added to its command line):
     its own jobs/s, jobs/s from spawn to exit, and CPU per job."""
@@ -48,6 +53,8 @@ def run_tree(
     python = str(path / ".venv/bin/python")
     try:
         subprocess.run([python, "-c", ENQUEUE.format(n=jobs)], cwd=path, env=env, check=True)
+        if archive:
+            subprocess.run([python, "-c", ARCHIVE_ON], cwd=path, env=env, check=True)
         if checkpoint:
             with psycopg.connect(env["CURRANT_DSN"], autocommit=True) as conn:
                 conn.execute("CHECKPOINT")
@@ -103,6 +110,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--archive", action="append", default=[], metavar="LABEL", help="the archive on for LABEL")
     parser.add_argument(
         "--no-checkpoint", action="store_true", help="drain right after the enqueue, its writes not yet checkpointed"
     )
@@ -112,7 +120,9 @@ def main() -> int:
     for round_ in range(args.rounds):
         order = trees if round_ % 2 == 0 else trees[::-1]
         for label, path in order:
-            runs[label].append(run_tree(path, args.dsn, args.jobs, checkpoint=not args.no_checkpoint))
+            runs[label].append(
+                run_tree(path, args.dsn, args.jobs, checkpoint=not args.no_checkpoint, archive=label in args.archive)
+            )
             last = runs[label][-1]
             print(
                 f"round {round_ + 1}/{args.rounds} {label}: {last['jobs_per_s']:,.0f} jobs/s, "
