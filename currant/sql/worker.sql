@@ -166,21 +166,27 @@ SELECT n, CASE WHEN n < cardinality(%(ids)b::bigint[]) THEN ARRAY(SELECT id FROM
 FROM recorded
 
 -- name: complete_succeeded_archiving
--- complete_succeeded for a worker whose schema has the archive enabled
--- (0009_archive): the rows move from jobs to archive, a delete and an insert
--- in one statement, so retention can drop archive's partitions instead of
--- deleting rows. Same fence, same answer, and the same exception as the
--- discarding form: a job others depend on, or a group member, is updated in
--- place (its dependents are released by the trigger on that update). The
--- data-modifying CTE "archived" runs to completion though nothing reads it.
--- Its column list is archive's (jobs') in order, state and finished_at set.
+-- Every success of a worker whose schema has the archive on (0009_archive):
+-- the rows move from jobs to archive, a delete and an insert in one
+-- statement, so that retention drops archive's partitions instead of
+-- deleting rows. results are the successes' return values (msgpack, NULL for
+-- None), as a binary bytea[] like complete_outcomes'. Same fence, same answer
+-- as complete_succeeded, and the same exception as the discarding form: a job
+-- others depend on, or a group member, is updated in place (its dependents
+-- are released by the trigger on that update, and read its result there).
+-- "gone" returns the row as archive stores it (its column order is jobs'),
+-- but for state and finished_at, which the insert sets; the data-modifying
+-- CTE "archived" runs to completion though nothing reads it.
 WITH gone AS (
     DELETE FROM {schema}.jobs j
-    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(results)b::bytea[]) AS d(id, attempt, result)
     WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
       AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
       AND j.dependents IS NOT TRUE AND j.group_id IS NULL
-    RETURNING j.*
+    RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.rescues, j.run_at,
+              j.enqueued_at, j.started_at, j.worker_id, j.unique_key, j.cancel_requested, d.result, j.errors,
+              j.progress, j.parents_left, j.dependents, j.on_parent_failure, j.pass_results, j.input_ids, j.inputs,
+              j.group_id, j.limit_key
 ), archived AS (
     INSERT INTO {schema}.archive
     SELECT id, queue, task, payload, priority, 'succeeded', attempts, max_attempts, rescues, run_at, enqueued_at,
@@ -189,8 +195,8 @@ WITH gone AS (
     FROM gone
 ), kept AS (
     UPDATE {schema}.jobs j
-    SET state = 'succeeded', finished_at = {schema}.clock()
-    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
+    SET state = 'succeeded', finished_at = {schema}.clock(), result = d.result
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(results)b::bytea[]) AS d(id, attempt, result)
     WHERE (SELECT count(*) FROM gone) < cardinality(%(ids)b::bigint[])
       AND j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
       AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s

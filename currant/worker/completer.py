@@ -83,7 +83,10 @@ class Completer:
 
     async def complete(self, finished: list[Finished]) -> None:
         """Record finished attempts, through any connection loss."""
-        batch = completion_params(finished, self.state.worker_id)
+        # Decided once per batch: the rotation may turn the archive on or off meanwhile.
+        archiving = self.state.archiving and not self._discard_succeeded
+        plain_success = self._plain_success(archiving)
+        batch = completion_params(finished, self.state.worker_id, archiving)
 
         def store_plainly(exc: psycopg.Error) -> None:
             # A batch the database refuses (a value it cannot store) must not
@@ -93,11 +96,11 @@ class Completer:
             if batch[1] is not None:
                 log.error("storing %d outcomes failed (%s); recording them as failed", len(finished), exc)
                 plain = [(job_id, attempt, as_failure(outcome, exc)) for job_id, attempt, outcome in finished]
-                batch = completion_params(plain, self.state.worker_id)
+                batch = completion_params(plain, self.state.worker_id, archiving)
 
         async def flush(conn: Connection) -> tuple[list[Any], list[Any]]:
             faults.point("before_flush")
-            result = await self._send(conn, *batch)
+            result = await self._send(conn, plain_success, *batch)
             faults.point("after_flush")
             return result
 
@@ -110,10 +113,10 @@ class Completer:
             await self.lanes.hooks.aafter_batch(_take(timings, len(timings)))
         state = self.state
         held = state.held
-        plain = []  # the held jobs sent as plain successes
+        plain = []  # the held jobs sent to the plain-success statement
         for job_id, _attempt, outcome in finished:
             job = held.pop(job_id, None)
-            if outcome is None and job is not None:
+            if job is not None and _is_plain(outcome, archiving):
                 plain.append(job)
         state.processed += len(finished)
         recorded = len(rows)
@@ -133,33 +136,33 @@ class Completer:
             if retry_due is not None:
                 state.due_at(retry_due)
 
-    @property
-    def _plain_success(self) -> str:
+    def _plain_success(self, archiving: bool) -> str:
         """How plain successes are recorded (worker.sql): deleted when the worker
-        keeps none (keep_succeeded = 0), moved to the archive when the schema
-        has it on (currant.archive), else marked succeeded in place."""
+        keeps none (keep_succeeded = 0), moved to the archive (every success,
+        with its result) when the schema has it on (currant.archive), else
+        marked succeeded in place."""
         if self._discard_succeeded:
             return self.sql["complete_succeeded_discarding"]
-        if self.state.archiving:
+        if archiving:
             return self.sql["complete_succeeded_archiving"]
         return self.sql["complete_succeeded"]
 
     async def _send(
-        self, conn: Connection, fast: dict[str, Any] | None, general: dict[str, Any] | None
+        self, conn: Connection, plain_success: str, fast: dict[str, Any] | None, general: dict[str, Any] | None
     ) -> tuple[list[Any], list[Any]]:
         """Send the batch; returns the rows of both statements: how many plain
         successes were recorded (and which, if not all), and each other outcome recorded."""
         if fast and general and _PIPELINE_SYNC:
             # Both kinds in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
-                fast_cur = await conn.execute(self._plain_success, fast, prepare=True)
+                fast_cur = await conn.execute(plain_success, fast, prepare=True)
                 _sync_point(pipeline)
                 general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
             return await fast_cur.fetchall(), await general_cur.fetchall()
         succeeded: list[Any] = []
         rows: list[Any] = []
         if fast:
-            cur = await conn.execute(self._plain_success, fast, prepare=True)
+            cur = await conn.execute(plain_success, fast, prepare=True)
             succeeded = await cur.fetchall()
         if general:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
@@ -167,24 +170,30 @@ class Completer:
         return succeeded, rows
 
 
-def completion_params(finished: list[Finished], worker: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def completion_params(
+    finished: list[Finished], worker: int, archiving: bool = False
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(params of complete_succeeded or None, params of complete_outcomes or None).
 
     The common case, a job that returned None, goes to ``complete_succeeded``
-    as two binary arrays (ids and attempts). Everything else goes to
-    ``complete_outcomes`` with one array per column.
+    as two binary arrays (ids and attempts); when ``archiving``, every success
+    goes to ``complete_succeeded_archiving``, with a third array of results.
+    Everything else goes to ``complete_outcomes`` with one array per column.
     """
-    plain: list[tuple[int, int]] = []
+    plain: list[tuple[int, int, bytes | None]] = []
     other: list[tuple[int, int, Outcome]] = []
     for job_id, attempt, outcome in finished:
-        if outcome is None:
-            plain.append((job_id, attempt))
+        if _is_plain(outcome, archiving):
+            plain.append((job_id, attempt, None if outcome is None else outcome.result))
         else:
+            assert outcome is not None
             other.append((job_id, attempt, outcome))
     fast = None
     if plain:
-        ids, attempts = id_arrays(plain)
+        ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in plain)
         fast = {"ids": ids, "attempts": attempts, "worker": worker}
+        if archiving:
+            fast["results"] = [result for _, _, result in plain]
     general = None
     if other:
         ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in other)
@@ -200,6 +209,12 @@ def completion_params(finished: list[Finished], worker: int) -> tuple[dict[str, 
             "worker": worker,
         }
     return fast, general
+
+
+def _is_plain(outcome: Outcome | None, archiving: bool) -> bool:
+    """Whether the plain-success statement records this outcome: None (the job
+    returned None), and when archiving any success."""
+    return outcome is None or (archiving and outcome.kind == "s")
 
 
 def _take(items: deque[_Item], limit: int) -> list[_Item]:

@@ -1,8 +1,8 @@
 """The partitioned archive of succeeded jobs (issue 17, part 4; currant.archive).
 
-What must hold: with the archive on, a plain success moves to the archive as
-it completes (fenced like every completion), while a job that returned a
-value, that others wait for or that belongs to a group stays in jobs; every
+What must hold: with the archive on, a success moves to the archive as it
+completes, with its result (fenced like every completion), while a job that
+others wait for or that belongs to a group stays in jobs; every
 reader (get_job, list_jobs, stats, purge, the CLI) sees archived jobs as the
 succeeded jobs they are; rotation creates partitions ahead, drops those past
 retention (and gives up at once, for the next round, when it cannot get its
@@ -19,6 +19,7 @@ import psycopg
 
 import currant
 from currant import archive
+from currant.codec import encode_result
 from currant.flow import Call
 from currant.worker.arrays import id_arrays, register_array_dumpers
 from tests.conftest import run_worker_here, wait_for
@@ -69,8 +70,8 @@ def test_plain_successes_move_to_the_archive_and_every_reader_sees_them(
     assert worker.state.tally.summary().startswith("205 succeeded, 1 failed")
 
     where = _where(db, app.schema)
-    assert {where[job_id] for job_id in [*plain, child]} == {"archive"}
-    kept = [valued, parent, *members]
+    assert {where[job_id] for job_id in [*plain, child, valued]} == {"archive"}
+    kept = [parent, *members]
     assert {job_id: where[job_id] for job_id in [*kept, failure]} == {
         **dict.fromkeys(kept, "succeeded"),
         failure: "failed",
@@ -106,8 +107,10 @@ def _archive_completion(
 ) -> Any:
     register_array_dumpers(db)  # the arrays go as the worker sends them
     ids_bytes, attempts_bytes = id_arrays((job_id, attempt) for job_id in ids)
+    results = [encode_result(job_id) for job_id in ids]  # each job's own id as its result
     return db.execute(
-        app.sql["complete_succeeded_archiving"], {"ids": ids_bytes, "attempts": attempts_bytes, "worker": worker}
+        app.sql["complete_succeeded_archiving"],
+        {"ids": ids_bytes, "attempts": attempts_bytes, "results": results, "worker": worker},
     ).fetchone()
 
 
@@ -122,6 +125,7 @@ def test_the_archiving_completion_is_fenced_and_keeps_parents_and_members(
     assert _where(db, app.schema) == dict.fromkeys(ids, "running")
     assert tuple(_archive_completion(app, db, ids, worker)) == (3, None)
     assert _where(db, app.schema) == dict.fromkeys(ids, "archive")
+    assert [app.get_job(job_id).result for job_id in ids] == ids  # type: ignore[union-attr]
     # Archived as they were, state and finish time set.
     (row,) = db.execute(
         f"SELECT count(*), bool_and(state = 'succeeded' AND finished_at IS NOT NULL AND worker_id = %s) FROM \"{app.schema}\".archive",
@@ -137,6 +141,7 @@ def test_the_archiving_completion_is_fenced_and_keeps_parents_and_members(
     # Updated in place: the parent's update released its child, the group counted its member.
     where = _where(db, app.schema)
     assert (where[parent], where[child], where[member], where[other]) == ("succeeded", "queued", "succeeded", "queued")
+    assert app.get_job(parent).result == parent  # type: ignore[union-attr]
 
 
 def _rotate(db: psycopg.Connection[Any], app: currant.App, keep: float | None) -> tuple[int, ...]:
