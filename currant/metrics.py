@@ -28,7 +28,11 @@ def snapshot(sql: dict[str, str], schema: str) -> Plan:
     jobs = yield ("all", sql["metrics_waiting_jobs"], None)
     oldest = yield ("all", sql["metrics_oldest_ready"], None)
     workers, running = yield ("one", sql["metrics_workers"], None)
-    table_bytes, dead = yield ("one", sql["metrics_table"], {"table": f"{quote_schema(schema)}.jobs"})
+    table_bytes, dead, archive_bytes = yield (
+        "one",
+        sql["metrics_table"],
+        {"table": f"{quote_schema(schema)}.jobs", "archive": f"{quote_schema(schema)}.archive"},
+    )
     xmin_age, notify_usage = yield ("one", sql["metrics_server"], None)
     return {
         "jobs": jobs,
@@ -37,6 +41,7 @@ def snapshot(sql: dict[str, str], schema: str) -> Plan:
         "running": running,
         "table_bytes": table_bytes,
         "dead_tuples": dead,
+        "archive_bytes": archive_bytes,
         "xmin_age": xmin_age,
         "notify_usage": notify_usage,
     }
@@ -103,6 +108,11 @@ def families(data: dict[str, Any]) -> Iterator[Any]:
         "currant_jobs_table_bytes", "The jobs table on disk, with indexes and TOAST.", value=data["table_bytes"]
     )
     yield GaugeMetricFamily("currant_jobs_dead_tuples", "Dead tuples in the jobs table.", value=data["dead_tuples"])
+    yield GaugeMetricFamily(
+        "currant_archive_bytes",
+        "The archive of succeeded jobs on disk, all partitions (0 when it is off).",
+        value=data["archive_bytes"],
+    )
     yield GaugeMetricFamily(
         "currant_oldest_xmin_age_seconds",
         "Age of the oldest transaction holding back vacuum.",

@@ -55,9 +55,13 @@ SELECT count(*), coalesce(sum(running), 0)::bigint FROM {schema}.workers
 
 -- name: metrics_table
 -- The jobs table as PostgreSQL's statistics see it: size on disk (with its
--- indexes and TOAST) and dead tuples waiting for vacuum.
+-- indexes and TOAST) and dead tuples waiting for vacuum; and the archive's
+-- size (0009_archive), the sum of its partitions' (a partitioned parent has
+-- no storage of its own), 0 when it is off.
 SELECT pg_total_relation_size(%(table)s::regclass),
-       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %(table)s::regclass), 0)
+       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %(table)s::regclass), 0),
+       (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint FROM pg_inherits
+        WHERE inhparent = %(archive)s::regclass)
 
 -- name: metrics_server
 -- What quietly ruins a Postgres queue: the oldest transaction holding back

@@ -21,6 +21,7 @@ import currant
 from currant import archive
 from currant.codec import encode_result
 from currant.flow import Call
+from currant.metrics import snapshot
 from currant.worker.arrays import id_arrays, register_array_dumpers
 from tests.conftest import run_worker_here, wait_for
 from tests.integration.test_admin_cli import admin
@@ -120,12 +121,14 @@ def test_the_archiving_completion_is_fenced_and_keeps_parents_and_members(
     app.run_plan(archive.enable(app.sql, 3600), write=True)
     ids = app.enqueue_many("anything", [()] * 3)
     worker = _running(app, db, ids)
+    archive_bytes = app.run_plan(snapshot(app.sql, app.schema))["archive_bytes"]  # the metric: empty partitions
     assert tuple(_archive_completion(app, db, ids, worker + 1)) == (0, [])  # another worker's lease
     assert tuple(_archive_completion(app, db, ids, worker, attempt=2)) == (0, [])  # another attempt
     assert _where(db, app.schema) == dict.fromkeys(ids, "running")
     assert tuple(_archive_completion(app, db, ids, worker)) == (3, None)
     assert _where(db, app.schema) == dict.fromkeys(ids, "archive")
     assert [app.get_job(job_id).result for job_id in ids] == ids  # type: ignore[union-attr]
+    assert app.run_plan(snapshot(app.sql, app.schema))["archive_bytes"] > archive_bytes
     # Archived as they were, state and finish time set.
     (row,) = db.execute(
         f"SELECT count(*), bool_and(state = 'succeeded' AND finished_at IS NOT NULL AND worker_id = %s) FROM \"{app.schema}\".archive",
