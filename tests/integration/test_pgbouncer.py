@@ -184,3 +184,28 @@ def test_work_settings_travel_with_each_transaction_and_stay_there(app: currant.
 async def _fetch(conn: Any, query: str) -> Any:
     cur = await conn.execute(query)
     return await cur.fetchone()
+
+
+def test_the_archive_through_the_pooler(
+    app: currant.App, pooled_app: currant.App, bouncer: PgBouncer, spawn_worker: Any, db: Any
+) -> None:
+    """Turned on through PgBouncer while a pooled worker runs: its rotation
+    (a function with its own settings) learns it, and every success moves to
+    the archive through the pooler, result and all."""
+    from currant import archive
+
+    spawn_worker("--transaction-pooling", "--heartbeat", "0.1", "--poll-interval", "0.1", env=_through(bouncer))
+    first = pooled_app.enqueue("add", (1, 1))
+    wait_for(lambda: pooled_app.get_job(first).state == "succeeded", message="the first job done")
+    pooled_app.run_plan(archive.enable(pooled_app.sql, 3600), write=True)
+
+    def archived() -> bool:
+        job_id = pooled_app.enqueue("add", (2, 3))
+        wait_for(lambda: pooled_app.get_job(job_id).state == "succeeded", message=f"job {job_id} done")
+        return db.execute(
+            f'SELECT result IS NOT NULL FROM "{app.schema}".archive WHERE id = %s', (job_id,)
+        ).fetchone() == (True,)
+
+    wait_for(archived, message="a job archived", interval=0.2)
+    assert pooled_app.get_job(first).result == 2
+    assert db.execute(f'SELECT id FROM "{app.schema}".archive WHERE id = %s', (first,)).fetchone() is None
