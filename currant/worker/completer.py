@@ -27,7 +27,7 @@ from .arrays import id_arrays
 from .lanes import Lanes
 from .links import Connection, Link
 from .metrics import WorkerMetrics
-from .outcomes import Finished, Outcome, as_failure
+from .outcomes import SUCCEEDED, Finished, Outcome, as_failure
 from .state import WorkerState
 
 log = logging.getLogger("currant.worker")
@@ -180,20 +180,25 @@ def completion_params(
     goes to ``complete_succeeded_archiving``, with a third array of results.
     Everything else goes to ``complete_outcomes`` with one array per column.
     """
-    plain: list[tuple[int, int, bytes | None]] = []
+    plain: list[tuple[int, int]] = []
+    results: list[bytes | None] = []  # when archiving: plain's results, in order
     other: list[tuple[int, int, Outcome]] = []
     for job_id, attempt, outcome in finished:
-        if _is_plain(outcome, archiving):
-            plain.append((job_id, attempt, None if outcome is None else outcome.result))
+        if outcome is None:
+            plain.append((job_id, attempt))
+            if archiving:
+                results.append(None)
+        elif archiving and outcome.kind == SUCCEEDED:
+            plain.append((job_id, attempt))
+            results.append(outcome.result)
         else:
-            assert outcome is not None
             other.append((job_id, attempt, outcome))
     fast = None
     if plain:
-        ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in plain)
+        ids, attempts = id_arrays(plain)
         fast = {"ids": ids, "attempts": attempts, "worker": worker}
         if archiving:
-            fast["results"] = [result for _, _, result in plain]
+            fast["results"] = results
     general = None
     if other:
         ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in other)
@@ -214,7 +219,7 @@ def completion_params(
 def _is_plain(outcome: Outcome | None, archiving: bool) -> bool:
     """Whether the plain-success statement records this outcome: None (the job
     returned None), and when archiving any success."""
-    return outcome is None or (archiving and outcome.kind == "s")
+    return outcome is None or (archiving and outcome.kind == SUCCEEDED)
 
 
 def _take(items: deque[_Item], limit: int) -> list[_Item]:
