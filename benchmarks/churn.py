@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/churn.py --dsn DSN [--layout default|archive] [--partition 60]
         [--rate 5000] [--backlog 1000000] [--minutes 30] [--keep-succeeded 60] [--json PATH]
+    PYTHONPATH=. python benchmarks/churn.py --summarize RUN.json [RUN.json ...]   # a comparison table
 
 A fresh database; ``--backlog`` jobs sit queued in a queue no worker serves
 (a big backlog the table and its indexes carry all along); one worker serves
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -134,9 +136,52 @@ def sample(conn: psycopg.Connection[Any], schema: str, since: Any) -> dict[str, 
     }
 
 
+def summarize(paths: list[Path]) -> str:
+    """A Markdown table comparing runs' JSON files, one column per run."""
+
+    def spread(values: list[float], digits: int = 0) -> str:
+        return f"{min(values):,.{digits}f}–{max(values):,.{digits}f}"
+
+    columns: dict[str, list[str]] = {}
+    for path in paths:
+        run = json.loads(path.read_text())
+        samples = run["samples"]
+        settled = [s for s in samples if s["t_s"] >= 120]  # past the first fill of the retention window
+        tenth = max(1, len(samples) // 3)
+        column = [
+            f"{samples[-1]['offered']:,} offered; {sum(s['started'] for s in samples):,} started",
+            spread([s["heap_mb"] for s in settled]),
+            spread([s["indexes_mb"] for s in settled]),
+            spread([s.get("archive_mb", 0.0) for s in settled]),
+            f"{statistics.median(s['dead'] for s in samples):,.0f} / {max(s['dead'] for s in samples):,.0f}",
+            f"{samples[-1]['vacuums_emulated']} runs, {samples[-1]['vacuum_s']:.0f} s",
+            spread([s["succeeded_kept"] for s in settled]),
+            f"{statistics.median(s['wait_p50_ms'] for s in samples):.1f} ({spread([s['wait_p50_ms'] for s in samples], 1)})",
+            f"{statistics.median(s['wait_p99_ms'] for s in samples):.0f} ({spread([s['wait_p99_ms'] for s in samples])})",
+            f"{statistics.median(s['wait_p99_ms'] for s in samples[:tenth]):.0f} vs"
+            f" {statistics.median(s['wait_p99_ms'] for s in samples[-tenth:]):.0f}",
+        ]
+        columns[run["args"].get("layout", "default")] = column
+    rows = [
+        "jobs through",
+        "jobs table heap, MB (from minute 2)",
+        "its indexes, MB (from minute 2)",
+        "archive, MB, all partitions (from minute 2)",
+        "dead tuples in jobs at a sample, median / max",
+        "VACUUM of jobs",
+        "succeeded jobs kept (from minute 2)",
+        "wait p50 ms, median of windows (range)",
+        "wait p99 ms, median of windows (range)",
+        "wait p99 ms, first third vs last third",
+    ]
+    lines = ["| over the run | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {row} | " + " | ".join(column[i] for column in columns.values()) + " |" for i, row in enumerate(rows)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", default=os.environ.get("CURRANT_DSN"), required=not os.environ.get("CURRANT_DSN"))
+    parser.add_argument("--dsn", default=os.environ.get("CURRANT_DSN"), help="default: $CURRANT_DSN")
     parser.add_argument("--layout", choices=["default", "archive"], default="default")
     parser.add_argument("--partition", type=int, default=60, help="archive: seconds per partition (default: 60)")
     parser.add_argument("--rate", type=int, default=5000, help="jobs/s offered (default: 5000)")
@@ -144,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the churn (default: 30)")
     parser.add_argument("--keep-succeeded", type=float, default=60.0, help="retention in seconds (default: 60)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--summarize", type=Path, nargs="+", metavar="JSON", help="compare earlier runs' files; no run")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
+    if not args.dsn:
+        parser.error("--dsn (or $CURRANT_DSN) is needed for a run")
     # SIGTERM (a background run has SIGINT ignored): leave through the
     # finally blocks, which stop the worker and drop the database.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
