@@ -30,9 +30,11 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sql import queries
 from .worker.links import Link
 from .worker.wakeup import CLAIM_ONCE, Listener
 
@@ -49,9 +51,18 @@ class ListenSpec:
     health_check: tuple[str, dict[str, Any]]
     timeout: float
     served: set[str] = field(init=False)
+    # The app's statements, for taking turns with the other hosts
+    # (currant.worker.turns). By default those of the schema the channel is
+    # named after (App.channel is "currant_<schema>").
+    sql: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.served = set(self.queues)
+        if self.sql is None and self.channel.startswith("currant_"):
+            try:
+                self.sql = queries(self.channel.removeprefix("currant_"))
+            except ValueError:  # not a schema name after all: act on every notification
+                self.sql = None
 
 
 class HostListener:
@@ -90,6 +101,8 @@ class HostListener:
             on_connected=lambda: self.wake_all(CLAIM_ONCE),
             health_check=spec.health_check,
             on_health=lambda ready: self.wake_one(CLAIM_ONCE) if ready else None,
+            sql=spec.sql,
+            queues=spec.queues,
         )
         try:
             await listener.run()

@@ -7,32 +7,48 @@ asks for one claim, so nothing committed in between waits for the poll.
 
 Payloads carry no job data and cannot be confused whatever a queue is called:
 ``r:<queue>`` (jobs ready now), ``d:<epoch>:<queue>`` (a job becomes due
-then), ``c:<job id>`` (cancel requested).
+then), ``c:<job id>`` (cancel requested), ``h:<slot>,...`` (the hosts taking
+turns at "jobs ready", :mod:`currant.worker.turns`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import psycopg
 
 from .. import faults
 from ..backoff import Backoff
-from .links import GaveUp, Link
+from .links import Connection, GaveUp, Link, within
+from .turns import Turns, parse_slots
 
 log = logging.getLogger("currant.worker")
+
+# How often a host taking turns reads which slots are held: a member that
+# died keeps getting turns (found only by the others' polls) until then.
+CHECK_EVERY = 2.0
 
 
 class Listener:
     """LISTENs on the app's channel and turns notifications into calls.
 
-    Silence longer than the link's round-trip timeout makes it check its
-    connection with ``health_check``, so a half-open TCP connection is found
-    and replaced; the query also says whether jobs are ready, and so doubles
-    as that moment's fallback poll.
+    Every ``link.timeout`` it checks its connection with ``health_check``, so
+    a half-open TCP connection is found and replaced; the query also says
+    whether jobs are ready, and so doubles as that moment's fallback poll.
+
+    Given the app's statements (``sql``) and the queues this host serves, it
+    takes turns with the other hosts (:mod:`currant.worker.turns`): after
+    LISTEN it joins (a slot) and announces the members; a "jobs ready" that is
+    another host's turn is not passed on; every :data:`CHECK_EVERY` seconds it
+    looks for members that died. Without them, or on a schema without the
+    hosts table, it acts on every notification.
     """
 
     def __init__(
@@ -45,6 +61,8 @@ class Listener:
         on_connected: Callable[[], None],
         health_check: tuple[str, dict[str, Any]] = ("SELECT false", {}),
         on_health: Callable[[bool], None] = lambda ready: None,
+        sql: Mapping[str, str] | None = None,
+        queues: Sequence[str] = (),
     ) -> None:
         self.link = link
         self.channel = channel
@@ -55,6 +73,14 @@ class Listener:
         self.health_check = health_check
         self.on_health = on_health
         self.connected = asyncio.Event()
+        self.sql = sql if sql is not None and "host_join" in sql else None
+        self.queues = list(queues)
+        self.turns = Turns()
+        # This host's last LISTEN backend (pid, start): a rejoin ends it if it
+        # still holds a slot (its connection half-open, see host_join).
+        self._backend: tuple[Any, Any] = (None, None)
+        self._missing_logged = False
+        self._queried = False  # a statement other than LISTEN ran since the last LISTEN
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -63,28 +89,123 @@ class Listener:
             try:
                 faults.point("listener_reconnect")
                 await conn.execute(f'LISTEN "{self.channel}"')
+                await self._join(conn)
                 backoff.reset()
                 self.link.mark_up()
                 self.connected.set()
                 self.on_connected()
-                while True:
-                    async for notify in conn.notifies(timeout=self.link.timeout):
-                        self._dispatch(notify.payload)
-                    # No notification for a while: prove the connection is alive
-                    # (the query also tells whether work is waiting).
-                    cur = await asyncio.wait_for(conn.execute(*self.health_check), timeout=min(5.0, self.link.timeout))
-                    row = await cur.fetchone()
-                    self.on_health(bool(row and row[0]))
+                await self._listen(conn)
             except (asyncio.CancelledError, GaveUp):
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                self.turns.joined(None)  # we miss notifications from now on: out of step
                 self.connected.clear()
                 self.link.mark_down(exc)
                 await self.link.drop(siblings=False)
                 await backoff.wait()
 
-    def _dispatch(self, payload: str) -> None:
-        dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
+    async def _listen(self, conn: Connection) -> None:
+        now = time.monotonic()
+        next_health = now + self.link.timeout
+        next_check = now + CHECK_EVERY if self.sql is not None else math.inf
+        while True:
+            if self._queried:
+                # The connection's last statement is what pg_stat_activity
+                # shows: LISTEN again (a no-op) so it still reads as the
+                # listener it is, to operators and to the tests that wait for it.
+                await self._query(conn, f'LISTEN "{self.channel}"', None, rows=False)
+                self._queried = False
+            wait = max(0.0, min(next_health, next_check) - time.monotonic())
+            # stop_after=1: the generator ends after a whole packet of
+            # notifications (leaving it mid-packet would drop the packet's
+            # rest), so that the connection is free for a query when one needs
+            # it; what arrives meanwhile libpq keeps for the next call.
+            batch = [notify.payload async for notify in conn.notifies(timeout=wait, stop_after=1)]
+            for payload in batch:
+                await self._handle(conn, payload)
+            now = time.monotonic()
+            if now >= next_check:
+                # Also while notifications flow: a dead member's turns go
+                # unanswered until the others notice it.
+                next_check = now + CHECK_EVERY
+                await self._check(conn)
+            if now >= next_health:
+                next_health = now + self.link.timeout
+                # Prove the connection alive (the query also tells whether work is waiting).
+                rows = await self._query(conn, *self.health_check)
+                self.on_health(bool(rows and rows[0][0]))
+
+    async def _query(
+        self, conn: Connection, statement: str, params: Mapping[str, Any] | None, rows: bool = True
+    ) -> list[Any]:
+        """One statement, within a deadline: a connection that stopped answering is replaced."""
+        self._queried = True
+        # within(), not asyncio.wait_for: on Python 3.11 wait_for loses a
+        # cancellation that lands as the statement completes, and the worker,
+        # stopping, would wait for this task forever.
+        cur = await within(min(5.0, self.link.timeout), conn.execute(statement, params))
+        return list(await cur.fetchall()) if rows else []
+
+    async def _handle(self, conn: Connection, payload: str) -> None:
+        kind, _, rest = payload.partition(":")
+        if kind == "r":
+            if self.turns.ready(rest):
+                self.on_ready(rest)
+        elif kind == "h":
+            if self.sql is None or self.turns.slot is None:
+                return  # not taking turns: everything is ours
+            slots = parse_slots(rest)
+            if slots is None:
+                log.warning("listener: ignoring malformed notification %r", payload[:100])
+                return
+            rows = await self._query(conn, self.sql["host_queues"], {"slots": slots})
+            orphaned = self.turns.announced(slots, {slot: queues for slot, queues in rows})
+            if self.turns.left_out:
+                await self._announce(conn)
+            for queue in orphaned:
+                self.on_ready(queue)
+        else:
+            dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
+
+    async def _join(self, conn: Connection) -> None:
+        """Take a slot and tell everyone (a schema without the hosts table: act on
+        every notification, and try again at the next check, as a migration may
+        come)."""
+        if self.sql is None:
+            return
+        self.turns.joined(None)
+        try:
+            try:
+                await self._query(conn, self.sql["host_keepalive"], None)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.DatabaseError as exc:  # a server without one of the settings: the defaults it is
+                log.debug("listener: TCP keepalive settings refused: %s", exc)
+            pid, start = self._backend
+            params = {"queues": self.queues, "previous_pid": pid, "previous_start": start}
+            ((slot, *backend),) = await self._query(conn, self.sql["host_join"], params)
+        except psycopg.errors.UndefinedFunction:
+            if not self._missing_logged:
+                self._missing_logged = True
+                log.info("the schema has no hosts table yet (migration 0010): every host claims on every notification")
+            return
+        self._backend = (backend[0], backend[1])
+        self.turns.joined(slot)
+        if slot is not None:
+            await self._announce(conn)
+
+    async def _announce(self, conn: Connection) -> None:
+        assert self.sql is not None
+        await self._query(conn, self.sql["host_announce"], {"channel": self.channel})
+
+    async def _check(self, conn: Connection) -> None:
+        assert self.sql is not None
+        if self.turns.slot is None:
+            await self._join(conn)
+            return
+        ((held,),) = await self._query(conn, self.sql["host_slots"], None)
+        if self.turns.should_announce(held):
+            await self._announce(conn)
 
 
 def dispatch(

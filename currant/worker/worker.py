@@ -188,6 +188,8 @@ class Worker:
                 state.jobs_ready,
                 health_check=(app.sql["has_ready"], {"queues": config.queues}),
                 on_health=state.polled,
+                sql=app.sql,  # this host takes turns with the others (currant.worker.turns)
+                queues=config.queues,
             )
         else:
             log.info(

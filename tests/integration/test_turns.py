@@ -1,0 +1,179 @@
+"""Hosts take turns at "jobs ready" (issue 17, item 3; currant/worker/turns.py).
+
+One NOTIFY reaches every LISTENing host; within a host the supervisor already
+wakes one process. Across hosts (lone workers here, each with its own LISTEN,
+or supervisors of --processes), each host holds a slot and the n-th "jobs
+ready" after a membership announcement is one host's turn, so at low load a
+job costs about one claim however many hosts idle; a host that dies frees its
+slot with its connection, and the others notice, announce, and claim what its
+missed turns left.
+
+The test itself LISTENs on the app's channel to see the announcements
+("h:<slots>"), as any host would.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import currant
+from tests.conftest import wait_for
+
+# No fallback poll and no heartbeat inside a test's few seconds: every claim
+# counted is one a wake-up caused, and a job found promptly was found by one.
+QUIET = ("--poll-interval", "30", "--heartbeat", "10", "--dead-after", "60")
+
+
+def _claims(log: str) -> tuple[int, int]:
+    """(claims, empty claims) of one worker, from its exit line."""
+    found = re.findall(r"jobs/s, (\d+) claims, (\d+) empty\)", log)
+    assert found, log[-2000:]
+    return sum(int(claims) for claims, _ in found), sum(int(empty) for _, empty in found)
+
+
+def _held(db: Any, schema: str) -> list[int]:
+    (slots,) = db.execute(f'SELECT "{schema}".host_slots()').fetchone()
+    return list(slots)
+
+
+class Announcements:
+    """The channel's "h:" payloads, as a host sees them."""
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute(f'LISTEN "{channel}"')
+        self.seen: list[list[int]] = []
+
+    def latest(self) -> list[int] | None:
+        for notify in self.conn.notifies(timeout=0):
+            if notify.payload.startswith("h:"):
+                rest = notify.payload[2:]
+                self.seen.append(sorted(int(each) for each in rest.split(",")) if rest else [])
+        return self.seen[-1] if self.seen else None
+
+
+@pytest.fixture
+def announcements(app: currant.App, database_dsn: str) -> Iterator[Announcements]:
+    watcher = Announcements(database_dsn, app.channel)
+    yield watcher
+    watcher.conn.close()
+
+
+def _settled(db: Any, app: currant.App, watcher: Announcements, hosts: int) -> list[int]:
+    """Wait until ``hosts`` slots are held and the last announcement names them all
+    (every later "jobs ready" is then counted alike by every host)."""
+    wait_for(lambda: len(_held(db, app.schema)) == hosts, timeout=30, message=f"{hosts} hosts joined")
+    held = _held(db, app.schema)
+    wait_for(lambda: watcher.latest() == held, timeout=10, message=f"an announcement of {held}")
+    return held
+
+
+def _one_at_a_time(app: currant.App, jobs: int, within: float, queue: str | None = None) -> float:
+    """Enqueue ``jobs`` jobs one after the other, each waited for; returns the longest wait."""
+    longest = 0.0
+    for n in range(jobs):
+        started = time.monotonic()
+        job_id = app.enqueue("add", (n, 1), queue=queue)
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=within, message=f"job {n} done")  # type: ignore[union-attr]
+        longest = max(longest, time.monotonic() - started)
+    return longest
+
+
+def _stop(workers: list[Any]) -> tuple[int, int]:
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+    claims = empty = 0
+    for worker in workers:
+        assert worker.wait(30) == 0
+        more, more_empty = _claims(worker.log())
+        claims, empty = claims + more, empty + more_empty
+    return claims, empty
+
+
+def test_one_notify_one_claim_among_four_idle_hosts(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
+) -> None:
+    hosts, jobs = 4, 24
+    workers = [spawn_worker(*QUIET) for _ in range(hosts)]
+    _settled(db, app, announcements, hosts)
+    _one_at_a_time(app, jobs, within=10)
+    claims, empty = _stop(workers)
+    print(f"\n{hosts} idle lone workers, {jobs} jobs one at a time: {claims} claims, {empty} empty")
+    assert claims - empty == jobs
+    # Each worker claims once at start and once when LISTEN comes up; past
+    # those a job costs one claim (every host woken: 4 per job, 72 empty).
+    assert empty <= 2 * hosts + jobs // 4, (claims, empty)
+    # Each took its turns: the jobs went round.
+    (ran_on,) = db.execute(f'SELECT count(DISTINCT worker_id) FROM "{app.schema}".jobs').fetchone()
+    assert ran_on == hosts
+
+
+def test_supervised_hosts_take_turns_too(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
+) -> None:
+    """Two supervisors of two processes each: the supervisor holds the host's
+    slot, and a host's turn still wakes one of its processes."""
+    jobs = 16
+    workers = [spawn_worker("--processes", "2", *QUIET) for _ in range(2)]
+    _settled(db, app, announcements, 2)
+    wait_for(
+        lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0] == 4,
+        message="every process registered",
+    )
+    _one_at_a_time(app, jobs, within=10)
+    claims, empty = _stop(workers)
+    print(f"\n2 hosts of 2 processes, {jobs} jobs one at a time: {claims} claims, {empty} empty")
+    assert claims - empty == jobs
+    assert empty <= 2 * 4 + jobs // 4, (claims, empty)
+
+
+def test_a_killed_host_leaves_the_turns(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
+) -> None:
+    """SIGKILL: the host's connection closes, its slot frees, a survivor
+    announces within a couple of seconds and claims what the dead host's turns
+    left. No job waits for the (30 s) poll, none is lost, and afterwards a job
+    costs about one claim again."""
+    hosts = 3
+    workers = [spawn_worker(*QUIET) for _ in range(hosts)]
+    held = _settled(db, app, announcements, hosts)
+    victim = workers.pop(1)
+    victim.kill()
+    # Jobs enqueued before anyone noticed: some are the dead host's turns.
+    longest = _one_at_a_time(app, 6, within=10)
+    assert longest < 6, f"a job waited {longest:.1f} s after the kill"
+    survivors = _settled(db, app, announcements, hosts - 1)
+    assert len(survivors) == hosts - 1 and set(survivors) < set(held)
+    jobs = 12
+    _one_at_a_time(app, jobs, within=10)
+    claims, empty = _stop(workers)
+    print(f"\n{hosts} hosts, one killed: {claims} claims, {empty} empty, for {6 + jobs} jobs")
+    assert claims - empty == 6 + jobs
+    # Start-up (2 each), the kill's few (up to 6 jobs that went round before
+    # the kill was noticed, and the claim for the dead host's turns), then
+    # about one claim per job.
+    assert empty <= 2 * (hosts - 1) + 6 + 2 + jobs // 4, (claims, empty)
+
+
+def test_a_queue_only_one_host_serves_is_its_turn_every_time(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
+) -> None:
+    """Turns are counted per queue among the hosts serving it: a job of a
+    queue only one host serves is that host's every time, picked up at once
+    (the poll is 30 s away), and the other queue's jobs still go round."""
+    workers = [spawn_worker("--queues", "default", *QUIET) for _ in range(2)]
+    workers.append(spawn_worker("--queues", "other", *QUIET))
+    _settled(db, app, announcements, 3)
+    for _ in range(3):  # interleaved: turns of one queue do not move the other's
+        assert _one_at_a_time(app, 2, within=5, queue="other") < 2
+        assert _one_at_a_time(app, 2, within=5) < 2
+    claims, empty = _stop(workers)
+    assert claims - empty == 12
+    assert empty <= 2 * 3 + 3, (claims, empty)
