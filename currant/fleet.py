@@ -13,8 +13,11 @@ heartbeat promotes for all).
 
 Each child gets one end of a socket pair (its descriptor in
 ``$CURRANT_WAKEUP_FD``, see :class:`currant.worker.wakeup.HostWakeups`).
-Lines go both ways: supervisor to child, a notification payload or
-:data:`~currant.worker.wakeup.CLAIM_ONCE`; child to supervisor, ``r:<queue>``
+Lines go both ways: supervisor to child, a notification payload,
+:data:`~currant.worker.wakeup.CLAIM_ONCE`, or ``o:1`` / ``o:0`` (other hosts
+serve this host's queues, or not: a child whose claim came back full then
+NOTIFYs too, so a burst reaches the next host in turn, see
+:mod:`currant.worker.turns`); child to supervisor, ``r:<queue>``
 ("my claim was full: wake another") and ``f:1`` / ``f:0`` (a lane is free, or
 none is: sent when that changes).
 
@@ -36,7 +39,7 @@ from typing import Any
 
 from .sql import queries
 from .worker.links import Link
-from .worker.wakeup import CLAIM_ONCE, Listener
+from .worker.wakeup import CLAIM_ONCE, OTHER_HOSTS, Listener
 
 log = logging.getLogger("currant.supervisor")
 
@@ -75,6 +78,8 @@ class HostListener:
         self._children: dict[int, asyncio.StreamWriter] = {}
         self._busy: set[int] = set()  # children that said every lane is taken
         self._turn = -1  # the child woken last
+        self._listener: Listener | None = None
+        self._others = False  # what the children were told: other hosts serve our queues
 
     def start(self) -> None:
         threading.Thread(target=self._thread, name="currant-host-listener", daemon=True).start()
@@ -103,7 +108,9 @@ class HostListener:
             on_health=lambda ready: self.wake_one(CLAIM_ONCE) if ready else None,
             sql=spec.sql,
             queues=spec.queues,
+            on_members=self._members_changed,
         )
+        self._listener = listener
         try:
             await listener.run()
         except Exception as exc:  # noqa: BLE001 - a refused DSN: say so, and keep serving the children
@@ -112,6 +119,16 @@ class HostListener:
         # which tell them when this supervisor is gone, and restarted children
         # still get one.
         await asyncio.Event().wait()
+
+    def _members_changed(self) -> None:
+        """Tell the children whether other hosts serve our queues: a child whose
+        claim came back full then wakes another host too (NOTIFY), not only
+        another child."""
+        turns = self._listener.turns if self._listener is not None else None
+        others = turns is not None and any(turns.others_serve(queue) for queue in self.spec.queues)
+        if others != self._others:
+            self._others = others
+            self.wake_all(f"{OTHER_HOSTS}{int(others)}")
 
     def attach(self, slot: int) -> socket.socket:
         """A new child in ``slot``: returns the end of its socket pair to hand it
@@ -127,6 +144,8 @@ class HostListener:
         reader, writer = await asyncio.open_connection(sock=sock)
         self._children[slot] = writer
         self._busy.discard(slot)  # a new child starts free (its predecessor may have said otherwise)
+        if self._others:
+            writer.write(f"{OTHER_HOSTS}1\n".encode())
         try:
             async for line in reader:
                 kind, _, rest = line.decode("utf-8", "replace").rstrip("\n").partition(":")

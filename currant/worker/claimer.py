@@ -77,6 +77,10 @@ class Claimer:
         # and whether a lane is free (HostWakeups.capacity), at every turn of the loop.
         self.on_full_batch: Callable[[str], None] | None = None
         self.on_capacity: Callable[[bool], None] | None = None
+        # Whether other hosts serve a queue (currant.worker.turns): then a full
+        # claim also NOTIFYs "r:<queue>", so that a burst, which one host's
+        # turn woke, reaches the next host in turn before its poll.
+        self.spread: Callable[[str], bool] | None = None
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
@@ -204,6 +208,11 @@ class Claimer:
                     count += len(rows)
         if limits is not None:
             limits.end_round()
+        if normal and count >= limit and claimed and self.spread is not None and self.spread(claimed[-1][0]):
+            # In the claim's round (its transaction, through a pooler). It
+            # cannot go on forever: each is a full batch taken, and the first
+            # claim that is not full sends none.
+            await conn.execute(self.sql["notify"], {"channel": self.channel, "payload": f"r:{claimed[-1][0]}"})
         return claimed
 
     async def _claim_suspect(self) -> None:

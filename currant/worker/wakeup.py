@@ -63,6 +63,7 @@ class Listener:
         on_health: Callable[[bool], None] = lambda ready: None,
         sql: Mapping[str, str] | None = None,
         queues: Sequence[str] = (),
+        on_members: Callable[[], None] = lambda: None,
     ) -> None:
         self.link = link
         self.channel = channel
@@ -76,6 +77,7 @@ class Listener:
         self.sql = sql if sql is not None and "host_join" in sql else None
         self.queues = list(queues)
         self.turns = Turns()
+        self.on_members = on_members  # the members (self.turns) changed
         # This host's last LISTEN backend (pid, start): a rejoin ends it if it
         # still holds a slot (its connection half-open, see host_join).
         self._backend: tuple[Any, Any] = (None, None)
@@ -99,6 +101,7 @@ class Listener:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 self.turns.joined(None)  # we miss notifications from now on: out of step
+                self.on_members()
                 self.connected.clear()
                 self.link.mark_down(exc)
                 await self.link.drop(siblings=False)
@@ -160,6 +163,7 @@ class Listener:
                 return
             rows = await self._query(conn, self.sql["host_queues"], {"slots": slots})
             orphaned = self.turns.announced(slots, {slot: queues for slot, queues in rows})
+            self.on_members()
             if self.turns.left_out:
                 await self._announce(conn)
             for queue in orphaned:
@@ -174,6 +178,7 @@ class Listener:
         if self.sql is None:
             return
         self.turns.joined(None)
+        self.on_members()
         try:
             try:
                 await self._query(conn, self.sql["host_keepalive"], None)
@@ -233,6 +238,9 @@ def dispatch(
 # The supervisor's word for "LISTEN is (back) up: claim once", which no
 # notification payload can be.
 CLAIM_ONCE = "*"
+# The supervisor's word for "other hosts serve this host's queues" ("o:1") or
+# not ("o:0"): a child whose claim came back full then NOTIFYs too.
+OTHER_HOSTS = "o:"
 # Where a supervised child finds its end of the supervisor's wake-up socket.
 WAKEUP_FD_ENV = "CURRANT_WAKEUP_FD"
 # Its supervisor's pid: a child started after the supervisor died has init as
@@ -271,6 +279,7 @@ class HostWakeups:
         self.on_connected = on_connected
         self._writer: asyncio.StreamWriter | None = None
         self._free = True  # what the supervisor last heard: a lane is free
+        self._others = False  # other hosts serve our queues (the supervisor's "o:1")
 
     async def run(self) -> None:
         os.set_inheritable(self.fd, False)  # not to the jobs' own subprocesses: the socket must end with us
@@ -280,6 +289,8 @@ class HostWakeups:
                 payload = line.decode("utf-8", "replace").rstrip("\n")
                 if payload == CLAIM_ONCE:
                     self.on_connected()
+                elif payload.startswith(OTHER_HOSTS):
+                    self._others = payload == f"{OTHER_HOSTS}1"
                 else:
                     dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
         except OSError as exc:  # the supervisor died: wake-ups are an optimisation, the poll goes on
@@ -306,6 +317,10 @@ class HostWakeups:
     def pass_on(self, queue: str) -> None:
         """Our claim took a full batch from ``queue``: let the supervisor wake another child."""
         self._send(f"r:{queue}")
+
+    def others_serve(self, queue: str) -> bool:
+        """Whether a full claim should also wake another host (the claimer's ``spread``)."""
+        return self._others
 
     def capacity(self, free: bool) -> None:
         """Whether a lane is free, sent when it changes: the supervisor wakes a

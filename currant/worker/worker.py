@@ -178,6 +178,7 @@ class Worker:
                 int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready, self._orphaned
             )
             claimer.on_full_batch, claimer.on_capacity = listener.pass_on, listener.capacity
+            claimer.spread = listener.others_serve
         elif listen_link is not None:
             listener = Listener(
                 listen_link,
@@ -191,6 +192,7 @@ class Worker:
                 sql=app.sql,  # this host takes turns with the others (currant.worker.turns)
                 queues=config.queues,
             )
+            claimer.spread = listener.turns.others_serve
         else:
             log.info(
                 "poll-only: the DSN leads to a transaction-mode pooler, which cannot carry LISTEN, and no"

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 import currant
-from tests.conftest import wait_for
+from tests.conftest import state_counts, wait_for
 
 # No fallback poll and no heartbeat inside a test's few seconds: every claim
 # counted is one a wake-up caused, and a job found promptly was found by one.
@@ -177,3 +177,28 @@ def test_a_queue_only_one_host_serves_is_its_turn_every_time(
     claims, empty = _stop(workers)
     assert claims - empty == 12
     assert empty <= 2 * 3 + 3, (claims, empty)
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["lone", "supervised"])
+def test_a_full_claim_wakes_the_next_host(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements, processes: int
+) -> None:
+    """One NOTIFY for 2,000 jobs is one host's turn; its full batch NOTIFYs
+    again (the next host's turn), and so on: every host works, long before any
+    poll or heartbeat. Under a supervisor the full batch also wakes the next
+    child, as before."""
+    hosts = 2
+    extra = ("--processes", str(processes)) if processes > 1 else ()
+    workers = [spawn_worker(*extra, "--batch-size", "50", *QUIET) for _ in range(hosts)]
+    _settled(db, app, announcements, hosts)
+    wait_for(
+        lambda: db.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()[0] == hosts * processes,
+        message="every process registered",
+    )
+    app.enqueue_many("noop", [()] * 2000)
+    wait_for(
+        lambda: state_counts(db, app.schema) == {"succeeded": 2000}, timeout=9, message="drained before a heartbeat"
+    )
+    (ran_on,) = db.execute(f'SELECT count(DISTINCT worker_id) FROM "{app.schema}".jobs').fetchone()
+    _stop(workers)
+    assert ran_on == hosts * processes
