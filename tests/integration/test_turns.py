@@ -22,9 +22,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import currant
 from tests.conftest import state_counts, wait_for
+from tests.faults.proxy import TcpProxy
 
 # No fallback poll and no heartbeat inside a test's few seconds: every claim
 # counted is one a wake-up caused, and a job found promptly was found by one.
@@ -202,3 +204,37 @@ def test_a_full_claim_wakes_the_next_host(
     (ran_on,) = db.execute(f'SELECT count(DISTINCT worker_id) FROM "{app.schema}".jobs').fetchone()
     _stop(workers)
     assert ran_on == hosts * processes
+
+
+def test_a_half_open_host_ends_its_old_session_when_it_rejoins(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements, database_dsn: str
+) -> None:
+    """A host whose connections stop answering without closing (a proxy that
+    blackholes them: TCP keepalives are answered, so the server never notices).
+    Its listener's check gets no answer within --db-timeout; it reconnects,
+    rejoins, and ends its old session, whose slot would otherwise take turns
+    for ever. The turns that went to the old slot meanwhile are claimed when
+    the others see it leave: no job waits for the (30 s) poll."""
+    params = conninfo_to_dict(database_dsn)
+    proxy = TcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+    try:
+        spawn_worker(*QUIET)
+        held = _settled(db, app, announcements, 1)
+        via = make_conninfo(**{**params, "host": "127.0.0.1", "port": str(proxy.port)})
+        spawn_worker(*QUIET, "--db-timeout", "3", env={"CURRANT_DSN": via})
+        held = _settled(db, app, announcements, 2)
+        (pids,) = db.execute(
+            f'SELECT array_agg(pid) FROM "{app.schema}".hosts WHERE slot = ANY(%s)', (held,)
+        ).fetchone()
+        proxy.blackhole()
+        longest = _one_at_a_time(app, 4, within=20)
+
+        def old_session_ended() -> bool:
+            alive = db.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()[0]
+            return bool(alive == 1 and len(_held(db, app.schema)) == 2)
+
+        wait_for(old_session_ended, timeout=20, message="the half-open session ended and the host rejoined")
+        _settled(db, app, announcements, 2)
+        assert longest < 12, f"a job waited {longest:.1f} s"
+    finally:
+        proxy.close()
