@@ -82,6 +82,8 @@ class Listener:
         # still holds a slot (its connection half-open, see host_join).
         self._backend: tuple[Any, Any] = (None, None)
         self._missing_logged = False
+        self._join_delay = CHECK_EVERY / 2  # doubled by every failed join (no hosts table yet)
+        self._join_again = 0.0
         self._queried = False  # a statement other than LISTEN ran since the last LISTEN
 
     async def run(self) -> None:
@@ -189,15 +191,25 @@ class Listener:
             pid, start = self._backend
             params = {"queues": self.queues, "previous_pid": pid, "previous_start": start}
             ((slot, *backend),) = await self._query(conn, self.sql["host_join"], params)
-        except psycopg.errors.UndefinedFunction:
+        except psycopg.OperationalError:
+            raise  # the connection: reconnect
+        except psycopg.DatabaseError as exc:
+            # Most likely a supervisor that started before its children
+            # migrated the schema. Tried again later, less and less often: a
+            # failing statement is an ERROR in the server's log.
+            self._join_delay = min(60.0, self._join_delay * 2)
+            self._join_again = time.monotonic() + self._join_delay
             if not self._missing_logged:
                 self._missing_logged = True
-                log.info("the schema has no hosts table yet (migration 0010): every host claims on every notification")
+                log.info("not taking turns with other hosts (%s); claiming on every notification", exc)
             return
         self._backend = (backend[0], backend[1])
         self.turns.joined(slot)
-        if slot is not None:
-            await self._announce(conn)
+        if slot is None:  # every slot taken: act on everything, and look again later
+            self._join_again = time.monotonic() + 60.0
+            return
+        self._join_delay = CHECK_EVERY / 2
+        await self._announce(conn)
 
     async def _announce(self, conn: Connection) -> None:
         assert self.sql is not None
@@ -206,7 +218,8 @@ class Listener:
     async def _check(self, conn: Connection) -> None:
         assert self.sql is not None
         if self.turns.slot is None:
-            await self._join(conn)
+            if time.monotonic() >= self._join_again:
+                await self._join(conn)
             return
         ((held,),) = await self._query(conn, self.sql["host_slots"], None)
         if self.turns.should_announce(held):

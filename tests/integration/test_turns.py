@@ -238,3 +238,18 @@ def test_a_half_open_host_ends_its_old_session_when_it_rejoins(
         assert longest < 12, f"a job waited {longest:.1f} s"
     finally:
         proxy.close()
+
+
+def test_without_the_hosts_functions_every_host_acts_as_before(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    """A host that cannot join (here the functions are gone; in life, a
+    supervisor that started before its children migrated the schema) claims
+    on every notification, as before turns: more claims, no job left waiting."""
+    db.execute(f'DROP FUNCTION "{app.schema}".host_join(text[], integer, timestamptz)')
+    hosts, jobs = 2, 6
+    workers = [spawn_worker(*QUIET) for _ in range(hosts)]
+    for worker in workers:
+        wait_for(lambda w=worker: "not taking turns" in w.log(), message="the worker gave up joining")
+    assert _one_at_a_time(app, jobs, within=5) < 2
+    claims, empty = _stop(workers)
+    assert claims - empty == jobs
+    assert empty >= jobs  # every host woke for every job
