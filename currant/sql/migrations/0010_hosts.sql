@@ -3,7 +3,7 @@
 --
 -- A host (a lone worker, or the supervisor of --processes N) holds one
 -- LISTEN connection. On it, it takes a slot: the lowest free session-level
--- advisory lock (key for this schema, slot) of 0..4095. The lock lives as
+-- advisory lock (key for this schema, slot) of 0..1023. The lock lives as
 -- long as that connection, so a host that dies (crash, SIGKILL, the OOM
 -- killer) frees its slot without anyone cleaning up; what is held right now
 -- is read from pg_locks, never from a table that a dead host cannot update.
@@ -13,7 +13,7 @@
 -- slots that notifications name).
 
 CREATE TABLE {schema}.hosts (
-    slot      integer PRIMARY KEY CHECK (slot BETWEEN 0 AND 4095),
+    slot      integer PRIMARY KEY CHECK (slot BETWEEN 0 AND 1023),
     queues    text[] NOT NULL,
     pid       integer NOT NULL,  -- the LISTEN connection's backend, for a host that rejoins (see host_join)
     joined_at timestamptz NOT NULL DEFAULT now()
@@ -36,16 +36,18 @@ AS $$
 $$;
 
 -- Takes the lowest free slot for the calling session and records its queues;
--- returns the slot, or NULL when all 4096 are taken (the caller then acts on
--- every notification, as before this migration). A host that rejoins after
--- its connection failed without closing (a half-open TCP connection: the
--- server may not notice for a long time) names its previous backend: if that
--- backend (pid and start time) still holds one of our slots, it is
--- terminated, so its slot frees and stops getting turns meant for a host
--- that is no longer there. A role may terminate its own backends; without
--- the right to, the old slot stays until the server finds the connection
--- dead (the TCP keepalives the caller set), and its turns until then are
--- found by the other hosts' polls.
+-- returns the slot, or NULL when all 1024 are taken (the caller then acts on
+-- every notification, as before this migration). 1024, not more: every slot
+-- held is named in one "h:" notification, whose payload must stay under 8000
+-- bytes (1024 slots of up to 4 digits and a comma: 5,120).
+-- A host that rejoins after its connection failed without closing (a
+-- half-open TCP connection: the server may not notice for a long time) names
+-- its previous backend: if that backend (pid and start time) still holds one
+-- of our slots, it is terminated, so its slot frees and stops getting turns
+-- meant for a host that is no longer there. A role may terminate its own
+-- backends; without the right to, the old slot stays until the server finds
+-- the connection dead (the TCP keepalives the caller set), and its turns
+-- until then are found by the other hosts' polls.
 CREATE FUNCTION {schema}.host_join(p_queues text[], p_previous_pid integer, p_previous_start timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
@@ -67,7 +69,7 @@ BEGIN
             NULL;
         END;
     END IF;
-    FOR s IN 0 .. 4095 LOOP
+    FOR s IN 0 .. 1023 LOOP
         IF pg_try_advisory_lock(key, s) THEN
             INSERT INTO {schema}.hosts (slot, queues, pid) VALUES (s, p_queues, pg_backend_pid())
             ON CONFLICT (slot) DO UPDATE SET queues = excluded.queues, pid = excluded.pid, joined_at = now();
