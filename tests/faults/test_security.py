@@ -125,7 +125,8 @@ def test_least_privilege_role_runs_the_whole_job_life(
 
 # -- NOTIFY payloads carry no job data ---------------------------------------------------------
 
-PAYLOAD = re.compile(r"(?:r:(?:default|async)|d:\d+(?:\.\d+)?:(?:default|async)|c:\d+)\Z")
+# h:<slots>: the hosts taking turns at "jobs ready" (currant.worker.turns), slot numbers only.
+PAYLOAD = re.compile(r"(?:r:(?:default|async)|d:\d+(?:\.\d+)?:(?:default|async)|c:\d+|h:\d+(?:,\d+)*)\Z")
 
 
 def test_notify_payloads_carry_no_job_data(
