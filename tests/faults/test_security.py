@@ -162,6 +162,6 @@ def test_notify_payloads_carry_no_job_data(
     bad = [p for p in payloads if not PAYLOAD.match(p) or secret in p or len(p.encode()) >= 8000]
     assert not bad, bad
     kinds = {p[0] for p in payloads}
-    assert kinds == {"r", "d", "c"}, payloads
+    assert kinds == {"r", "d", "c", "h"}, payloads
     assert f"c:{running}" in payloads
     print(f"{len(payloads)} notifications: {sorted(set(payloads))[:8]}")
