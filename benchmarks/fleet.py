@@ -144,13 +144,12 @@ def sessions(conn: psycopg.Connection[Any], pooled: bool) -> int:
     return int(row[0]) if row else 0
 
 
-def ready(conn: psycopg.Connection[Any], app: currant.App, workers: int) -> bool:
+def ready(conn: psycopg.Connection[Any], app: currant.App, workers: int, hosts: int) -> bool:
+    """Every process registered, and every host holding its slot (it takes turns
+    at "jobs ready" from then on: currant.worker.turns)."""
     row = conn.execute(f'SELECT count(*) FROM "{app.schema}".workers').fetchone()
-    listening = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
-        (f'LISTEN "{app.channel}"',),
-    ).fetchone()
-    return bool(row and row[0] == workers and listening and listening[0] > 0)
+    slots = conn.execute(app.sql["host_slots"]).fetchone()
+    return bool(row and row[0] == workers and slots and len(slots[0] or ()) == hosts)
 
 
 def run_case(base_dsn: str, via: str, workers: int, lone: bool, args: argparse.Namespace, n: int) -> dict[str, Any]:
@@ -173,7 +172,7 @@ def run_case(base_dsn: str, via: str, workers: int, lone: bool, args: argparse.N
                 # 1. idle pickup at low load, once every process has made
                 # its first (empty) claim
                 fleet = Fleet(hosts, env, extra)
-                wait_until(lambda: ready(conn, app, workers), 120, "the fleet registered and listening")
+                wait_until(lambda: ready(conn, app, workers, len(hosts)), 120, "the fleet registered and in turn")
                 wait_until(lambda: fleet.counters()[1] >= workers, 60, "every process's first claim")
                 result["backends"] = sessions(conn, bouncer is not None)
                 found0, empty0 = fleet.counters()

@@ -37,7 +37,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sql import queries
 from .worker.links import Link
 from .worker.wakeup import CLAIM_ONCE, OTHER_HOSTS, Listener
 
@@ -53,19 +52,12 @@ class ListenSpec:
     queues: list[str]
     health_check: tuple[str, dict[str, Any]]
     timeout: float
+    # The app's statements, for taking turns with the other hosts (currant.worker.turns).
+    sql: Mapping[str, str]
     served: set[str] = field(init=False)
-    # The app's statements, for taking turns with the other hosts
-    # (currant.worker.turns). By default those of the schema the channel is
-    # named after (App.channel is "currant_<schema>").
-    sql: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.served = set(self.queues)
-        if self.sql is None and self.channel.startswith("currant_"):
-            try:
-                self.sql = queries(self.channel.removeprefix("currant_"))
-            except ValueError:  # not a schema name after all: act on every notification
-                self.sql = None
 
 
 class HostListener:
