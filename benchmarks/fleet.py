@@ -162,7 +162,7 @@ def run_case(base_dsn: str, via: str, workers: int, lone: bool, args: argparse.N
         app.migrate()
         bouncer = PgBouncer(dsn, pool_size=args.pool_size) if via == "pgbouncer" else None
         env = worker_env(bouncer.dsn() if bouncer else dsn, schema)
-        extra = ["--heartbeat", "5", "--poll-interval", "1"]
+        extra = ["--heartbeat", "5", "--poll-interval", str(args.poll_interval)]
         if bouncer is not None:
             extra += ["--transaction-pooling"]
             env["CURRANT_LISTEN_DSN"] = dsn
@@ -256,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs per drain (default: 50000)")
     parser.add_argument("--pickup-jobs", type=int, default=40, help="single enqueues at 20/s (default: 40)")
     parser.add_argument("--pool-size", type=int, default=20, help="PgBouncer default_pool_size (default: 20)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="the workers' fallback poll (default: 1); every idle process polls that often, whatever the load",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     cases = [(via, int(w), False) for via in args.via.split(",") for w in args.workers.split(",")]
