@@ -179,10 +179,11 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.02, mess
 def wait_listening(conn: psycopg.Connection[Any], channel: str, timeout: float = 30.0) -> None:
     """Wait until a session of this database LISTENs on ``channel`` (a worker's listener is up).
 
-    pg_stat_activity shows each session's last statement: a listener's stays
-    ``LISTEN "<channel>"`` until its first health check, which comes after
-    ``--db-timeout`` (default ``--dead-after``) seconds without a notification.
-    Use it with workers whose ``--dead-after`` is well above the wait.
+    pg_stat_activity shows each session's last statement: a listener's reads
+    ``LISTEN "<channel>"``, as it LISTENs again after each of its other
+    statements (its turns, its health check: currant.worker.wakeup). Right
+    after connecting it may be in the middle of taking its slot: wait for
+    ``host_slots()`` when a test needs every host in turn.
     """
     statement = f'LISTEN "{channel}"'
     wait_for(
@@ -223,6 +224,19 @@ def wait_heartbeat_past(conn: psycopg.Connection[Any], schema: str, since: Any, 
 def state_counts(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
     rows = conn.execute(f'SELECT state::text, count(*) FROM "{schema}".jobs GROUP BY 1').fetchall()
     return {state: count for state, count in rows}
+
+
+def mark_running(app: currant.App, db: psycopg.Connection[Any], ids: list[int]) -> int:
+    """Mark ``ids`` running on attempt 1 under a new worker row, as a claim
+    would; returns the worker's id (for completing them by hand)."""
+    (worker,) = db.execute(
+        f"INSERT INTO \"{app.schema}\".workers (hostname, pid, queues) VALUES ('test', 1, '{{default}}') RETURNING id"
+    ).fetchone()  # type: ignore[misc]
+    db.execute(
+        f"UPDATE \"{app.schema}\".jobs SET state = 'running', attempts = 1, worker_id = %s WHERE id = ANY(%s)",
+        (worker, ids),
+    )
+    return int(worker)
 
 
 def run_worker_here(app: currant.App, **options: Any) -> Any:

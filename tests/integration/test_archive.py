@@ -23,7 +23,7 @@ from currant.codec import encode_result
 from currant.flow import Call
 from currant.metrics import snapshot
 from currant.worker.arrays import id_arrays, register_array_dumpers
-from tests.conftest import run_worker_here, wait_for
+from tests.conftest import mark_running, run_worker_here, wait_for
 from tests.integration.test_admin_cli import admin
 
 
@@ -92,17 +92,6 @@ def test_plain_successes_move_to_the_archive_and_every_reader_sees_them(
     assert _where(db, app.schema) == {failure: "failed"}
 
 
-def _running(app: currant.App, db: psycopg.Connection[Any], ids: list[int]) -> int:
-    (worker,) = db.execute(
-        f"INSERT INTO \"{app.schema}\".workers (hostname, pid, queues) VALUES ('test', 1, '{{default}}') RETURNING id"
-    ).fetchone()  # type: ignore[misc]
-    db.execute(
-        f"UPDATE \"{app.schema}\".jobs SET state = 'running', attempts = 1, worker_id = %s WHERE id = ANY(%s)",
-        (worker, ids),
-    )
-    return int(worker)
-
-
 def _archive_completion(
     app: currant.App, db: psycopg.Connection[Any], ids: list[int], worker: int, attempt: int = 1
 ) -> Any:
@@ -120,7 +109,7 @@ def test_the_archiving_completion_is_fenced_and_keeps_parents_and_members(
 ) -> None:
     app.run_plan(archive.enable(app.sql, 3600), write=True)
     ids = app.enqueue_many("anything", [()] * 3)
-    worker = _running(app, db, ids)
+    worker = mark_running(app, db, ids)
     archive_bytes = app.run_plan(snapshot(app.sql, app.schema))["archive_bytes"]  # the metric: empty partitions
     assert tuple(_archive_completion(app, db, ids, worker + 1)) == (0, [])  # another worker's lease
     assert tuple(_archive_completion(app, db, ids, worker, attempt=2)) == (0, [])  # another attempt
@@ -139,7 +128,7 @@ def test_the_archiving_completion_is_fenced_and_keeps_parents_and_members(
     parent = app.enqueue("anything")
     child = app.enqueue("anything", depends_on=[parent])
     member, other = app.group([Call("anything"), Call("anything")]).member_ids
-    worker = _running(app, db, [parent, member])
+    worker = mark_running(app, db, [parent, member])
     assert tuple(_archive_completion(app, db, [parent, member], worker)) == (2, None)
     # Updated in place: the parent's update released its child, the group counted its member.
     where = _where(db, app.schema)
@@ -160,7 +149,7 @@ def test_rotation_creates_ahead_drops_past_retention_and_prunes_the_default(
     first = _partitions(db, app.schema)
     assert len(first) == archive.AHEAD + 2 and "archive_default" in first  # now, AHEAD more, the default
     ids = app.enqueue_many("anything", [()] * 5)
-    worker = _running(app, db, ids)
+    worker = mark_running(app, db, ids)
     _archive_completion(app, db, ids, worker)
     # A row whose range has no partition lands in the default one.
     db.execute(

@@ -17,7 +17,7 @@ import psycopg
 import currant
 from currant.flow import Call
 from currant.worker.arrays import id_arrays, register_array_dumpers
-from tests.conftest import run_worker_here
+from tests.conftest import mark_running, run_worker_here
 
 
 def _activity(db: psycopg.Connection[Any], schema: str) -> dict[tuple[str, str], int]:
@@ -79,18 +79,6 @@ def test_every_job_runs_once_and_is_counted_and_no_success_is_kept(
     assert db.execute(f'SELECT id, state::text FROM "{app.schema}".jobs').fetchall() == [(failure, "failed")]
 
 
-def _running(app: currant.App, db: psycopg.Connection[Any], ids: list[int]) -> int:
-    """Mark ``ids`` running on attempt 1 under a new worker row; returns its id."""
-    (worker,) = db.execute(
-        f"INSERT INTO \"{app.schema}\".workers (hostname, pid, queues) VALUES ('test', 1, '{{default}}') RETURNING id"
-    ).fetchone()  # type: ignore[misc]
-    db.execute(
-        f"UPDATE \"{app.schema}\".jobs SET state = 'running', attempts = 1, worker_id = %s WHERE id = ANY(%s)",
-        (worker, ids),
-    )
-    return int(worker)
-
-
 def _complete(app: currant.App, db: psycopg.Connection[Any], ids: list[int], worker: int, attempt: int = 1) -> Any:
     register_array_dumpers(db)  # the arrays go as the worker sends them: binary, built by the core
     ids_bytes, attempts_bytes = id_arrays((job_id, attempt) for job_id in ids)
@@ -108,7 +96,7 @@ def test_a_parent_and_a_group_member_are_marked_not_deleted(app: currant.App, db
     parent = app.enqueue("anything")
     child = app.enqueue("anything", depends_on=[parent])
     member, other = app.group([Call("anything"), Call("anything")]).member_ids
-    worker = _running(app, db, [plain, parent, member])
+    worker = mark_running(app, db, [plain, parent, member])
     assert tuple(_complete(app, db, [plain, parent, member], worker)) == (3, None)
     # The parent's update released its child; the group counts its member.
     assert _states(app, db) == {parent: "succeeded", child: "queued", member: "succeeded", other: "queued"}
@@ -116,7 +104,7 @@ def test_a_parent_and_a_group_member_are_marked_not_deleted(app: currant.App, db
 
 def test_the_deleting_completion_is_fenced(app: currant.App, db: psycopg.Connection[Any]) -> None:
     ids = app.enqueue_many("anything", [()] * 3)
-    worker = _running(app, db, ids)
+    worker = mark_running(app, db, ids)
     assert tuple(_complete(app, db, ids, worker + 1)) == (0, [])  # another worker's lease
     assert tuple(_complete(app, db, ids, worker, attempt=2)) == (0, [])  # another attempt
     assert _states(app, db) == dict.fromkeys(ids, "running")
