@@ -233,7 +233,7 @@ def host_listen_spec(app: App, config: WorkerConfig) -> ListenSpec | None:
         )
         return None
     health = (app.sql["has_ready"], {"queues": config.queues})
-    return ListenSpec(dsn, app.channel, config.queues, health, config.round_trip_timeout, app.sql)
+    return ListenSpec(dsn, app.channel, config.queues, health, config.round_trip_timeout, app.sql, config.poll_interval)
 
 
 def event_loop_factory(platform: str = sys.platform) -> Callable[[], asyncio.AbstractEventLoop] | None:

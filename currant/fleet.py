@@ -17,7 +17,10 @@ Lines go both ways: supervisor to child, a notification payload,
 :data:`~currant.worker.wakeup.CLAIM_ONCE`, or ``o:1`` / ``o:0`` (other hosts
 serve this host's queues, or not: a child whose claim came back full then
 NOTIFYs too, so a burst reaches the next host in turn, see
-:mod:`currant.worker.turns`); child to supervisor, ``r:<queue>``
+:mod:`currant.worker.turns`), or ``p:1`` / ``p:0`` (the supervisor's LISTEN
+is up and it polls for the host every ``--poll-interval``, so an idle host
+sends one poll per interval, not one per process; or it is not, and each
+child polls as a lone worker does); child to supervisor, ``r:<queue>``
 ("my claim was full: wake another") and ``f:1`` / ``f:0`` (a lane is free, or
 none is: sent when that changes).
 
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .worker.links import Link
-from .worker.wakeup import CLAIM_ONCE, OTHER_HOSTS, Listener
+from .worker.wakeup import CLAIM_ONCE, HOST_POLLS, OTHER_HOSTS, Listener
 
 log = logging.getLogger("currant.supervisor")
 
@@ -54,6 +57,9 @@ class ListenSpec:
     timeout: float
     # The app's statements, for taking turns with the other hosts (currant.worker.turns).
     sql: Mapping[str, str]
+    # The processes' --poll-interval: the supervisor polls for the host that
+    # often (has_ready) while its LISTEN is up, and they do not.
+    poll_interval: float
     served: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +78,7 @@ class HostListener:
         self._turn = -1  # the child woken last
         self._listener: Listener | None = None
         self._others = False  # what the children were told: other hosts serve our queues
+        self._polls = False  # what the children were told: we poll for them (LISTEN is up)
 
     def start(self) -> None:
         threading.Thread(target=self._thread, name="currant-host-listener", daemon=True).start()
@@ -95,22 +102,36 @@ class HostListener:
             on_ready=self._ready,
             on_due=lambda queue, when: self.wake_one(f"d:{when!r}:{queue}"),
             on_cancel=lambda job_id: self.wake_all(f"c:{job_id}"),
-            on_connected=lambda: self.wake_all(CLAIM_ONCE),
+            on_connected=self._connected,
             health_check=spec.health_check,
             on_health=lambda ready: self.wake_one(CLAIM_ONCE) if ready else None,
             sql=spec.sql,
             queues=spec.queues,
             on_members=self._members_changed,
+            poll_every=spec.poll_interval,
+            on_lost=lambda: self._polling(False),
         )
         self._listener = listener
         try:
             await listener.run()
         except Exception as exc:  # noqa: BLE001 - a refused DSN: say so, and keep serving the children
             log.error("the host's LISTEN stopped (%s); the worker processes find new jobs by polling", exc)
+        self._polling(False)
         # The loop lives on without LISTEN: the children keep their sockets,
         # which tell them when this supervisor is gone, and restarted children
         # still get one.
         await asyncio.Event().wait()
+
+    def _connected(self) -> None:
+        """LISTEN is (back) up: every child claims once (a notification may
+        have been missed meanwhile), and we poll for the host from now on."""
+        self.wake_all(CLAIM_ONCE)
+        self._polling(True)
+
+    def _polling(self, polls: bool) -> None:
+        if polls != self._polls:
+            self._polls = polls
+            self.wake_all(f"{HOST_POLLS}{int(polls)}")
 
     def _members_changed(self) -> None:
         """Tell the children whether other hosts serve our queues: a child whose
@@ -138,6 +159,8 @@ class HostListener:
         self._busy.discard(slot)  # a new child starts free (its predecessor may have said otherwise)
         if self._others:
             writer.write(f"{OTHER_HOSTS}1\n".encode())
+        if self._polls:
+            writer.write(f"{HOST_POLLS}1\n".encode())
         try:
             async for line in reader:
                 kind, _, rest = line.decode("utf-8", "replace").rstrip("\n").partition(":")

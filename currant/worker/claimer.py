@@ -130,11 +130,15 @@ class Claimer:
 
     async def _wait(self, room: bool, suspects_wait: bool) -> None:
         state, config = self.state, self.config
-        due = state.last_poll + config.poll_interval
-        if abs(due - state.next_beat) < config.poll_interval / 2:
+        # Under a supervisor that polls for the host, every process's own poll
+        # would be an empty claim per process per interval: ours waits for
+        # the heartbeat's length instead (the heartbeat reports ready work).
+        interval = max(config.poll_interval, config.heartbeat) if state.host_polls else config.poll_interval
+        due = state.last_poll + interval
+        if abs(due - state.next_beat) < interval / 2:
             # The heartbeat about then checks for ready jobs too: let it be
             # this poll, so an idle worker sends one statement per interval.
-            due = state.next_beat + config.poll_interval
+            due = state.next_beat + interval
         timeout = due - time.monotonic()
         if timeout <= 0:
             state.claim_ready = True  # the fallback poll is due
@@ -142,7 +146,7 @@ class Claimer:
                 return
             # Nowhere to put a claim yet: wait for the lanes to make room or
             # the completer to clear what we hold (both wake us).
-            timeout = config.poll_interval
+            timeout = interval
         poll_at = time.monotonic() + timeout
         if self.limited is not None and self._free() > 0:
             timeout = min(timeout, max(0.0, self.limited.due - time.monotonic()))  # a held-back key's turn

@@ -39,6 +39,9 @@ class WorkerState:
         self.next_due: float | None = None
         self.due_changed = asyncio.Event()
         self.clock_offset = 0.0  # database clock minus local clock, from the last heartbeat
+        # The supervisor polls for the host (currant.fleet): our own fallback
+        # poll waits for the heartbeat (which reports ready work too).
+        self.host_polls = False
         self.archiving = False  # the schema's archive is on: plain successes move there (currant.archive)
         # What happened, for the exit summary.
         self.processed = 0
@@ -55,6 +58,11 @@ class WorkerState:
     def queue_ready(self, queue: str) -> None:
         if queue in self.queues:
             self.jobs_ready()
+
+    def host_polling(self, polls: bool) -> None:
+        """Whether the supervisor polls for the host now; the claimer re-plans its wait."""
+        self.host_polls = polls
+        self.wake.set()
 
     def polled(self, ready: bool) -> None:
         """The database just said whether jobs are ready: as good as a poll."""

@@ -39,9 +39,10 @@ CHECK_EVERY = 2.0
 class Listener:
     """LISTENs on the app's channel and turns notifications into calls.
 
-    Every ``link.timeout`` it checks its connection with ``health_check``, so
-    a half-open TCP connection is found and replaced; the query also says
-    whether jobs are ready, and so doubles as that moment's fallback poll.
+    Every ``link.timeout`` (or ``poll_every``, if shorter) it checks its
+    connection with ``health_check``, so a half-open TCP connection is found
+    and replaced; the query also says whether jobs are ready, and so doubles
+    as that moment's fallback poll (a supervisor's, for its whole host).
 
     Given the app's statements (``sql``) and the queues this host serves, it
     takes turns with the other hosts (:mod:`currant.worker.turns`): after
@@ -64,6 +65,8 @@ class Listener:
         sql: Mapping[str, str] | None = None,
         queues: Sequence[str] = (),
         on_members: Callable[[], None] = lambda: None,
+        poll_every: float | None = None,
+        on_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self.link = link
         self.channel = channel
@@ -78,6 +81,10 @@ class Listener:
         self.queues = list(queues)
         self.turns = Turns()
         self.on_members = on_members  # the members (self.turns) changed
+        # The health check's period: the link's timeout, or, for a supervisor
+        # polling for its whole host, its processes' --poll-interval.
+        self.poll_every = poll_every
+        self.on_lost = on_lost  # the connection failed: no LISTEN (and no health check) until it is back
         # This host's last LISTEN backend (pid, start): a rejoin ends it if it
         # still holds a slot (its connection half-open, see host_join).
         self._backend: tuple[Any, Any] = (None, None)
@@ -105,13 +112,15 @@ class Listener:
                 self.turns.joined(None)  # we miss notifications from now on: out of step
                 self.on_members()
                 self.connected.clear()
+                self.on_lost()
                 self.link.mark_down(exc)
                 await self.link.drop(siblings=False)
                 await backoff.wait()
 
     async def _listen(self, conn: Connection) -> None:
         now = time.monotonic()
-        next_health = now + self.link.timeout
+        health_every = min(self.poll_every or self.link.timeout, self.link.timeout)
+        next_health = now + health_every
         next_check = now + CHECK_EVERY if self.sql is not None else math.inf
         while True:
             if self._queried:
@@ -135,7 +144,7 @@ class Listener:
                 next_check = now + CHECK_EVERY
                 await self._check(conn)
             if now >= next_health:
-                next_health = now + self.link.timeout
+                next_health = now + health_every
                 # Prove the connection alive (the query also tells whether work is waiting).
                 rows = await self._query(conn, *self.health_check)
                 self.on_health(bool(rows and rows[0][0]))
@@ -254,6 +263,10 @@ CLAIM_ONCE = "*"
 # The supervisor's word for "other hosts serve this host's queues" ("o:1") or
 # not ("o:0"): a child whose claim came back full then NOTIFYs too.
 OTHER_HOSTS = "o:"
+# The supervisor's word for "my LISTEN is up and I poll for the host every
+# --poll-interval" ("p:1") or "poll yourselves" ("p:0"): an idle host then
+# sends one poll per interval, not one per process.
+HOST_POLLS = "p:"
 # Where a supervised child finds its end of the supervisor's wake-up socket.
 WAKEUP_FD_ENV = "CURRANT_WAKEUP_FD"
 # Its supervisor's pid: a child started after the supervisor died has init as
@@ -267,7 +280,9 @@ class HostWakeups:
     time, over a socket per child (:mod:`currant.fleet`), so one NOTIFY does not
     wake every idle process into an empty claim. A child whose claim came back
     full says so (:meth:`pass_on`): more may be waiting, and the supervisor
-    wakes the next child. If the supervisor's wake-ups end while it lives (its
+    wakes the next child. While the supervisor's LISTEN is up it also polls
+    for the host (``p:1``), and the child's own fallback poll waits for its
+    heartbeat instead. If the supervisor's wake-ups end while it lives (its
     LISTEN refused) the child keeps polling; if the supervisor itself is gone
     (killed: the child was handed to init) the child stops as on SIGTERM, so a
     killed supervisor leaves no unmanaged workers behind (a restarted one
@@ -282,8 +297,10 @@ class HostWakeups:
         on_cancel: Callable[[int], None],
         on_connected: Callable[[], None],
         on_orphaned: Callable[[], None] | None = None,
+        on_host_polls: Callable[[bool], None] = lambda polls: None,
     ) -> None:
         self.fd = fd
+        self.on_host_polls = on_host_polls
         self.on_orphaned = on_orphaned
         self._parent = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
         self.on_ready = on_ready
@@ -304,6 +321,8 @@ class HostWakeups:
                     self.on_connected()
                 elif payload.startswith(OTHER_HOSTS):
                     self._others = payload == f"{OTHER_HOSTS}1"
+                elif payload.startswith(HOST_POLLS):
+                    self.on_host_polls(payload == f"{HOST_POLLS}1")
                 else:
                     dispatch(payload, self.on_ready, self.on_due, self.on_cancel)
         except OSError as exc:  # the supervisor died: wake-ups are an optimisation, the poll goes on
@@ -311,6 +330,7 @@ class HostWakeups:
         finally:
             self._writer.close()
             self._writer = None
+            self.on_host_polls(False)  # nobody polls for us any more
         if await self._orphaned():
             log.warning("the supervisor (pid %d) is gone: stopping as on SIGTERM", self._parent)
             if self.on_orphaned is not None:

@@ -175,7 +175,13 @@ class Worker:
         listener: Listener | HostWakeups | None = None
         if wakeup_fd is not None:
             listener = HostWakeups(
-                int(wakeup_fd), state.queue_ready, state.queue_due, upkeep.cancel, state.jobs_ready, self._orphaned
+                int(wakeup_fd),
+                state.queue_ready,
+                state.queue_due,
+                upkeep.cancel,
+                state.jobs_ready,
+                self._orphaned,
+                on_host_polls=state.host_polling,
             )
             claimer.on_full_batch, claimer.on_capacity = listener.pass_on, listener.capacity
             claimer.spread = listener.others_serve

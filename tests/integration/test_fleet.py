@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import currant
+from currant.codec import encode_payload
 from tests.conftest import state_counts, wait_for, wait_heartbeat_past, wait_listening
 
 # No fallback poll and no heartbeat-poll inside a test's few seconds: every
@@ -167,3 +168,38 @@ def test_a_wake_up_goes_to_a_process_with_a_free_lane(app: currant.App, spawn_wo
     assert app.get_job(long_job).state == "running"  # type: ignore[union-attr]
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_the_supervisor_polls_for_its_host(app: currant.App, spawn_worker: Any, db: Any) -> None:
+    """Jobs that no notification announces (committed without NOTIFY, as if it
+    had been lost) are found by the host's one poll, every --poll-interval,
+    not by a poll of every process: an idle host of 8 processes sends one
+    statement per interval (has_ready), not 8 empty claims."""
+    processes, jobs = 8, 5
+    worker = spawn_worker(
+        "--processes", str(processes), "--poll-interval", "0.2", "--heartbeat", "10", "--dead-after", "60"
+    )
+    wait_for(lambda: _registered(db, app.schema) == processes, message="every process registered")
+    wait_listening(db, app.channel)
+    wait_for(lambda: _sessions(db) == 2 * processes + 1, timeout=15, message="every process connected")
+    payload = encode_payload((1, 2), {})
+    for n in range(jobs):
+        (job_id,) = db.execute(
+            f"INSERT INTO \"{app.schema}\".jobs (queue, task, payload) VALUES ('default', 'add', %s) RETURNING id",
+            (payload,),
+        ).fetchone()
+        # Found by a poll: within a few intervals, where the heartbeat (10 s) would take far longer.
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", timeout=5, message=f"silent job {n} found")  # type: ignore[union-attr]
+    # An idle second and a half, ended by a job coming due (its notification
+    # wakes one process, which promotes it): no process polls meanwhile.
+    later = app.enqueue("add", (3, 4), delay=1.5)
+    wait_for(lambda: app.get_job(later).state == "succeeded", timeout=10, message="the delayed job done")  # type: ignore[union-attr]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    claims, empty = _claims(worker.log())
+    print(f"\n{processes} idle processes, {jobs} silent jobs: {claims} claims, {empty} empty")
+    assert claims - empty == jobs + 1
+    # Each process claims once at start and once when LISTEN comes up, and a
+    # few wake-ups find nothing left. With every process polling on its own,
+    # the idle 1.5 s alone would add about 8 × 7 empty claims.
+    assert empty <= 2 * processes + jobs + 4, (claims, empty)
