@@ -253,3 +253,31 @@ def test_without_the_hosts_functions_every_host_acts_as_before(app: currant.App,
     claims, empty = _stop(workers)
     assert claims - empty == jobs
     assert empty >= jobs  # every host woke for every job
+
+
+def test_notifications_that_arrive_during_a_query_are_kept(database_dsn: str) -> None:
+    """What turns rely on from psycopg: the Listener leaves notifies() to run
+    its statements (the slots check, the health check), and every host must
+    still see every notification, in order, or the hosts' counts part ways.
+    psycopg keeps those that arrive meanwhile for the next notifies() (not
+    every 3.2 release did: psycopg issue 962)."""
+    import asyncio
+
+    async def scenario() -> list[str]:
+        async with await psycopg.AsyncConnection.connect(database_dsn, autocommit=True) as listener:
+            await listener.execute('LISTEN "currant_test_backlog"')
+            async with await psycopg.AsyncConnection.connect(database_dsn, autocommit=True) as sender:
+                await sender.execute("SELECT pg_notify('currant_test_backlog', 'before')")
+                seen = [n.payload async for n in listener.notifies(timeout=5, stop_after=1)]
+                query = asyncio.ensure_future(listener.execute("SELECT pg_sleep(0.3)"))
+                for n in range(3):  # while the listener's query runs
+                    await sender.execute("SELECT pg_notify('currant_test_backlog', %s)", (f"during-{n}",))
+                await query
+                await sender.execute("SELECT pg_notify('currant_test_backlog', 'after')")
+            async for notify in listener.notifies(timeout=5):
+                seen.append(notify.payload)
+                if notify.payload == "after":
+                    break
+            return seen
+
+    assert asyncio.run(scenario()) == ["before", "during-0", "during-1", "during-2", "after"]
