@@ -26,6 +26,7 @@ from .control import LIVE_STATES, PURGEABLE_STATES
 from .drivers import DEFAULT_CONNECT_TIMEOUT
 from .errors import CurrantError
 from .job import STATES
+from .schema import current_version
 
 PROG = "python -m currant"
 TOP_INTERVAL = 1.0
@@ -223,6 +224,8 @@ def _archive(app: App, args: argparse.Namespace, emit: Callable[[Any, str], None
     if args.action == "enable":
         if args.partition < archive.MIN_PARTITION_SECONDS:
             return _fail(f"--partition must be at least {archive.MIN_PARTITION_SECONDS} seconds, got {args.partition}")
+        if app.run_plan(current_version(app.schema)) is None:  # a mistyped --schema is not a new queue
+            return _fail(_not_installed(app.schema))
         app.migrate()  # the archive's tables come with migration 0009
         created = app.run_plan(archive.enable(app.sql, args.partition), write=True)
         emit(
@@ -305,6 +308,13 @@ def _embedded(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int
     return 0
 
 
+def _not_installed(schema: str) -> str:
+    return (
+        f"error: Currant is not installed in schema {schema!r} of this database"
+        " (python -m currant migrate installs it; --schema names another)"
+    )
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return 1
@@ -317,11 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CurrantError, ValueError, TimeoutError) as exc:
         return _fail(f"error: {exc}")
     except psycopg.errors.UndefinedTable:
-        schema = args.schema or os.environ.get("CURRANT_SCHEMA") or "currant"
-        return _fail(
-            f"error: Currant is not installed in schema {schema!r} of this database"
-            " (python -m currant migrate installs it; --schema names another)"
-        )
+        return _fail(_not_installed(args.schema or os.environ.get("CURRANT_SCHEMA") or "currant"))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         first_line = str(exc).strip().split("\n", 1)[0]
         return _fail(f"error: {type(exc).__name__}: {first_line}")

@@ -82,7 +82,8 @@ def main() -> None:
         )
     with app.connect(autocommit=True) as conn:
         counts = conn.execute(
-            f"SELECT state::text, count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
+            # jobs_all: live and archived jobs (python -m currant archive enable)
+            f"SELECT state::text, count(*) FROM {app.schema}.jobs_all WHERE id BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
             (min(ids), max(flaky_ids)),
         ).fetchall()
     print("this run's jobs by state:", dict(counts))
@@ -94,7 +95,7 @@ def wait_until_finished(ids: list[int], deadline: float) -> None:
     with app.connect(autocommit=True) as conn:
         while True:
             (unfinished,) = conn.execute(  # type: ignore[misc]
-                f"SELECT count(*) FROM {app.schema}.jobs WHERE id BETWEEN %s AND %s"
+                f"SELECT count(*) FROM {app.schema}.jobs_all WHERE id BETWEEN %s AND %s"
                 " AND state NOT IN ('succeeded', 'failed', 'cancelled')",
                 (min(ids), last),
             ).fetchone()

@@ -220,7 +220,13 @@ def test_a_worker_started_after_enable_archives_from_its_first_job(
     assert _where(db, app.schema) == dict.fromkeys(ids, "archive")
 
 
-def test_the_cli_turns_it_on_and_off_and_says_what_it_holds(app: currant.App, database_dsn: str) -> None:
+def test_the_cli_turns_it_on_and_off_and_says_what_it_holds(
+    app: currant.App, database_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    mistyped = f"{app.schema}_typo"
+    refused = admin(database_dsn, mistyped, "archive", "enable")
+    assert refused.returncode == 1 and f"Currant is not installed in schema '{mistyped}'" in refused.stderr
+    assert db.execute("SELECT to_regnamespace(%s)", (mistyped,)).fetchone() == (None,)  # not created
     refused = admin(database_dsn, app.schema, "archive", "enable", "--partition", "59")
     assert refused.returncode == 1 and "--partition must be at least 60 seconds, got 59" in refused.stderr
     off = json.loads(admin(database_dsn, app.schema, "archive", "status", "--json").stdout)
