@@ -93,7 +93,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                server = socket.create_connection(self.upstream, timeout=5)
+                server = self._connect_upstream()
                 server.settimeout(None)
             except OSError:
                 client.close()
@@ -103,6 +103,17 @@ class TcpProxy:
                 self.pairs.append(pair)
                 self.accepted += 1
             threading.Thread(target=self._pump, args=(pair,), name="proxy-pair", daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        """TCP, or PostgreSQL's Unix socket when the upstream host is a directory
+        (as the embedded server's DSN names it): clients still reach the proxy by TCP."""
+        host, port = self.upstream
+        if host.startswith("/"):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.settimeout(5)
+            server.connect(f"{host}/.s.PGSQL.{port}")
+            return server
+        return socket.create_connection(self.upstream, timeout=5)
 
     def _pump(self, pair: _Pair) -> None:
         swallow_server = False
