@@ -259,8 +259,8 @@ def test_notifications_that_arrive_during_a_query_are_kept(database_dsn: str) ->
     """What turns rely on from psycopg: the Listener leaves notifies() to run
     its statements (the slots check, the health check), and every host must
     still see every notification, in order, or the hosts' counts part ways.
-    psycopg keeps those that arrive meanwhile for the next notifies() (not
-    every 3.2 release did: psycopg issue 962)."""
+    psycopg keeps those that arrive meanwhile for the next notifies() since
+    3.2.4 (psycopg issue 962; pyproject.toml asks for it)."""
     import asyncio
 
     async def scenario() -> list[str]:
