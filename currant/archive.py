@@ -1,9 +1,9 @@
 """The opt-in archive of succeeded jobs, partitioned by finish time (0009_archive).
 
 By default a succeeded job stays in ``jobs`` until retention deletes it, a
-dead tuple per job for vacuum. With the archive on, workers move each plain
-success (a job that returned None and that no other job waits for) into
-``archive`` as they record it, and retention drops whole partitions of it:
+dead tuple per job for vacuum. With the archive on, workers move each success
+(with its result; not one that another job waits for, nor a group member)
+into ``archive`` as they record it, and retention drops whole partitions of it:
 
 * :func:`enable` writes the layout and creates the first partitions; workers
   pick it up at their next rotation (every :data:`ROTATE_EVERY_BEATS`

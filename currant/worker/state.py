@@ -42,7 +42,7 @@ class WorkerState:
         # The supervisor polls for the host (currant.fleet): our own fallback
         # poll waits for the heartbeat (which reports ready work too).
         self.host_polls = False
-        self.archiving = False  # the schema's archive is on: plain successes move there (currant.archive)
+        self.archiving = False  # the schema's archive is on: successes move there (currant.archive)
         # What happened, for the exit summary.
         self.processed = 0
         self.claims = 0  # claim round trips, and those that found nothing (the thundering-herd measure)

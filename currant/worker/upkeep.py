@@ -215,9 +215,7 @@ class Upkeep:
             return
         self._rotation_failed = False
         if enabled != self.state.archiving:
-            log.info(
-                "the archive is %s: plain successes %s", *(("on", "move there") if enabled else ("off", "stay in jobs"))
-            )
+            log.info("the archive is %s: successes %s", *(("on", "move there") if enabled else ("off", "stay in jobs")))
         self.state.archiving = enabled
         if created or dropped or purged:
             log.info(

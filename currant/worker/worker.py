@@ -299,7 +299,7 @@ class Worker:
     async def _check_schema(self, conn: Connection) -> None:
         async with conn.transaction():
             await arun_plan(conn, ensure_schema(self.app.schema))
-            # Whether plain successes go to the archive from the first one on;
+            # Whether successes go to the archive from the first one on;
             # the rotation (upkeep) keeps this current afterwards.
             cur = await conn.execute(self.app.sql["archive_enabled"])
             row = await cur.fetchone()

@@ -207,8 +207,8 @@ def test_a_running_worker_follows_the_archive_on_and_off(
     worker.signal(15)
     assert worker.wait(60) == 0
     log = worker.log()
-    assert "the archive is on: plain successes move there" in log
-    assert "the archive is off: plain successes stay in jobs" in log
+    assert "the archive is on: successes move there" in log
+    assert "the archive is off: successes stay in jobs" in log
 
 
 def test_a_worker_started_after_enable_archives_from_its_first_job(

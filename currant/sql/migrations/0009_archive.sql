@@ -4,7 +4,7 @@
 -- By default a succeeded job stays in jobs until retention deletes it: at
 -- thousands of jobs a second that is thousands of deletes a second, dead
 -- tuples and index entries for vacuum to clean. With the archive, a worker
--- moves a plain success into archive (one delete from jobs, one insert
+-- moves a success into archive (one delete from jobs, one insert
 -- here) and retention drops whole partitions of archive, which leaves
 -- nothing behind. This migration only creates the empty parent, the view the
 -- readers use and the rotation; nothing is archived, and no partition exists,
