@@ -1,8 +1,10 @@
 """The claimer: keeps the lanes' local queue filled, on the claims connection.
 
-When the local queue is at or below its low-water mark (half a batch) and
-jobs may be ready, it claims up to a batch; several queues strictly in the
-order given, the next only when those before it could not fill the batch.
+When the local queue is at or below its low-water mark (half the claim
+size) and jobs may be ready, it claims up to the claim size; several queues
+strictly in the order given, the next only when those before it could not
+fill the claim. The claim size is ``--batch-size``, and grows up to eight
+times that while the lanes run dry between claims (:class:`ClaimSize`).
 Rescued jobs ("suspects") are never claimed in a batch: once the worker holds
 nothing, it claims one and lets it run alone.
 
@@ -50,6 +52,52 @@ def in_claim_order(rows: list[Any]) -> list[Any]:
     return rows
 
 
+class ClaimSize:
+    """How many jobs the worker may hold claimed but not started (its
+    prefetch): ``--batch-size``, and up to ``GROWTH`` times that while the
+    jobs are short. The next claim takes what brings the local queue up to it.
+
+    It doubles when a full claim, after a full one, reached lanes that had run
+    dry meanwhile: they finish jobs faster than a round trip brings them, and a
+    drain of short jobs wants fewer, larger claims (each pays a commit and a
+    round trip besides its rows: at 1,000 no-op jobs per claim, about a
+    quarter of the claims connection's time, BENCHMARKS.md). It halves, back
+    toward ``--batch-size``, when what the last full claim brought lasted
+    longer than ``HORIZON`` before the queue fell to its low-water mark: jobs
+    got slower, and a worker should not hold more than it can start soon
+    (work that other workers could be running).
+    """
+
+    GROWTH = 8
+    HORIZON = 1.0  # seconds
+
+    def __init__(self, batch_size: int) -> None:
+        self.least = batch_size
+        self.most = batch_size * self.GROWTH
+        self.current = batch_size
+        self._ran_dry = False
+        self._full_at: float | None = None  # when the last claim came back full
+
+    def room(self, queued: int) -> bool:
+        """Whether the local queue is low enough to claim more."""
+        return queued <= max(1, self.current // 2)
+
+    def ran_dry(self) -> None:
+        """A claim's jobs arrive to an empty local queue."""
+        self._ran_dry = True
+
+    def before_claim(self, now: float) -> None:
+        if self._full_at is not None and now - self._full_at > self.HORIZON:
+            self.current = max(self.least, self.current // 2)
+
+    def after_claim(self, full: bool, now: float) -> None:
+        # After a full claim only: a worker's first claim always finds its lanes idle.
+        if full and self._ran_dry and self._full_at is not None:
+            self.current = min(self.most, self.current * 2)
+        self._ran_dry = False
+        self._full_at = now if full else None
+
+
 class Claimer:
     def __init__(
         self,
@@ -69,7 +117,7 @@ class Claimer:
         self.link = link
         self.sql = sql
         self.channel = channel
-        self.low_water = max(1, config.batch_size // 2)
+        self.size = ClaimSize(config.batch_size)
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
         self.metrics = metrics
         self.limited = limited
@@ -97,10 +145,12 @@ class Claimer:
             if suspects_wait and not state.held:
                 await self._claim_suspect()
                 continue
-            room = lanes.local.qsize() <= self.low_water
+            queued = lanes.local.qsize()
+            room = self.size.room(queued)
             limited_ready = self._limited_ready()
             if not state.stopping and not suspects_wait and (state.claim_ready or limited_ready) and room:
-                limit = config.batch_size - lanes.local.qsize()
+                self.size.before_claim(time.monotonic())
+                limit = self.size.current - queued
                 seq = state.wake_seq
                 normal = state.claim_ready
                 claim = functools.partial(self._claim, limit=limit, normal=normal, limited=normal or limited_ready)
@@ -110,6 +160,7 @@ class Claimer:
                     for queue, rows in claimed:
                         self._dispatch(rows, queue)
                 count = sum(len(rows) for _queue, rows in claimed)
+                self.size.after_claim(count >= limit, time.monotonic())
                 state.claims += 1
                 state.empty_claims += not count
                 if self.metrics is not None and count:
@@ -235,6 +286,8 @@ class Claimer:
         return list(await cur.fetchall())
 
     def _dispatch(self, rows: list[Any], queue: str) -> None:
+        if not self.lanes.local.qsize():
+            self.size.ran_dry()
         held = self.state.held
         put = self.lanes.local.put
         for job in codec.decode_claimed(rows, queue):
