@@ -255,8 +255,7 @@ def profile_drain(cluster: Cluster, generic: bool = False) -> None:
         if not generic:
             claims = [literal(sql["claim"], worker=worker, queue="default", limit=CLAIM_BATCH)] * CLAIMS
             completions = {
-                name: [literal(sql[name], worker=worker, ids=batch, attempts=[1] * len(batch)) for batch in batches]
-                for name in names
+                name: [literal(sql[name], worker=worker, ids=batch, attempt=1) for batch in batches] for name in names
             }
             floor_claims = [floor_claim] * CLAIMS
             floor_deletes = [one_line(floor_delete.replace("%s", array(batch))) for batch in batches]
@@ -269,8 +268,8 @@ def profile_drain(cluster: Cluster, generic: bool = False) -> None:
             ]
             completions = {
                 name: [
-                    prepared("done", sql[name], [("ids", "bigint[]"), ("attempts", "integer[]"), ("worker", "bigint")]),
-                    *[f"EXECUTE done({array(batch)}, {array([1] * len(batch))}, {worker})" for batch in batches],
+                    prepared("done", sql[name], [("ids", "bigint[]"), ("attempt", "integer"), ("worker", "bigint")]),
+                    *[f"EXECUTE done({array(batch)}, 1, {worker})" for batch in batches],
                 ]
                 for name in names
             }

@@ -108,7 +108,11 @@ RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
 
 -- name: complete_succeeded
 -- The hot completion: jobs that returned None. Fenced on (id, attempt, owner,
--- state): a worker that lost its lease changes nothing. Sent as its own
+-- state): a worker that lost its lease changes nothing. One attempt number per
+-- statement: the worker sends one per attempt number in its batch (nearly
+-- always one), since a scalar fence costs the server about 5,300 instructions
+-- per job less than joining the ids to an array of attempts (the unnest, its
+-- hash; BENCHMARKS.md, issue 16 round four). Sent as its own
 -- implicit transaction, never fused with the claim (a fused statement
 -- deadlocks between claimers, see measured-floor.md). "j.id = ANY(ids)" lets
 -- the planner reach the rows by primary key; with the join alone it misjudges
@@ -121,9 +125,8 @@ RETURNING j.id, j.attempts, j.task, j.payload, j.max_attempts,
 WITH done AS (
     UPDATE {schema}.jobs j
     SET state = 'succeeded', finished_at = {schema}.clock()
-    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
-    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+    WHERE j.id = ANY(%(ids)b::bigint[])
+      AND j.attempts = %(attempt)s::integer AND j.state = 'running' AND j.worker_id = %(worker)s
     RETURNING j.id
 ), recorded AS (
     SELECT count(*) AS n FROM done
@@ -136,25 +139,24 @@ FROM recorded
 -- (keep_succeeded = 0): the rows are deleted instead of updated. A delete
 -- writes no new row version and no index entries, where the update writes
 -- both (state is in partial-index predicates, so it is never HOT): about half
--- the server's work of a completion. Same fence, same answer. A job that
+-- the server's work of a completion. Same fence (one attempt number per
+-- statement), same answer. A job that
 -- others depend on, or a group member, is updated as before: its dependents
 -- are released by the trigger on that update and its group counts it. That
 -- second update runs only when the delete took fewer rows than it was given
 -- (an InitPlan gates it): in the common case no such job is in the batch.
 WITH gone AS (
     DELETE FROM {schema}.jobs j
-    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
-    WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+    WHERE j.id = ANY(%(ids)b::bigint[])
+      AND j.attempts = %(attempt)s::integer AND j.state = 'running' AND j.worker_id = %(worker)s
       AND j.dependents IS NOT TRUE AND j.group_id IS NULL
     RETURNING j.id
 ), kept AS (
     UPDATE {schema}.jobs j
     SET state = 'succeeded', finished_at = {schema}.clock()
-    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS d(id, attempt)
     WHERE (SELECT count(*) FROM gone) < cardinality(%(ids)b::bigint[])
-      AND j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND j.id = ANY(%(ids)b::bigint[])
+      AND j.attempts = %(attempt)s::integer AND j.state = 'running' AND j.worker_id = %(worker)s
       AND (j.dependents OR j.group_id IS NOT NULL)
     RETURNING j.id
 ), done AS (
@@ -170,18 +172,19 @@ FROM recorded
 -- the rows move from jobs to archive, a delete and an insert in one
 -- statement, so that retention drops archive's partitions instead of
 -- deleting rows. results are the successes' return values (msgpack, NULL for
--- None), as a binary bytea[] like complete_outcomes'. Same fence, same answer
--- as complete_succeeded, and the same exception as the discarding form: a job
--- others depend on, or a group member, is updated in place (its dependents
--- are released by the trigger on that update, and read its result there).
+-- None), as a binary bytea[] like complete_outcomes'. Same fence (one attempt
+-- number per statement), same answer as complete_succeeded, and the same
+-- exception as the discarding form: a job others depend on, or a group
+-- member, is updated in place (its dependents are released by the trigger on
+-- that update, and read its result there).
 -- "gone" returns the row as archive stores it (its column order is jobs'),
 -- but for state and finished_at, which the insert sets; the data-modifying
 -- CTE "archived" runs to completion though nothing reads it.
 WITH gone AS (
     DELETE FROM {schema}.jobs j
-    USING unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(results)b::bytea[]) AS d(id, attempt, result)
+    USING unnest(%(ids)b::bigint[], %(results)b::bytea[]) AS d(id, result)
     WHERE j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND j.attempts = %(attempt)s::integer AND j.state = 'running' AND j.worker_id = %(worker)s
       AND j.dependents IS NOT TRUE AND j.group_id IS NULL
     RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts, j.rescues, j.run_at,
               j.enqueued_at, j.started_at, j.worker_id, j.unique_key, j.cancel_requested, d.result, j.errors,
@@ -196,10 +199,10 @@ WITH gone AS (
 ), kept AS (
     UPDATE {schema}.jobs j
     SET state = 'succeeded', finished_at = {schema}.clock(), result = d.result
-    FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[], %(results)b::bytea[]) AS d(id, attempt, result)
+    FROM unnest(%(ids)b::bigint[], %(results)b::bytea[]) AS d(id, result)
     WHERE (SELECT count(*) FROM gone) < cardinality(%(ids)b::bigint[])
       AND j.id = ANY(%(ids)b::bigint[]) AND j.id = d.id
-      AND j.attempts = d.attempt AND j.state = 'running' AND j.worker_id = %(worker)s
+      AND j.attempts = %(attempt)s::integer AND j.state = 'running' AND j.worker_id = %(worker)s
       AND (j.dependents OR j.group_id IS NOT NULL)
     RETURNING j.id
 ), done AS (

@@ -48,6 +48,10 @@ def register_array_dumpers(conn: psycopg.AsyncConnection[Any] | psycopg.Connecti
     conn.adapters.register_dumper(Int4Array, _Int4ArrayDumper)
 
 
+def int8_array(values: list[int]) -> Int8Array:
+    return Int8Array(codec.pack_int8_array(values))
+
+
 def id_arrays(pairs: Iterable[tuple[int, int]]) -> tuple[Int8Array, Int4Array]:
     ids: list[int] = []
     attempts: list[int] = []

@@ -23,7 +23,7 @@ import psycopg
 
 from .. import faults
 from . import report
-from .arrays import id_arrays
+from .arrays import id_arrays, int8_array
 from .lanes import Lanes
 from .links import Connection, Link
 from .metrics import WorkerMetrics
@@ -98,7 +98,7 @@ class Completer:
                 plain = [(job_id, attempt, as_failure(outcome, exc)) for job_id, attempt, outcome in finished]
                 batch = completion_params(plain, self.state.worker_id, archiving)
 
-        async def flush(conn: Connection) -> tuple[list[Any], list[Any]]:
+        async def flush(conn: Connection) -> tuple[list[list[Any]], list[Any]]:
             faults.point("before_flush")
             result = await self._send(conn, plain_success, *batch)
             faults.point("after_flush")
@@ -113,7 +113,7 @@ class Completer:
             await self.lanes.hooks.aafter_batch(_take(timings, len(timings)))
         state = self.state
         held = state.held
-        plain = []  # the held jobs sent to the plain-success statement
+        plain = []  # the held jobs sent to the plain-success statements
         for job_id, _attempt, outcome in finished:
             job = held.pop(job_id, None)
             if job is not None and _is_plain(outcome, archiving):
@@ -121,11 +121,13 @@ class Completer:
         state.processed += len(finished)
         recorded = len(rows)
         if succeeded:
-            count, only = succeeded[0]
-            recorded += count
-            if only is not None:  # some were fenced: count those recorded
-                kept = set(only)
-                plain = [job for job in plain if job[0] in kept]
+            fenced: set[int] = set()  # sent but not recorded (a lease lost meanwhile: rare)
+            for params, ((count, only),) in zip(batch[0], succeeded, strict=True):
+                recorded += count
+                if only is not None:
+                    fenced.update(set(params["id_list"]) - set(only))
+            if fenced:
+                plain = [job for job in plain if job[0] not in fenced]
             for (queue, task), n in Counter(map(_QUEUE_AND_TASK, plain)).items():
                 state.tally.add("succeeded", n, queue, task)
         state.tally.add("fenced", len(finished) - recorded)
@@ -148,23 +150,29 @@ class Completer:
         return self.sql["complete_succeeded"]
 
     async def _send(
-        self, conn: Connection, plain_success: str, fast: dict[str, Any] | None, general: dict[str, Any] | None
-    ) -> tuple[list[Any], list[Any]]:
-        """Send the batch; returns the rows of both statements: how many plain
-        successes were recorded (and which, if not all), and each other outcome recorded."""
-        if fast and general and _PIPELINE_SYNC:
-            # Both kinds in one network round trip, each its own transaction.
+        self, conn: Connection, plain_success: str, fast: list[dict[str, Any]], general: dict[str, Any] | None
+    ) -> tuple[list[list[Any]], list[Any]]:
+        """Send the batch; returns the rows of every statement: per plain-success
+        statement how many were recorded (and which, if not all), and each
+        other outcome recorded."""
+        if len(fast) + (general is not None) > 1 and _PIPELINE_SYNC:
+            # Every statement in one network round trip, each its own transaction.
             async with conn.pipeline() as pipeline:
-                fast_cur = await conn.execute(plain_success, fast, prepare=True)
-                _sync_point(pipeline)
-                general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
-            return await fast_cur.fetchall(), await general_cur.fetchall()
-        succeeded: list[Any] = []
+                cursors = []
+                for params in fast:
+                    cursors.append(await conn.execute(plain_success, sendable(params), prepare=True))
+                    _sync_point(pipeline)
+                general_cur = None
+                if general is not None:
+                    general_cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
+            succeeded = [await cur.fetchall() for cur in cursors]
+            return succeeded, (await general_cur.fetchall() if general_cur is not None else [])
+        succeeded = []
         rows: list[Any] = []
-        if fast:
-            cur = await conn.execute(plain_success, fast, prepare=True)
-            succeeded = await cur.fetchall()
-        if general:
+        for params in fast:
+            cur = await conn.execute(plain_success, sendable(params), prepare=True)
+            succeeded.append(await cur.fetchall())
+        if general is not None:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
             rows = await cur.fetchall()
         return succeeded, rows
@@ -172,33 +180,36 @@ class Completer:
 
 def completion_params(
     finished: list[Finished], worker: int, archiving: bool = False
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(params of complete_succeeded or None, params of complete_outcomes or None).
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(params of each complete_succeeded statement, params of complete_outcomes or None).
 
-    The common case, a job that returned None, goes to ``complete_succeeded``
-    as two binary arrays (ids and attempts); when ``archiving``, every success
-    goes to ``complete_succeeded_archiving``, with a third array of results.
-    Everything else goes to ``complete_outcomes`` with one array per column.
+    The common case, a job that returned None, goes to ``complete_succeeded``:
+    one statement per attempt number in the batch (nearly always one), its ids
+    as a binary array; when ``archiving``, every success goes to
+    ``complete_succeeded_archiving``, with an array of results. Everything else
+    goes to ``complete_outcomes`` with one array per column. Each plain
+    statement's params also carry its ids as a list (``id_list``, not sent).
     """
-    plain: list[tuple[int, int]] = []
-    results: list[bytes | None] = []  # when archiving: plain's results, in order
+    plain: dict[int, list[int]] = {}  # attempt number: ids
+    results: dict[int, list[bytes | None]] = {}  # when archiving: the results, in the same order
     other: list[tuple[int, int, Outcome]] = []
     for job_id, attempt, outcome in finished:
-        if outcome is None:
-            plain.append((job_id, attempt))
+        if outcome is None or (archiving and outcome.kind == SUCCEEDED):
+            same_attempt = plain.get(attempt)
+            if same_attempt is None:
+                same_attempt = plain[attempt] = []
+                results[attempt] = []
+            same_attempt.append(job_id)
             if archiving:
-                results.append(None)
-        elif archiving and outcome.kind == SUCCEEDED:
-            plain.append((job_id, attempt))
-            results.append(outcome.result)
+                results[attempt].append(None if outcome is None else outcome.result)
         else:
             other.append((job_id, attempt, outcome))
-    fast = None
-    if plain:
-        ids, attempts = id_arrays(plain)
-        fast = {"ids": ids, "attempts": attempts, "worker": worker}
+    fast = []
+    for attempt, id_list in plain.items():
+        params: dict[str, Any] = {"ids": int8_array(id_list), "attempt": attempt, "worker": worker, "id_list": id_list}
         if archiving:
-            fast["results"] = results
+            params["results"] = results[attempt]
+        fast.append(params)
     general = None
     if other:
         ids, attempts = id_arrays((job_id, attempt) for job_id, attempt, _ in other)
@@ -214,6 +225,11 @@ def completion_params(
             "worker": worker,
         }
     return fast, general
+
+
+def sendable(params: dict[str, Any]) -> dict[str, Any]:
+    """A plain statement's params without what is kept for the caller."""
+    return {name: value for name, value in params.items() if name != "id_list"}
 
 
 def _is_plain(outcome: Outcome | None, archiving: bool) -> bool:

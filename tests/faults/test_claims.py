@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import currant
 from currant import codec
-from currant.worker.arrays import id_arrays, register_array_dumpers
+from currant.worker.arrays import id_arrays, int8_array, register_array_dumpers
 from currant.worker.links import WORK_CONNECTION_OPTIONS
 
 PAYLOAD = codec.encode_payload((), None)
@@ -332,7 +332,7 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             worker = self.worker_ids[slot]
             before = clock()
             if kind is None:
-                cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
+                cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempt": attempt, "worker": worker})
                 assert cur.fetchall() == [(1, None)], "a live lease completes"
             else:
                 rows = conn.execute(
@@ -465,8 +465,9 @@ def _machine(dsn: str, app: currant.App) -> type[RuleBasedStateMachine]:
             self._zombie_completes(*self.zombies[pick % len(self.zombies)])
 
         def _zombie_completes(self, job_id: int, attempt: int, worker: int) -> None:
-            ids, attempts = id_arrays([(job_id, attempt)])
-            cur = conn.execute(sql["complete_succeeded"], {"ids": ids, "attempts": attempts, "worker": worker})
+            cur = conn.execute(
+                sql["complete_succeeded"], {"ids": int8_array([job_id]), "attempt": attempt, "worker": worker}
+            )
             assert cur.fetchall() == [(0, [])], "a swept worker's completion is fenced off"
             STATS["zombie fences"] += 1
 

@@ -22,7 +22,7 @@ from currant import archive
 from currant.codec import encode_result
 from currant.flow import Call
 from currant.metrics import snapshot
-from currant.worker.arrays import id_arrays, register_array_dumpers
+from currant.worker.arrays import int8_array, register_array_dumpers
 from tests.conftest import mark_running, run_worker_here, wait_for
 from tests.integration.test_admin_cli import admin
 
@@ -96,11 +96,10 @@ def _archive_completion(
     app: currant.App, db: psycopg.Connection[Any], ids: list[int], worker: int, attempt: int = 1
 ) -> Any:
     register_array_dumpers(db)  # the arrays go as the worker sends them
-    ids_bytes, attempts_bytes = id_arrays((job_id, attempt) for job_id in ids)
     results = [encode_result(job_id) for job_id in ids]  # each job's own id as its result
     return db.execute(
         app.sql["complete_succeeded_archiving"],
-        {"ids": ids_bytes, "attempts": attempts_bytes, "results": results, "worker": worker},
+        {"ids": int8_array(ids), "attempt": attempt, "results": results, "worker": worker},
     ).fetchone()
 
 

@@ -16,7 +16,7 @@ import psycopg
 
 import currant
 from currant.flow import Call
-from currant.worker.arrays import id_arrays, register_array_dumpers
+from currant.worker.arrays import int8_array, register_array_dumpers
 from tests.conftest import mark_running, run_worker_here
 
 
@@ -80,10 +80,9 @@ def test_every_job_runs_once_and_is_counted_and_no_success_is_kept(
 
 
 def _complete(app: currant.App, db: psycopg.Connection[Any], ids: list[int], worker: int, attempt: int = 1) -> Any:
-    register_array_dumpers(db)  # the arrays go as the worker sends them: binary, built by the core
-    ids_bytes, attempts_bytes = id_arrays((job_id, attempt) for job_id in ids)
+    register_array_dumpers(db)  # the array goes as the worker sends it: binary, built by the core
     return db.execute(
-        app.sql["complete_succeeded_discarding"], {"ids": ids_bytes, "attempts": attempts_bytes, "worker": worker}
+        app.sql["complete_succeeded_discarding"], {"ids": int8_array(ids), "attempt": attempt, "worker": worker}
     ).fetchone()
 
 
