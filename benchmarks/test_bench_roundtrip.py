@@ -33,7 +33,7 @@ from psycopg import sql
 import currant
 from currant.sql import queries
 from currant.worker.arrays import register_array_dumpers
-from currant.worker.completer import completion_params, sendable
+from currant.worker.completer import completion_params
 from currant.worker.links import WORK_CONNECTION_OPTIONS
 
 BATCH = 1000
@@ -89,7 +89,7 @@ def test_claim_complete_roundtrip(
                     [(job_id, attempt, None) for job_id, attempt, *_rest in rows], worker
                 )
                 assert general is None
-                done = conn.execute(q[completion], sendable(fast), prepare=True).fetchall()[0][0]
+                done = conn.execute(q[completion], fast, prepare=True).fetchall()[0][0]
                 return len(rows), done
 
             result = benchmark.pedantic(roundtrip, setup=setup, rounds=30, warmup_rounds=3, iterations=1)

@@ -31,7 +31,7 @@ from ..hooks import Hooks, JobOutcome
 from ..job import JobContext
 from ..worker.arrays import id_arrays
 from ..worker.claimer import in_claim_order
-from ..worker.completer import completion_params, sendable
+from ..worker.completer import completion_params
 from ..worker.lanes import Claimed
 from ..worker.limited import sort_out, split_held_back
 from ..worker.outcomes import Outcome
@@ -247,7 +247,7 @@ def _complete(
     fast, general = completion_params([(job_id, attempt, outcome)], worker)
     state = "lost"  # fenced: another worker owns the job now (only if something swept this one)
     for params in fast:  # one job: at most one statement
-        ((recorded, _which),) = yield ("all", sql["complete_succeeded"], sendable(params))
+        ((recorded, _which),) = yield ("all", sql["complete_succeeded"], params)
         state = "succeeded" if recorded else state
     if general is not None:
         rows = yield ("all", sql["complete_outcomes"], general)

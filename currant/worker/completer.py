@@ -121,13 +121,15 @@ class Completer:
         state.processed += len(finished)
         recorded = len(rows)
         if succeeded:
-            fenced: set[int] = set()  # sent but not recorded (a lease lost meanwhile: rare)
+            # Per attempt number, the ids recorded where not all were (a lease
+            # lost meanwhile: rare); a held job's attempt says which statement had it.
+            partial: dict[int, set[int]] = {}
             for params, ((count, only),) in zip(batch[0], succeeded, strict=True):
                 recorded += count
                 if only is not None:
-                    fenced.update(set(params["id_list"]) - set(only))
-            if fenced:
-                plain = [job for job in plain if job[0] not in fenced]
+                    partial[params["attempt"]] = set(only)
+            if partial:
+                plain = [job for job in plain if job[1] not in partial or job[0] in partial[job[1]]]
             for (queue, task), n in Counter(map(_QUEUE_AND_TASK, plain)).items():
                 state.tally.add("succeeded", n, queue, task)
         state.tally.add("fenced", len(finished) - recorded)
@@ -160,7 +162,7 @@ class Completer:
             async with conn.pipeline() as pipeline:
                 cursors = []
                 for params in fast:
-                    cursors.append(await conn.execute(plain_success, sendable(params), prepare=True))
+                    cursors.append(await conn.execute(plain_success, params, prepare=True))
                     _sync_point(pipeline)
                 general_cur = None
                 if general is not None:
@@ -170,7 +172,7 @@ class Completer:
         succeeded = []
         rows: list[Any] = []
         for params in fast:
-            cur = await conn.execute(plain_success, sendable(params), prepare=True)
+            cur = await conn.execute(plain_success, params, prepare=True)
             succeeded.append(await cur.fetchall())
         if general is not None:
             cur = await conn.execute(self.sql["complete_outcomes"], general, prepare=True)
@@ -187,8 +189,7 @@ def completion_params(
     one statement per attempt number in the batch (nearly always one), its ids
     as a binary array; when ``archiving``, every success goes to
     ``complete_succeeded_archiving``, with an array of results. Everything else
-    goes to ``complete_outcomes`` with one array per column. Each plain
-    statement's params also carry its ids as a list (``id_list``, not sent).
+    goes to ``complete_outcomes`` with one array per column.
     """
     plain: dict[int, list[int]] = {}  # attempt number: ids
     results: dict[int, list[bytes | None]] = {}  # when archiving: the results, in the same order
@@ -206,7 +207,7 @@ def completion_params(
             other.append((job_id, attempt, outcome))
     fast = []
     for attempt, id_list in plain.items():
-        params: dict[str, Any] = {"ids": int8_array(id_list), "attempt": attempt, "worker": worker, "id_list": id_list}
+        params: dict[str, Any] = {"ids": int8_array(id_list), "attempt": attempt, "worker": worker}
         if archiving:
             params["results"] = results[attempt]
         fast.append(params)
@@ -225,11 +226,6 @@ def completion_params(
             "worker": worker,
         }
     return fast, general
-
-
-def sendable(params: dict[str, Any]) -> dict[str, Any]:
-    """A plain statement's params without what is kept for the caller."""
-    return {name: value for name, value in params.items() if name != "id_list"}
 
 
 def _is_plain(outcome: Outcome | None, archiving: bool) -> bool:

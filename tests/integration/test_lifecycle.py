@@ -19,7 +19,7 @@ import pytest
 
 import currant
 from currant.worker.arrays import register_array_dumpers
-from currant.worker.completer import completion_params, sendable
+from currant.worker.completer import completion_params
 from tests.conftest import ROOT, ledger, state_counts, wait_for, wait_listening
 
 # Every field of currant.Job, in order (what `python -m currant show --json` prints).
@@ -267,19 +267,19 @@ def test_stale_completion_is_fenced(app: currant.App, database_dsn: str) -> None
         assert conn.execute(sql["claim"], {"queue": "default", "limit": 10, "worker": new_owner}).fetchall()[0][1] == 2
         # The zombie's success, failure and release all change nothing.
         (fast,), _ = completion_params([(job_id, 1, None)], old_owner)
-        assert conn.execute(sql["complete_succeeded"], sendable(fast)).fetchall() == [(0, [])]
+        assert conn.execute(sql["complete_succeeded"], fast).fetchall() == [(0, [])]
         from currant.worker.outcomes import FAILED, Outcome
 
         _, general = completion_params([(job_id, 1, Outcome(FAILED, error="zombie"))], old_owner)
         assert conn.execute(sql["complete_outcomes"], general).rowcount == 0
         # Even with the right attempt, the wrong owner is fenced out.
         (fast,), _ = completion_params([(job_id, 2, None)], old_owner)
-        assert conn.execute(sql["complete_succeeded"], sendable(fast)).fetchall() == [(0, [])]
+        assert conn.execute(sql["complete_succeeded"], fast).fetchall() == [(0, [])]
         job = _job(app, job_id)
         assert (job.state, job.attempts, job.errors) == ("running", 2, [])
         # The rightful owner completes; in a batch with a fenced job, it is told which one was recorded.
         (fast,), _ = completion_params([(job_id + 1000, 2, None), (job_id, 2, None)], new_owner)
-        assert conn.execute(sql["complete_succeeded"], sendable(fast)).fetchall() == [(1, [job_id])]
+        assert conn.execute(sql["complete_succeeded"], fast).fetchall() == [(1, [job_id])]
     assert _job(app, job_id).state == "succeeded"
 
 
