@@ -66,6 +66,20 @@ SHAPE_OF_0001 = [
 ]
 # What the jobs table's shape costs a COPY: one change at a time, on a fresh
 # table, same rows. (DDL run after the migration, COPY column list.)
+# The partial indexes a queued job of priority 0 is not in: each costs its
+# predicate's evaluation per row inserted all the same.
+SKIPPED_INDEXES = (
+    "jobs_claim_priority_idx",
+    "jobs_suspect_idx",
+    "jobs_due_idx",
+    "jobs_unique_key_idx",
+    "jobs_finished_idx",
+    "jobs_group_idx",
+    "jobs_limited_idx",
+    "jobs_limited_running_idx",
+    "jobs_waiting_idx",
+)
+
 JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
     "jobs, COPY (ids sent)": ([], JOBS_COLUMNS),
     "  as migration 0001 left it": (SHAPE_OF_0001, JOBS_COLUMNS),
@@ -77,21 +91,13 @@ JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
         ],
         JOBS_COLUMNS,
     ),
-    "  without the 5 other partial indexes": (
-        [
-            f"DROP INDEX {SCHEMA}.{name}"
-            for name in (
-                "jobs_claim_priority_idx",
-                "jobs_suspect_idx",
-                "jobs_due_idx",
-                "jobs_unique_key_idx",
-                "jobs_finished_idx",
-            )
-        ],
+    "  without the 9 partial indexes it skips": (
+        [f"DROP INDEX {SCHEMA}.{name}" for name in SKIPPED_INDEXES],
         JOBS_COLUMNS,
     ),
     '  queue, task COLLATE "C"': (
         [
+            f"DROP VIEW {SCHEMA}.jobs_all",  # (migration 0009) it would keep the columns' type
             f'ALTER TABLE {SCHEMA}.jobs ALTER queue TYPE text COLLATE "C", ALTER task TYPE text COLLATE "C"',
         ],
         JOBS_COLUMNS,

@@ -137,6 +137,11 @@ class Listener:
             batch = [notify.payload async for notify in conn.notifies(timeout=wait, stop_after=1)]
             for payload in batch:
                 await self._handle(conn, payload)
+            if batch:
+                # Let the tasks just woken (the claimer) send their statements
+                # before this one goes back into notifies(): otherwise idle
+                # pickup waits for this loop's turn (0.1 ms, BENCHMARKS.md).
+                await asyncio.sleep(0)
             now = time.monotonic()
             if now >= next_check:
                 # Also while notifications flow: a dead member's turns go
