@@ -64,8 +64,6 @@ SHAPE_OF_0001 = [
     " ADD CONSTRAINT jobs_queue_name CHECK (length(queue) BETWEEN 1 AND 200),"
     " ADD CONSTRAINT jobs_task_name CHECK (length(task) BETWEEN 1 AND 200)",
 ]
-# What the jobs table's shape costs a COPY: one change at a time, on a fresh
-# table, same rows. (DDL run after the migration, COPY column list.)
 # The partial indexes a queued job of priority 0 is not in: each costs its
 # predicate's evaluation per row inserted all the same.
 SKIPPED_INDEXES = (
@@ -79,7 +77,8 @@ SKIPPED_INDEXES = (
     "jobs_limited_running_idx",
     "jobs_waiting_idx",
 )
-
+# What the jobs table's shape costs a COPY: one change at a time, on a fresh
+# table, same rows. (DDL run after the migration, COPY column list.)
 JOBS_VARIANTS: dict[str, tuple[list[str], str]] = {
     "jobs, COPY (ids sent)": ([], JOBS_COLUMNS),
     "  as migration 0001 left it": (SHAPE_OF_0001, JOBS_COLUMNS),
