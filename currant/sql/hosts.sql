@@ -43,6 +43,7 @@ FROM (SELECT {schema}.host_slots() AS slots) AS s
 -- name: host_slots
 -- Every couple of seconds: a host that died freed its slot without telling
 -- anyone, and this is how the others notice (then one of them announces).
+-- A host that knows of no other member skips it.
 SELECT {schema}.host_slots()
 
 -- name: host_queues

@@ -114,6 +114,13 @@ class Turns:
         self._counters[queue] = turn + 1
         return serving[turn % len(serving)] == self.slot
 
+    @property
+    def alone(self) -> bool:
+        """We are the only member we know of: no other host can die unnoticed,
+        and one that joins announces itself (or, if we miss it, our LISTEN
+        dropped and we join again), so the periodic check has nothing to find."""
+        return self.members is not None and self.slot is not None and set(self.members) <= {self.slot}
+
     def others_serve(self, queue: str) -> bool:
         """Whether another member serves ``queue`` (a burst is worth spreading to)."""
         serving = self._serving.get(queue, [])

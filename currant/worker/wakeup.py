@@ -47,9 +47,9 @@ class Listener:
     Given the app's statements (``sql``) and the queues this host serves, it
     takes turns with the other hosts (:mod:`currant.worker.turns`): after
     LISTEN it joins (a slot) and announces the members; a "jobs ready" that is
-    another host's turn is not passed on; every :data:`CHECK_EVERY` seconds it
-    looks for members that died. Without them, or on a schema without the
-    hosts table, it acts on every notification.
+    another host's turn is not passed on; every :data:`CHECK_EVERY` seconds,
+    while it knows of another member, it looks for members that died. Without
+    them, or on a schema without the hosts table, it acts on every notification.
     """
 
     def __init__(
@@ -235,6 +235,8 @@ class Listener:
             if time.monotonic() >= self._join_again:
                 await self._join(conn)
             return
+        if self.turns.alone:
+            return  # an idle lone host sends no statement for it (BENCHMARKS.md, idle worker)
         ((held,),) = await self._query(conn, self.sql["host_slots"], None)
         if self.turns.should_announce(held):
             await self._announce(conn)

@@ -117,6 +117,63 @@ def test_one_notify_one_claim_among_four_idle_hosts(
     assert ran_on == hosts
 
 
+def _listener_statements(db: Any, schema: str) -> dict[int, Any]:
+    """The hosts' LISTEN connections (they hold the slots): pid -> when each
+    started its last statement (it changes with every statement)."""
+    rows = db.execute(
+        "SELECT a.pid, a.query_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted"
+        " AND l.classid = hashtext('currant.hosts:' || %s)::oid",
+        (f'"{schema}"',),
+    ).fetchall()
+    return dict(rows)
+
+
+def _quiet_for(db: Any, schema: str, seconds: float) -> None:
+    """The LISTEN connections run no statement for ``seconds``: longer than
+    two slot checks (CHECK_EVERY) and shorter than QUIET's health check. What
+    is asserted is an absence, so this one waits out its window."""
+    # First each host finishes with the last announcement: it reads the
+    # members' queues and LISTENs again a few milliseconds after seeing it.
+    last, since = _listener_statements(db, schema), time.monotonic()
+
+    def settled() -> bool:
+        nonlocal last, since
+        now = _listener_statements(db, schema)
+        if now != last:
+            last, since = now, time.monotonic()
+        return time.monotonic() - since >= 0.5
+
+    wait_for(settled, timeout=10, message="the LISTEN connections settled")
+    before = last
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert _listener_statements(db, schema) == before, "the LISTEN connection ran a statement"
+        time.sleep(0.2)
+
+
+def test_a_lone_host_does_not_check_the_slots_until_another_joins(
+    app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
+) -> None:
+    """The slots check looks for other members that died: a host alone has
+    none, and an idle lone worker sends no statement for it (idle workers
+    cost the database one statement per poll interval, BENCHMARKS.md). With a
+    second host it checks again, and finds that host gone when it is killed."""
+    from currant.worker.wakeup import CHECK_EVERY
+
+    first = spawn_worker(*QUIET)
+    (alone,) = _settled(db, app, announcements, 1)
+    _quiet_for(db, app.schema, 2.5 * CHECK_EVERY)
+    second = spawn_worker(*QUIET)
+    _settled(db, app, announcements, 2)
+    second.kill()
+    # Only the survivor's check can find out: the dead host told nobody.
+    wait_for(lambda: announcements.latest() == [alone], timeout=5 * CHECK_EVERY, message="the survivor announced")
+    _quiet_for(db, app.schema, 2.5 * CHECK_EVERY)
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+
+
 def test_supervised_hosts_take_turns_too(
     app: currant.App, spawn_worker: Any, db: Any, announcements: Announcements
 ) -> None:

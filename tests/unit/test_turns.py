@@ -133,3 +133,18 @@ def test_not_joined_never_announces() -> None:
     turns.joined(None)  # every slot taken, or no hosts table
     assert not turns.should_announce([0, 1])
     assert turns.ready("default")
+
+
+def test_alone_only_when_we_are_the_only_member_we_know() -> None:
+    turns = Turns()
+    assert not turns.alone  # not joined
+    turns.joined(3)
+    assert not turns.alone  # members unknown: no announcement seen yet
+    turns.announced([3], {3: ["default"]})
+    assert turns.alone
+    turns.announced([3, 4], {3: ["default"], 4: ["default"]})
+    assert not turns.alone
+    turns.announced([3], {3: ["default"]})  # the other one left
+    assert turns.alone
+    turns.announced([4], {4: ["default"]})  # we are left out: not alone, and we announce
+    assert not turns.alone and turns.left_out
