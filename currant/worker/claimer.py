@@ -13,7 +13,9 @@ room) or for the fallback poll, which it lines up with the heartbeat: the
 heartbeat reports ready work too, so an idle worker sends one statement per
 interval. Jobs of rate- or concurrency-limited tasks are claimed after the
 others, while lanes are free, and asked for again when a limit lets them
-(:mod:`currant.worker.limited`).
+(:mod:`currant.worker.limited`). A claim round of such an app is two
+statements, so its fallback poll asks ``has_ready`` first (one statement,
+both kinds of job) and claims only when that says yes.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class Claimer:
         # claim also NOTIFYs "r:<queue>", so that a burst, which one host's
         # turn woke, reaches the next host in turn before its poll.
         self.spread: Callable[[str], bool] | None = None
+        # state.wake_seq when the fallback poll made a claim ready, and nothing else had.
+        self._polled_at_seq: int | None = None
         link.on_fresh = self._release_unknown
 
     async def run(self, completer: asyncio.Task[None]) -> None:
@@ -149,6 +153,8 @@ class Claimer:
             room = self.size.room(queued)
             limited_ready = self._limited_ready()
             if not state.stopping and not suspects_wait and (state.claim_ready or limited_ready) and room:
+                if await self._poll_finds_nothing(limited_ready):
+                    continue
                 self.size.before_claim(time.monotonic())
                 limit = self.size.current - queued
                 seq = state.wake_seq
@@ -192,7 +198,7 @@ class Claimer:
             due = state.next_beat + interval
         timeout = due - time.monotonic()
         if timeout <= 0:
-            state.claim_ready = True  # the fallback poll is due
+            self._poll_due()
             if room and not suspects_wait:
                 return
             # Nowhere to put a claim yet: wait for the lanes to make room or
@@ -207,7 +213,37 @@ class Claimer:
             await within(timeout, state.wake.wait())
         except asyncio.TimeoutError:
             if time.monotonic() >= poll_at:
-                state.claim_ready = True  # the fallback poll
+                self._poll_due()
+
+    def _poll_due(self) -> None:
+        state = self.state
+        if not state.claim_ready:
+            self._polled_at_seq = state.wake_seq
+        state.claim_ready = True
+
+    async def _poll_finds_nothing(self, limited_ready: bool) -> bool:
+        """For an app with limited tasks, a claim ready only because the
+        fallback poll was due first asks ``has_ready`` (idle, as it mostly is,
+        one statement instead of claim and claim_limited). Not while a key is
+        known to be held back (``limited.due`` set): those jobs make it say
+        yes every time. True: nothing to claim, and the poll is done."""
+        seq, self._polled_at_seq = self._polled_at_seq, None
+        if seq is None or seq != self.state.wake_seq or limited_ready:
+            return False  # something besides the poll said jobs may be ready
+        if self.limited is None or self.limited.due < math.inf:
+            return False  # one claim is the poll (no limits), or the limited jobs wait their turn
+
+        async def ask(conn: Connection) -> bool:
+            cur = await conn.execute(self.sql["has_ready"], {"queues": self.config.queues}, prepare=True)
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+        ready = await self.link.run(ask)
+        self.state.last_poll = time.monotonic()
+        if not ready and seq == self.state.wake_seq:
+            self.state.claim_ready = False
+            return True
+        return False
 
     def _free(self) -> int:
         """Lanes with nothing to do: what a limited claim may take."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -229,3 +230,48 @@ def test_a_plain_job_does_not_wait_for_the_limited_claim_of_its_round(
         holder.rollback()
     wait_for(lambda: db.execute(state, (capped,)).fetchone() == ("succeeded",), timeout=20, message="the capped job")
     assert "ERROR" not in worker.log()
+
+
+def _claim_limited_calls(db: psycopg.Connection[Any], schema: str) -> int:
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    (calls,) = db.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = %s AND funcname = 'claim_limited'",
+        (schema,),
+    ).fetchone()  # type: ignore[misc]
+    return int(calls)
+
+
+def test_an_idle_worker_of_a_limited_app_polls_with_one_statement(
+    limited_app: currant.App, db: psycopg.Connection[Any], database_dsn: str, schema_name: str, spawn_worker: Any
+) -> None:
+    """A claim round of an app with limited tasks is two statements (claim and
+    claim_limited); its fallback poll asks has_ready first, so an idle worker
+    sends one per poll interval, as a plain app's does. And a limited job whose
+    notification never came is still found by the poll."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_dsn)["dbname"]
+    db.execute(f"ALTER DATABASE \"{dbname}\" SET track_functions = 'pl'")
+    # The heartbeat (which reports ready work too) out of the way: what finds the job is the poll.
+    worker = spawn_worker("--poll-interval", "0.2", "--heartbeat", "30", "--dead-after", "60", app=APP)
+    polls: set[Any] = set()
+
+    def polled_five_times() -> bool:
+        # The claims connection's has_ready (the LISTEN connection's comes every 60 s here).
+        for (started,) in db.execute(
+            "SELECT query_start FROM pg_stat_activity WHERE application_name = 'currant-worker'"
+            " AND datname = current_database() AND query LIKE 'SELECT EXISTS (SELECT 1 FROM%%'"
+        ).fetchall():
+            polls.add(started)
+        return len(polls) >= 5
+
+    wait_for(polled_five_times, timeout=20, message="five polls by has_ready")
+    # A limited job that wakes nobody (its notification goes to another channel).
+    plan = limited_app.enqueue_plan("limited.slow", (), None)
+    _fetch, statement, params = next(plan)
+    ((job_id, *_),) = db.execute(statement, {**params, "channel": "currant_nobody_listens"}).fetchall()
+    state = f'SELECT state::text FROM "{schema_name}".jobs WHERE id = %s'
+    wait_for(lambda: db.execute(state, (job_id,)).fetchone() == ("succeeded",), timeout=5, message="the polled job")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.log()
+    # The worker's first rounds (start-up, LISTEN up), the round that found
+    # the job and the one after it; none for the idle polls.
+    assert _claim_limited_calls(db, schema_name) <= 6
