@@ -153,7 +153,7 @@ class Claimer:
             room = self.size.room(queued)
             limited_ready = self._limited_ready()
             if not state.stopping and not suspects_wait and (state.claim_ready or limited_ready) and room:
-                if await self._poll_finds_nothing(limited_ready):
+                if self._polled_at_seq is not None and await self._poll_finds_nothing(limited_ready):
                     continue
                 self.size.before_claim(time.monotonic())
                 limit = self.size.current - queued
@@ -228,7 +228,7 @@ class Claimer:
         known to be held back (``limited.due`` set): those jobs make it say
         yes every time. True: nothing to claim, and the poll is done."""
         seq, self._polled_at_seq = self._polled_at_seq, None
-        if seq is None or seq != self.state.wake_seq or limited_ready:
+        if seq != self.state.wake_seq or limited_ready:
             return False  # something besides the poll said jobs may be ready
         if self.limited is None or self.limited.due < math.inf:
             return False  # one claim is the poll (no limits), or the limited jobs wait their turn
