@@ -3,10 +3,8 @@
 When the local queue is at or below its low-water mark (half the claim
 size) and jobs may be ready, it claims up to the claim size; several queues
 strictly in the order given, the next only when those before it could not
-fill the claim. The claim size follows the lanes: the number of lanes at
-first, up to eight times ``--batch-size`` while they go through jobs faster
-than claims bring them, so a worker does not hold slow jobs that another
-worker's free lanes could run (:class:`ClaimSize`).
+fill the claim. The claim size is ``--batch-size``, and grows up to eight
+times that while the lanes run dry between claims (:class:`ClaimSize`).
 Rescued jobs ("suspects") are never claimed in a batch: once the worker holds
 nothing, it claims one and lets it run alone.
 
@@ -58,71 +56,48 @@ def in_claim_order(rows: list[Any]) -> list[Any]:
 
 class ClaimSize:
     """How many jobs the worker may hold claimed but not started (its
-    prefetch). The next claim takes what brings the local queue up to it.
-    A job held here is a job no other worker can run, so the size follows
-    how fast this worker's lanes go through jobs: a worker holds about what
-    it will start soon.
+    prefetch): ``--batch-size``, and up to ``GROWTH`` times that while the
+    jobs are short. The next claim takes what brings the local queue up to it.
 
-    It starts at the number of lanes (``--batch-size`` if that is smaller):
-    a backlog of slow jobs goes out a few at a time to every worker that has
-    a free lane, not a thousand to whichever claimed first. It doubles, up
-    to ``GROWTH`` times ``--batch-size``, after a full claim that followed a
-    full one, when
-
-    * the claim reached lanes that had run dry (a lane idle, nothing queued):
-      they finish jobs faster than a round trip brings them. A drain of short
-      jobs wants fewer, larger claims (each pays a commit and a round trip
-      besides its rows: at 1,000 no-op jobs per claim, about a quarter of the
-      claims connection's time, BENCHMARKS.md); or
-    * at the rate the lanes finished jobs over the last ``COOLDOWN`` or more,
-      a claim's worth lasts less than two cooldowns: refilled at half, the
-      worker would claim more often than every ``COOLDOWN``, a commit each.
-
-    It halves, back toward where it started, when what the last full claim
-    brought lasted longer than ``HORIZON`` before the queue fell to its
-    low-water mark: jobs got slower.
+    It doubles when a full claim, after a full one, reached lanes that had run
+    dry meanwhile: they finish jobs faster than a round trip brings them, and a
+    drain of short jobs wants fewer, larger claims (each pays a commit and a
+    round trip besides its rows: at 1,000 no-op jobs per claim, about a
+    quarter of the claims connection's time, BENCHMARKS.md). It halves, back
+    toward ``--batch-size``, when what the last full claim brought lasted
+    longer than ``HORIZON`` before the queue fell to its low-water mark: jobs
+    got slower, and a worker should not hold more than it can start soon
+    (work that other workers could be running).
     """
 
     GROWTH = 8
-    COOLDOWN = 0.1  # seconds
     HORIZON = 1.0  # seconds
 
-    def __init__(self, batch_size: int, lanes: int) -> None:
-        self.least = min(batch_size, lanes)
+    def __init__(self, batch_size: int) -> None:
+        self.least = batch_size
         self.most = batch_size * self.GROWTH
-        self.current = self.least
+        self.current = batch_size
         self._ran_dry = False
         self._full_at: float | None = None  # when the last claim came back full
-        # The start of the window the lanes' rate is measured over: (when, jobs finished by then).
-        self._window = (0.0, 0)
 
     def room(self, queued: int) -> bool:
         """Whether the local queue is low enough to claim more."""
         return queued <= max(1, self.current // 2)
 
     def ran_dry(self) -> None:
-        """A claim's jobs arrive to idle lanes and an empty local queue."""
+        """A claim's jobs arrive to an empty local queue."""
         self._ran_dry = True
 
     def before_claim(self, now: float) -> None:
         if self._full_at is not None and now - self._full_at > self.HORIZON:
             self.current = max(self.least, self.current // 2)
 
-    def after_claim(self, full: bool, now: float, finished: int) -> None:
-        """``finished``: how many jobs this worker has finished so far."""
+    def after_claim(self, full: bool, now: float) -> None:
         # After a full claim only: a worker's first claim always finds its lanes idle.
-        if full and self._full_at is not None and (self._ran_dry or self._claims_too_often(now, finished)):
+        if full and self._ran_dry and self._full_at is not None:
             self.current = min(self.most, self.current * 2)
         self._ran_dry = False
         self._full_at = now if full else None
-
-    def _claims_too_often(self, now: float, finished: int) -> bool:
-        since, finished_then = self._window
-        if now - since < self.COOLDOWN:
-            return False  # too short a window to tell a rate from a few jobs ending together
-        self._window = (now, finished)
-        rate = (finished - finished_then) / (now - since)
-        return rate * 2 * self.COOLDOWN > self.current
 
 
 class Claimer:
@@ -144,7 +119,7 @@ class Claimer:
         self.link = link
         self.sql = sql
         self.channel = channel
-        self.size = ClaimSize(config.batch_size, config.concurrency)
+        self.size = ClaimSize(config.batch_size)
         self._burst_check = burst_check  # True when, after promoting due jobs, nothing is left to do
         self.metrics = metrics
         self.limited = limited
@@ -191,7 +166,7 @@ class Claimer:
                     for queue, rows in claimed:
                         self._dispatch(rows, queue)
                 count = sum(len(rows) for _queue, rows in claimed)
-                self.size.after_claim(count >= limit, time.monotonic(), state.processed)
+                self.size.after_claim(count >= limit, time.monotonic())
                 state.claims += 1
                 state.empty_claims += not count
                 if self.metrics is not None and count:
@@ -347,7 +322,7 @@ class Claimer:
         return list(await cur.fetchall())
 
     def _dispatch(self, rows: list[Any], queue: str) -> None:
-        if not self.lanes.local.qsize() and self.lanes.idle():
+        if not self.lanes.local.qsize():
             self.size.ran_dry()
         held = self.state.held
         put = self.lanes.local.put

@@ -178,10 +178,6 @@ class Lanes:
         """Ask the hooks again which of them are idle (at every heartbeat)."""
         self.job_hooks = self.hooks.for_jobs()
 
-    def idle(self) -> bool:
-        """Whether a lane (an async slot, with async tasks) has no job to run."""
-        return len(self.active) < self.concurrency
-
     def request_wake(self) -> None:
         """Called by the loop before it drains outcomes: the next report wakes it again."""
         self._wake_pending = False
