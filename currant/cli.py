@@ -112,7 +112,7 @@ def build_parser(prog: str = PROG, with_app: bool = True) -> argparse.ArgumentPa
         "--batch-size",
         type=_positive_int,
         default=1000,
-        help="claims start at the lanes and grow up to 8x this while jobs are short (default: 1000)",
+        help="jobs claimed per round trip, and the prefetch; up to 8x while jobs are short (default: 1000)",
     )
     add("--heartbeat", type=_positive_float, default=5.0, metavar="SECONDS", help="heartbeat period (default: 5)")
     add(
