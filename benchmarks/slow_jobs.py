@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -61,9 +62,9 @@ def _processes(worker_args: list[str]) -> int:
     return int(worker_args[worker_args.index("--processes") + 1]) if "--processes" in worker_args else 1
 
 
-def _wait(predicate: object, timeout: float) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout} s")
         time.sleep(0.02)
